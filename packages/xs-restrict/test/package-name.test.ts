@@ -1,0 +1,8 @@
+import { describe, expect, it } from 'vitest';
+import { PACKAGE_NAME } from '../src/index.js';
+
+describe('@xen-depriv/xs-restrict', () => {
+  it('names itself', () => {
+    expect(PACKAGE_NAME).toBe('@xen-depriv/xs-restrict');
+  });
+});

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): install, system packages, build, typecheck, lint,
+# every test, then one plain summary line counted from vitest's JSON report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 NO_UPDATE_NOTIFIER=1 FORCE_COLOR=0
+
+bash scripts/ensure-install.sh
+bash scripts/setup-system.sh
+npx turbo run build typecheck --output-logs=new-only
+npx tsc -p tsconfig.json
+npx biome check .
+
+mkdir -p reports
+rm -f reports/vitest.json
+set +e
+npx vitest run --reporter=default --reporter=json --outputFile.json=reports/vitest.json "$@"
+rc=$?
+set -e
+node scripts/summary.mjs reports/vitest.json "$rc"
