@@ -32,10 +32,17 @@ fi
 command -v dpkg-source >/dev/null || apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
 
 cd "$dest"
+# A mirror may lack the newest upload's source (the security archive often does): try each
+# version apt knows, newest first.
 for src in xen qemu; do
-  if ! ls -d "$src"-*/ >/dev/null 2>&1; then
-    apt-get source -qq "$src" >/dev/null
-  fi
+  ls -d "$src"-*/ >/dev/null 2>&1 && continue
+  for v in $(apt-cache showsrc "$src" | awk '/^Version:/ {print $2}' | sort -Vr); do
+    if apt-get source -qq "$src=$v" >/dev/null 2>&1; then
+      echo "fetch-sources: $src $v"
+      break
+    fi
+  done
+  ls -d "$src"-*/ >/dev/null 2>&1 || { echo "fetch-sources: no source of $src could be fetched" >&2; exit 1; }
 done
 if [ ! -d linux-source-6.1 ]; then
   apt-get download -qq linux-source-6.1 >/dev/null
