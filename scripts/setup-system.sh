@@ -14,9 +14,15 @@ declare -A NEEDED_BY=(
   [xenstore-utils]="xs-restrict tests that run Xen's own xenstore-* clients against the embedded server"
   [xen-utils-4.17]="xs-restrict differential tests against the real C xenstored (xenstored-peer) and test-xenstore"
   [qemu-system-x86]="qemu-launcher and xen-depriv tests that launch a real confined qemu-system-x86_64 -M none"
-  [qemu-system-xen]="qemu-launcher's probe and Xen-mode plan checks against Debian's Xen QEMU"
+  [qemu-system-xen]="qemu-launcher's probe and Xen-mode plan checks against Debian's Xen QEMU; the real-Xen tier's device model"
+  [xen-hypervisor-4.17-amd64]="the real-Xen tier (npm run test:xen boots this hypervisor under QEMU)"
+  [linux-image-amd64]="the real-Xen tier (its dom0 kernel and modules)"
+  [seabios]="the real-Xen tier (HVM guest firmware)"
+  [busybox-static]="the real-Xen tier (its dom0 initramfs)"
+  [cpio]="the real-Xen tier (its dom0 initramfs)"
 )
-ORDER=(gcc make python3 libc6-dev libxen-dev xenstore-utils xen-utils-4.17 qemu-system-x86 qemu-system-xen)
+ORDER=(gcc make python3 libc6-dev libxen-dev xenstore-utils xen-utils-4.17 qemu-system-x86 qemu-system-xen
+  xen-hypervisor-4.17-amd64 linux-image-amd64 seabios busybox-static cpio)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "setup-system: not a Debian system (no dpkg-query); tests that need Debian's Xen and QEMU packages will skip themselves."
