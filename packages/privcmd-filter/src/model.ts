@@ -1,0 +1,294 @@
+import { allow, type Decision, deny } from './errno.js';
+
+/** `DOMID_INVALID` (xen/include/public/xen.h): the kernel's "not restricted" marker in `privcmd_data.domid`. */
+export const DOMID_INVALID = 0x7ff4;
+/** `DOMID_FIRST_RESERVED`: evtchn's RESTRICT_DOMID rejects this and above. */
+export const DOMID_FIRST_RESERVED = 0x7ff0;
+/** evtchn.c's `UNRESTRICTED_DOMID ((domid_t)-1)`. */
+const EVTCHN_UNRESTRICTED = 0xffff;
+
+/** One privcmd ioctl, with the fields the kernel reads before it acts. */
+export type PrivcmdRequest =
+  | { readonly kind: 'hypercall'; readonly op: number }
+  | { readonly kind: 'mmap'; readonly dom: number; readonly num: number }
+  | { readonly kind: 'mmapbatch'; readonly dom: number; readonly num: number }
+  | { readonly kind: 'mmapbatch_v2'; readonly dom: number; readonly num: number }
+  | { readonly kind: 'dm_op'; readonly dom: number; readonly bufSizes: readonly number[] }
+  | { readonly kind: 'restrict'; readonly domid: number }
+  | {
+      readonly kind: 'mmap_resource';
+      readonly dom: number;
+      readonly type: number;
+      readonly id: number;
+      readonly idx: number;
+      readonly num: number;
+      readonly addr: bigint;
+    }
+  | { readonly kind: 'irqfd'; readonly dom: number; readonly flags: number }
+  | { readonly kind: 'ioeventfd'; readonly dom: number; readonly flags: number }
+  | { readonly kind: 'unknown'; readonly request: number };
+
+export interface PrivcmdModelOptions {
+  /** Module parameter `dm_op_max_nr_bufs` (default 16). */
+  readonly dmOpMaxNrBufs?: number;
+  /** Module parameter `dm_op_buf_max_size` (default 4096). */
+  readonly dmOpBufMaxSize?: number;
+  /**
+   * `XENFEAT_auto_translated_physmap` (PVH/HVM dom0 or Arm): IOCTL_PRIVCMD_MMAP is ENOSYS there,
+   * before the restriction is looked at. Default false (x86 PV dom0).
+   */
+  readonly autoTranslatedPhysmap?: boolean;
+  /** Whether the kernel has IRQFD/IOEVENTFD (Linux >= 6.7). Default false, as Linux 6.1 where they are ENOTTY. */
+  readonly irqfd?: boolean;
+}
+
+/** `PRIVCMD_IRQFD_FLAG_DEASSIGN` / `PRIVCMD_IOEVENTFD_FLAG_DEASSIGN`: the only flag either accepts. */
+const FLAG_DEASSIGN = 1;
+
+/**
+ * Linux privcmd's checks for one open fd (drivers/xen/privcmd.c), in the order the kernel makes them:
+ * restriction first, sizes second. `decide()` applies a RESTRICT that is allowed, like the ioctl does.
+ */
+export class PrivcmdModel {
+  readonly dmOpMaxNrBufs: number;
+  readonly dmOpBufMaxSize: number;
+  readonly autoTranslatedPhysmap: boolean;
+  readonly irqfd: boolean;
+  #domid = DOMID_INVALID;
+
+  constructor(options: PrivcmdModelOptions = {}) {
+    this.dmOpMaxNrBufs = options.dmOpMaxNrBufs ?? 16;
+    this.dmOpBufMaxSize = options.dmOpBufMaxSize ?? 4096;
+    this.autoTranslatedPhysmap = options.autoTranslatedPhysmap ?? false;
+    this.irqfd = options.irqfd ?? false;
+  }
+
+  /** The domid this fd is restricted to, or undefined while unrestricted. */
+  get domid(): number | undefined {
+    return this.#domid === DOMID_INVALID ? undefined : this.#domid;
+  }
+
+  /** What the kernel would answer, and the state change a successful RESTRICT makes. */
+  decide(request: PrivcmdRequest): Decision {
+    const restricted = this.#domid !== DOMID_INVALID;
+    const other = (dom: number) => restricted && dom !== this.#domid;
+    const otherReason = (name: string, dom: number) =>
+      `${name}: fd is restricted to domid ${this.#domid}, request targets domid ${dom}`;
+    switch (request.kind) {
+      case 'hypercall':
+        if (restricted) {
+          return deny(
+            'EPERM',
+            `IOCTL_PRIVCMD_HYPERCALL: fd is restricted to domid ${this.#domid}, arbitrary hypercalls are refused`,
+          );
+        }
+        return allow(`IOCTL_PRIVCMD_HYPERCALL op ${request.op} on an unrestricted fd`);
+      case 'mmap':
+        if (this.autoTranslatedPhysmap) {
+          return deny(
+            'ENOSYS',
+            'IOCTL_PRIVCMD_MMAP: not supported with XENFEAT_auto_translated_physmap, use MMAPBATCH_V2',
+          );
+        }
+        if (other(request.dom))
+          return deny('EPERM', otherReason('IOCTL_PRIVCMD_MMAP', request.dom));
+        return allow(`IOCTL_PRIVCMD_MMAP of ${request.num} entries of domid ${request.dom}`);
+      case 'mmapbatch':
+      case 'mmapbatch_v2': {
+        const name =
+          request.kind === 'mmapbatch' ? 'IOCTL_PRIVCMD_MMAPBATCH' : 'IOCTL_PRIVCMD_MMAPBATCH_V2';
+        if (other(request.dom)) return deny('EPERM', otherReason(name, request.dom));
+        if (request.num <= 0) return deny('EINVAL', `${name}: num must be > 0, got ${request.num}`);
+        return allow(`${name} of ${request.num} frames of domid ${request.dom}`);
+      }
+      case 'dm_op': {
+        if (other(request.dom))
+          return deny('EPERM', otherReason('IOCTL_PRIVCMD_DM_OP', request.dom));
+        const num = request.bufSizes.length;
+        if (num === 0)
+          return allow('IOCTL_PRIVCMD_DM_OP with num == 0 returns 0 without a hypercall');
+        if (num > this.dmOpMaxNrBufs) {
+          return deny(
+            'E2BIG',
+            `IOCTL_PRIVCMD_DM_OP: at most dm_op_max_nr_bufs=${this.dmOpMaxNrBufs} buffers, got ${num}`,
+          );
+        }
+        for (let i = 0; i < num; i++) {
+          const size = request.bufSizes[i] ?? 0;
+          if (size > this.dmOpBufMaxSize) {
+            return deny(
+              'E2BIG',
+              `IOCTL_PRIVCMD_DM_OP: buffer ${i} is ${size} bytes, at most dm_op_buf_max_size=${this.dmOpBufMaxSize}`,
+            );
+          }
+        }
+        return allow(`IOCTL_PRIVCMD_DM_OP with ${num} buffers for domid ${request.dom}`);
+      }
+      case 'restrict':
+        if (!restricted) {
+          this.#domid = request.domid;
+          return allow(`IOCTL_PRIVCMD_RESTRICT: fd restricted to domid ${request.domid}`);
+        }
+        if (request.domid !== this.#domid) {
+          return deny(
+            'EINVAL',
+            `IOCTL_PRIVCMD_RESTRICT: fd is already restricted to domid ${this.#domid}, got ${request.domid}`,
+          );
+        }
+        return allow(`IOCTL_PRIVCMD_RESTRICT: fd already restricted to domid ${request.domid}`);
+      case 'mmap_resource':
+        if (other(request.dom))
+          return deny('EPERM', otherReason('IOCTL_PRIVCMD_MMAP_RESOURCE', request.dom));
+        if ((request.addr !== 0n) !== (request.num !== 0)) {
+          return deny(
+            'EINVAL',
+            `IOCTL_PRIVCMD_MMAP_RESOURCE: addr and num must both be set or both be 0, got addr=0x${request.addr.toString(16)} num=${request.num}`,
+          );
+        }
+        return allow(
+          `IOCTL_PRIVCMD_MMAP_RESOURCE type ${request.type} id ${request.id} of domid ${request.dom}`,
+        );
+      case 'irqfd':
+      case 'ioeventfd': {
+        const name = request.kind === 'irqfd' ? 'IOCTL_PRIVCMD_IRQFD' : 'IOCTL_PRIVCMD_IOEVENTFD';
+        if (!this.irqfd)
+          return deny('ENOTTY', `${name}: this kernel has no such ioctl (added in Linux 6.7)`);
+        if ((request.flags & ~FLAG_DEASSIGN) !== 0) {
+          return deny(
+            'EINVAL',
+            `${name}: only the DEASSIGN flag (1) is defined, got flags 0x${request.flags.toString(16)}`,
+          );
+        }
+        if (other(request.dom)) return deny('EPERM', otherReason(name, request.dom));
+        return allow(`${name} for domid ${request.dom}`);
+      }
+      case 'unknown':
+        return deny(
+          'ENOTTY',
+          `privcmd: unknown ioctl request 0x${(request.request >>> 0).toString(16)}`,
+        );
+    }
+  }
+}
+
+/** One /dev/xen/evtchn ioctl, with the fields drivers/xen/evtchn.c checks. */
+export type EvtchnRequest =
+  | { readonly kind: 'bind_virq'; readonly virq: number }
+  | {
+      readonly kind: 'bind_interdomain';
+      readonly remoteDomain: number;
+      readonly remotePort: number;
+    }
+  | { readonly kind: 'bind_unbound_port'; readonly remoteDomain: number }
+  | { readonly kind: 'unbind'; readonly port: number }
+  | { readonly kind: 'notify'; readonly port: number }
+  | { readonly kind: 'reset' }
+  | { readonly kind: 'restrict_domid'; readonly domid: number }
+  | { readonly kind: 'unknown'; readonly request: number };
+
+export interface EvtchnModelOptions {
+  /** `xen_evtchn_nr_channels()`: 4096 with the 2-level ABI on 64-bit, 2^17 with FIFO. Default 4096. */
+  readonly nrChannels?: number;
+}
+
+/**
+ * The evtchn device's rules, which are not privcmd's: RESTRICT_DOMID can be made only once (even a
+ * second call with the same domid is EACCES), domid 0 and reserved domids are EINVAL, a restricted fd
+ * cannot bind VIRQs or allocate unbound ports (EACCES), interdomain binds only to the restricted domid
+ * (EACCES), and an unknown ioctl is ENOSYS, not ENOTTY. Ports bound through this model are tracked so
+ * UNBIND/NOTIFY of a port the fd does not own is ENOTCONN.
+ */
+export class EvtchnModel {
+  readonly nrChannels: number;
+  #restrict = EVTCHN_UNRESTRICTED;
+  readonly #bound = new Set<number>();
+
+  constructor(options: EvtchnModelOptions = {}) {
+    this.nrChannels = options.nrChannels ?? 4096;
+  }
+
+  get domid(): number | undefined {
+    return this.#restrict === EVTCHN_UNRESTRICTED ? undefined : this.#restrict;
+  }
+
+  /** Records a port a successful bind returned, as `evtchn_bind_to_user` does. */
+  bound(port: number): void {
+    this.#bound.add(port);
+  }
+
+  decide(request: EvtchnRequest): Decision {
+    const restricted = this.#restrict !== EVTCHN_UNRESTRICTED;
+    switch (request.kind) {
+      case 'bind_virq':
+        if (restricted)
+          return deny(
+            'EACCES',
+            `IOCTL_EVTCHN_BIND_VIRQ: fd is restricted to domid ${this.#restrict}`,
+          );
+        return allow(`IOCTL_EVTCHN_BIND_VIRQ virq ${request.virq}`);
+      case 'bind_interdomain':
+        if (restricted && request.remoteDomain !== this.#restrict) {
+          return deny(
+            'EACCES',
+            `IOCTL_EVTCHN_BIND_INTERDOMAIN: fd is restricted to domid ${this.#restrict}, remote domain is ${request.remoteDomain}`,
+          );
+        }
+        return allow(
+          `IOCTL_EVTCHN_BIND_INTERDOMAIN to domid ${request.remoteDomain} port ${request.remotePort}`,
+        );
+      case 'bind_unbound_port':
+        if (restricted) {
+          return deny(
+            'EACCES',
+            `IOCTL_EVTCHN_BIND_UNBOUND_PORT: fd is restricted to domid ${this.#restrict}`,
+          );
+        }
+        return allow(`IOCTL_EVTCHN_BIND_UNBOUND_PORT for domid ${request.remoteDomain}`);
+      case 'unbind':
+        if (request.port >= this.nrChannels) {
+          return deny(
+            'EINVAL',
+            `IOCTL_EVTCHN_UNBIND: port ${request.port} is not below nr_channels=${this.nrChannels}`,
+          );
+        }
+        if (!this.#bound.has(request.port)) {
+          return deny(
+            'ENOTCONN',
+            `IOCTL_EVTCHN_UNBIND: port ${request.port} is not bound by this fd`,
+          );
+        }
+        this.#bound.delete(request.port);
+        return allow(`IOCTL_EVTCHN_UNBIND port ${request.port}`);
+      case 'notify':
+        if (!this.#bound.has(request.port)) {
+          return deny(
+            'ENOTCONN',
+            `IOCTL_EVTCHN_NOTIFY: port ${request.port} is not bound by this fd`,
+          );
+        }
+        return allow(`IOCTL_EVTCHN_NOTIFY port ${request.port}`);
+      case 'reset':
+        return allow('IOCTL_EVTCHN_RESET clears the ring');
+      case 'restrict_domid':
+        if (restricted) {
+          return deny(
+            'EACCES',
+            `IOCTL_EVTCHN_RESTRICT_DOMID: fd is already restricted to domid ${this.#restrict}`,
+          );
+        }
+        if (request.domid === 0 || request.domid >= DOMID_FIRST_RESERVED) {
+          return deny(
+            'EINVAL',
+            `IOCTL_EVTCHN_RESTRICT_DOMID: domid must be 1..${DOMID_FIRST_RESERVED - 1}, got ${request.domid}`,
+          );
+        }
+        this.#restrict = request.domid;
+        return allow(`IOCTL_EVTCHN_RESTRICT_DOMID: fd restricted to domid ${request.domid}`);
+      case 'unknown':
+        return deny(
+          'ENOSYS',
+          `evtchn: unknown ioctl request 0x${(request.request >>> 0).toString(16)}`,
+        );
+    }
+  }
+}
