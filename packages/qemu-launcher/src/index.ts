@@ -1,1 +1,37 @@
+export { LauncherError, type LauncherErrorCode } from './errors.js';
 export { PACKAGE_NAME } from './package-name.js';
+export {
+  BASE_DEVICES,
+  DEFAULT_NAMESPACES,
+  DEFAULT_RLIMITS,
+  type DeviceNode,
+  formatPlan,
+  type JailOp,
+  type LaunchConfig,
+  type LaunchMode,
+  type LaunchPlan,
+  type LaunchPolicy,
+  type LeaseLike,
+  type Namespace,
+  type PlannedFd,
+  type PlannedRlimit,
+  plan,
+  type RlimitName,
+  type SeccompProgram,
+  xenDevices,
+} from './plan.js';
+export {
+  type BinaryIdentity,
+  type HostRootEntry,
+  type ProbeOptions,
+  probeQemu,
+  type QemuCaps,
+} from './probe.js';
+export {
+  DEFAULT_QMP_LIMITS,
+  QmpClient,
+  type QmpEvent,
+  type QmpGreeting,
+  type QmpLimits,
+  type QmpStats,
+} from './qmp.js';

@@ -1,0 +1,437 @@
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { LauncherError } from './errors.js';
+import type { QemuCaps } from './probe.js';
+
+export type LaunchMode = 'jail' | 'libxl-compat';
+export type Namespace = 'mount' | 'ipc' | 'net' | 'uts' | 'pid';
+export type RlimitName =
+  | 'FSIZE'
+  | 'CORE'
+  | 'MSGQUEUE'
+  | 'LOCKS'
+  | 'MEMLOCK'
+  | 'NPROC'
+  | 'NOFILE'
+  | 'AS';
+
+/** A character device the DM gets in its private `/dev`. */
+export interface DeviceNode {
+  /** Absolute path inside the jail, under `/dev`. */
+  readonly path: string;
+  readonly major: number;
+  readonly minor: number;
+  readonly mode: number;
+  /**
+   * Removed from the jail once the DM is ready: Xen's QEMU restricts only the handles it holds
+   * at the end of its init, so a handle opened later would not be restricted.
+   */
+  readonly removeAfterReady: boolean;
+}
+
+/** What the toolstack wants run; everything else comes from caps, lease and policy. */
+export interface LaunchConfig {
+  readonly domid: number;
+  readonly binary: string;
+  /** Defaults to `jail`; `libxl-compat` lets QEMU start as root and drop itself. */
+  readonly mode?: LaunchMode;
+  /** Run as Xen's device model (`-xen-domid`, `-xen-domid-restrict`, `/dev/xen/*`). */
+  readonly xen?: boolean;
+  /** Machine type; `xenfv` with `xen`, `none` otherwise. */
+  readonly machine?: string;
+  /** Device-model arguments the toolstack adds after the launcher's own. */
+  readonly args?: readonly string[];
+  /** Root-only directory holding jails, sockets, logs and launch state. */
+  readonly stateDir: string;
+  /** Extra device nodes; with `xen` the `/dev/xen/*` defaults come from `xenDevices`. */
+  readonly devices?: readonly DeviceNode[];
+  /** Host path of the DM's restricting xenstore proxy socket, bound at `/run/xenstored/socket`. */
+  readonly xenstoreSocket?: string;
+  readonly name?: string;
+}
+
+/** The uid/gid a DM runs as, from `uid-allocator`'s lease. */
+export interface LeaseLike {
+  readonly uid: number;
+  readonly gid: number;
+  readonly groups?: readonly number[];
+}
+
+export interface SeccompProgram {
+  /** Where the program came from (e.g. privcmd-filter's profile name), for the printed plan. */
+  readonly profile: string;
+  /** Classic BPF, 8 bytes per instruction, as `seccomp(SECCOMP_SET_MODE_FILTER)` takes it. */
+  readonly program: Uint8Array;
+}
+
+export interface LaunchPolicy {
+  readonly seccomp?: SeccompProgram | null;
+  readonly rlimits?: Partial<Record<RlimitName, number>>;
+  /** `auto` adds QEMU's own `-sandbox` where the binary has it. */
+  readonly sandbox?: 'auto' | 'off';
+  readonly namespaces?: readonly Namespace[];
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+export interface PlannedRlimit {
+  readonly resource: RlimitName;
+  readonly soft: number;
+  readonly hard: number;
+}
+
+/** One operation that builds the DM's root, executed in its mount namespace before pivot_root. */
+export type JailOp =
+  | { readonly op: 'tmpfs'; readonly target: string; readonly options: string }
+  | {
+      readonly op: 'bind';
+      readonly source: string;
+      readonly target: string;
+      readonly readOnly: boolean;
+    }
+  | { readonly op: 'symlink'; readonly target: string; readonly linkTo: string }
+  | { readonly op: 'mkdir'; readonly target: string; readonly mode: number }
+  | {
+      readonly op: 'mknod';
+      readonly target: string;
+      readonly major: number;
+      readonly minor: number;
+      readonly mode: number;
+      readonly uid: number;
+      readonly gid: number;
+    };
+
+/** Which descriptor the launcher puts at `target` in the DM. */
+export interface PlannedFd {
+  readonly target: number;
+  readonly source: 'devnull' | 'log' | 'qmp-listener';
+}
+
+export interface LaunchPlan {
+  readonly version: 1;
+  readonly domid: number;
+  readonly mode: LaunchMode;
+  readonly xen: boolean;
+  readonly binary: string;
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly fds: readonly PlannedFd[];
+  readonly rlimits: readonly PlannedRlimit[];
+  readonly namespaces: readonly Namespace[];
+  readonly uid: number;
+  readonly gid: number;
+  readonly groups: readonly number[];
+  /** Uid/gid the process has at exec: the DM's in `jail`, root in `libxl-compat`. */
+  readonly execUid: number;
+  readonly execGid: number;
+  readonly noNewPrivs: boolean;
+  readonly seccomp: SeccompProgram | null;
+  /** The `-sandbox` value given to QEMU, or null when the binary lacks it or policy says off. */
+  readonly qemuSandbox: string | null;
+  readonly paths: {
+    /** Host directory the jail's tmpfs is mounted on (jail) or QEMU chroots to (libxl-compat). */
+    readonly jail: string;
+    /** Host directory that is the DM's own writable `/run` (jail) or holds its sockets (compat). */
+    readonly run: string;
+    readonly qmpSocket: string;
+    readonly log: string;
+    readonly state: string;
+  };
+  /** How the root is entered: by the launcher (pivot_root) or by QEMU itself (`-chroot`). */
+  readonly root: { readonly path: string; readonly how: 'pivot_root' | 'qemu-chroot' };
+  readonly jailOps: readonly JailOp[];
+  readonly devices: readonly DeviceNode[];
+  /** Paths inside the DM's root removed once it is ready. */
+  readonly removeAfterReady: readonly string[];
+  /** Top-level entries the DM's root may contain (checked by verifyConfinement). */
+  readonly rootEntries: readonly string[];
+  readonly steps: readonly string[];
+}
+
+/** libxl's rlimits (libxl_linux.c) plus the NPROC, NOFILE and AS limits its design lists as TODO. */
+export const DEFAULT_RLIMITS: Readonly<Record<RlimitName, number>> = {
+  FSIZE: 256 * 1024,
+  CORE: 0,
+  MSGQUEUE: 0,
+  LOCKS: 0,
+  MEMLOCK: 0,
+  NPROC: 256,
+  NOFILE: 4096,
+  AS: 16 * 2 ** 30,
+};
+
+/** Xen's mapcache sizes itself to the AS hard limit; 64 GiB is its own 64-bit maximum. */
+const XEN_MAPCACHE_BYTES = 2 ** 36;
+
+export const DEFAULT_NAMESPACES: readonly Namespace[] = ['mount', 'ipc', 'net', 'uts'];
+
+/**
+ * QEMU's own filter; `elevateprivileges=deny` traps set*uid, so it cannot be combined with
+ * `-runas` (QEMU 7.2 installs the filter before it drops privileges).
+ */
+export const SANDBOX_JAIL =
+  'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
+export const SANDBOX_COMPAT = 'on,obsolete=deny,spawn=deny,resourcecontrol=deny';
+
+/** `/dev/xen` nodes Xen's QEMU opens; their misc minors are dynamic, so the caller supplies them. */
+export function xenDevices(
+  numbers: Readonly<
+    Record<'privcmd' | 'evtchn' | 'gntdev' | 'xenbus', { major: number; minor: number }>
+  >,
+): DeviceNode[] {
+  return (['privcmd', 'evtchn', 'gntdev', 'xenbus'] as const).map((n) => ({
+    path: `/dev/xen/${n}`,
+    major: numbers[n].major,
+    minor: numbers[n].minor,
+    mode: 0o600,
+    removeAfterReady: true,
+  }));
+}
+
+/** Nodes every DM gets (Linux's fixed mem-device numbers). */
+export const BASE_DEVICES: readonly DeviceNode[] = [
+  { path: '/dev/null', major: 1, minor: 3, mode: 0o666, removeAfterReady: false },
+  { path: '/dev/zero', major: 1, minor: 5, mode: 0o666, removeAfterReady: false },
+  { path: '/dev/urandom', major: 1, minor: 9, mode: 0o444, removeAfterReady: false },
+];
+
+export const QMP_FD = 3;
+const JAIL_XENSTORE_SOCKET = '/run/xenstored/socket';
+
+const LAUNCH_STEPS = [
+  'record-state',
+  'prepare-dirs',
+  'qmp-listen',
+  'spawn',
+  'qmp-connect',
+  'qmp-ready',
+  'seal-jail',
+  'running',
+] as const;
+
+function fail(message: string): never {
+  throw new LauncherError('EPLAN', message, { step: 'plan' });
+}
+
+const isAbs = (p: string): boolean => posix.isAbsolute(p) && posix.normalize(p) === p;
+
+/**
+ * Everything a launch will do, as a value: no file is touched, nothing is spawned. The same
+ * inputs give the same plan, so plans are printable (`--dry-run`), diffable and snapshot-tested.
+ */
+export function plan(
+  config: LaunchConfig,
+  caps: QemuCaps,
+  lease: LeaseLike,
+  policy: LaunchPolicy = {},
+): LaunchPlan {
+  const { domid } = config;
+  if (!Number.isInteger(domid) || domid < 0 || domid >= 0x7ff0) {
+    fail(`domid: expected an integer in [0, 0x7ff0), saw ${domid}`);
+  }
+  if (!isAbs(config.binary))
+    fail(`binary: expected a normalized absolute path, saw "${config.binary}"`);
+  if (config.binary !== caps.binary) {
+    fail(`binary: caps were probed for "${caps.binary}", config names "${config.binary}"`);
+  }
+  if (!isAbs(config.stateDir))
+    fail(`stateDir: expected a normalized absolute path, saw "${config.stateDir}"`);
+  for (const [what, id] of [
+    ['uid', lease.uid],
+    ['gid', lease.gid],
+  ] as const) {
+    if (!Number.isInteger(id) || id <= 0 || id >= 0xffffffff) {
+      fail(`lease.${what}: expected a non-root id in [1, 2^32-1), saw ${id}`);
+    }
+  }
+  const groups = [...(lease.groups ?? [])];
+  if (groups.includes(0)) fail('lease.groups: expected no group 0, saw 0');
+
+  const xen = config.xen ?? false;
+  const mode = config.mode ?? 'jail';
+  if (xen && !(caps.flags.xenDomid && caps.flags.xenDomidRestrict)) {
+    fail(
+      `${caps.binary}: xen launch needs -xen-domid and -xen-domid-restrict, the probe found neither`,
+    );
+  }
+  if (mode === 'libxl-compat' && !(caps.flags.runas && caps.flags.chroot) && !caps.flags.runWith) {
+    fail(
+      `${caps.binary}: libxl-compat needs -runas and -chroot or -run-with, the probe found none`,
+    );
+  }
+  const machine = config.machine ?? (xen ? 'xenfv' : 'none');
+  if (!caps.machines.includes(machine)) {
+    fail(`machine: expected one of ${caps.binary}'s machines, saw "${machine}"`);
+  }
+
+  const devices: DeviceNode[] = [...BASE_DEVICES, ...(config.devices ?? [])];
+  const seen = new Set<string>();
+  for (const d of devices) {
+    if (!isAbs(d.path) || !d.path.startsWith('/dev/')) {
+      fail(`device: expected a normalized path under /dev/, saw "${d.path}"`);
+    }
+    if (seen.has(d.path)) fail(`device: "${d.path}" is listed twice`);
+    seen.add(d.path);
+  }
+  if (config.xenstoreSocket !== undefined && !isAbs(config.xenstoreSocket)) {
+    fail(`xenstoreSocket: expected a normalized absolute path, saw "${config.xenstoreSocket}"`);
+  }
+
+  const base = posix.join(config.stateDir, `dm-${domid}`);
+  const paths = {
+    jail: posix.join(base, 'root'),
+    run: posix.join(base, 'run'),
+    qmpSocket: posix.join(base, 'run', 'qmp.sock'),
+    log: posix.join(base, 'qemu.log'),
+    state: posix.join(config.stateDir, 'state', `dm-${domid}.json`),
+  };
+
+  const limits = {
+    ...DEFAULT_RLIMITS,
+    ...(xen ? { AS: DEFAULT_RLIMITS.AS + XEN_MAPCACHE_BYTES } : {}),
+    ...policy.rlimits,
+  };
+  const rlimits: PlannedRlimit[] = (Object.keys(DEFAULT_RLIMITS) as RlimitName[]).map(
+    (resource) => {
+      const v = limits[resource];
+      if (!Number.isSafeInteger(v) || v < 0)
+        fail(`rlimit ${resource}: expected a non-negative integer, saw ${v}`);
+      return { resource, soft: v, hard: v };
+    },
+  );
+
+  const qemuSandbox =
+    policy.sandbox === 'off' || !caps.flags.sandbox
+      ? null
+      : mode === 'jail'
+        ? SANDBOX_JAIL
+        : SANDBOX_COMPAT;
+
+  const jailOps: JailOp[] = [];
+  const rootEntries: string[] = [];
+  const removeAfterReady: string[] = [];
+  const name = config.name ?? `dm-${domid}`;
+  const argv: string[] = [config.binary];
+  if (xen) argv.push('-xen-domid', String(domid), '-no-shutdown');
+  argv.push(
+    '-chardev',
+    `socket,id=qmp,fd=${QMP_FD},server=on,wait=off`,
+    '-mon',
+    'chardev=qmp,mode=control',
+    '-nodefaults',
+    '-no-user-config',
+    '-name',
+    name,
+    '-display',
+    'none',
+    '-machine',
+    machine,
+  );
+  if (!xen) argv.push(...caps.probeArgs);
+  if (xen) argv.push('-xen-domid-restrict');
+  if (qemuSandbox !== null) argv.push('-sandbox', qemuSandbox);
+
+  if (mode === 'jail') {
+    jailOps.push({ op: 'tmpfs', target: '/', options: 'mode=0755,size=1m,nr_inodes=256' });
+    for (const e of caps.hostRoot) {
+      const name = e.path.slice(1);
+      rootEntries.push(name);
+      if (e.kind === 'dir') {
+        jailOps.push({ op: 'mkdir', target: e.path, mode: 0o755 });
+        jailOps.push({ op: 'bind', source: e.path, target: e.path, readOnly: true });
+      } else {
+        jailOps.push({ op: 'symlink', target: e.path, linkTo: e.target });
+      }
+    }
+    rootEntries.push('dev', 'run');
+    jailOps.push({ op: 'mkdir', target: '/dev', mode: 0o755 });
+    const dirs = new Set<string>();
+    for (const d of devices) {
+      const dir = posix.dirname(d.path);
+      if (dir !== '/dev' && !dirs.has(dir)) {
+        dirs.add(dir);
+        jailOps.push({ op: 'mkdir', target: dir, mode: 0o755 });
+      }
+      jailOps.push({
+        op: 'mknod',
+        target: d.path,
+        major: d.major,
+        minor: d.minor,
+        mode: d.mode,
+        uid: lease.uid,
+        gid: lease.gid,
+      });
+      if (d.removeAfterReady) removeAfterReady.push(d.path);
+    }
+    jailOps.push({ op: 'mkdir', target: '/run', mode: 0o700 });
+    jailOps.push({ op: 'bind', source: paths.run, target: '/run', readOnly: false });
+    if (config.xenstoreSocket !== undefined) {
+      jailOps.push({
+        op: 'bind',
+        source: config.xenstoreSocket,
+        target: JAIL_XENSTORE_SOCKET,
+        readOnly: false,
+      });
+    }
+  } else {
+    // libxl's dm_restrict: QEMU chroots itself into an empty directory and drops to the lease.
+    if (caps.flags.runas && caps.flags.chroot) {
+      argv.push('-runas', `${lease.uid}:${lease.gid}`, '-chroot', paths.jail);
+    } else {
+      argv.push('-run-with', `chroot=${paths.jail},user=${lease.uid}:${lease.gid}`);
+    }
+  }
+  argv.push(...(config.args ?? []));
+
+  const env: Record<string, string> = { ...policy.env };
+  if (mode === 'jail' && config.xenstoreSocket !== undefined)
+    env.XENSTORED_PATH = JAIL_XENSTORE_SOCKET;
+
+  return {
+    version: 1,
+    domid,
+    mode,
+    xen,
+    binary: config.binary,
+    argv,
+    env,
+    fds: [
+      { target: 0, source: 'devnull' },
+      { target: 1, source: 'log' },
+      { target: 2, source: 'log' },
+      { target: QMP_FD, source: 'qmp-listener' },
+    ],
+    rlimits,
+    namespaces: [...(policy.namespaces ?? DEFAULT_NAMESPACES)],
+    uid: lease.uid,
+    gid: lease.gid,
+    groups,
+    execUid: mode === 'jail' ? lease.uid : 0,
+    execGid: mode === 'jail' ? lease.gid : 0,
+    noNewPrivs: true,
+    seccomp: policy.seccomp ?? null,
+    qemuSandbox,
+    paths,
+    root:
+      mode === 'jail'
+        ? { path: paths.jail, how: 'pivot_root' }
+        : { path: paths.jail, how: 'qemu-chroot' },
+    jailOps,
+    devices: mode === 'jail' ? devices : [],
+    removeAfterReady,
+    rootEntries: mode === 'jail' ? rootEntries.sort() : [],
+    steps: [...LAUNCH_STEPS],
+  };
+}
+
+/** A stable, diffable text form of a plan (what `xen-depriv launch --dry-run` prints). */
+export function formatPlan(p: LaunchPlan): string {
+  const seccomp =
+    p.seccomp === null
+      ? null
+      : {
+          profile: p.seccomp.profile,
+          instructions: p.seccomp.program.length / 8,
+          sha256: createHash('sha256').update(p.seccomp.program).digest('hex'),
+        };
+  return `${JSON.stringify({ ...p, seccomp }, null, 2)}\n`;
+}
