@@ -1,4 +1,6 @@
+export { deviceModelAllowlist } from './allowlist.js';
 export { type Decision, type ErrnoCode, LINUX_ERRNO } from './errno.js';
+export { PolicyError, type PolicyErrorCode } from './error.js';
 export * from './ioctls.js';
 export {
   DOMID_FIRST_RESERVED,
@@ -11,3 +13,14 @@ export {
   type PrivcmdRequest,
 } from './model.js';
 export { PACKAGE_NAME } from './package-name.js';
+export {
+  AUDIT_ARCH_X86_64,
+  compileSeccomp,
+  disassembleSeccomp,
+  runSeccomp,
+  SECCOMP_RET,
+  type SeccompAction,
+  type SeccompAllowlist,
+  type SeccompData,
+} from './seccomp.js';
+export { X86_64_SYSCALLS, type X86_64SyscallName } from './syscalls-x86_64.js';
