@@ -1,4 +1,5 @@
 export { deviceModelAllowlist } from './allowlist.js';
+export { DM_OP_NAMES, type DmOpName, dmOpName, XEN_DM_OP_SIZE } from './dmop-fields.js';
 export { type Decision, type ErrnoCode, LINUX_ERRNO } from './errno.js';
 export { PolicyError, type PolicyErrorCode } from './error.js';
 export * from './ioctls.js';
@@ -13,6 +14,16 @@ export {
   type PrivcmdRequest,
 } from './model.js';
 export { PACKAGE_NAME } from './package-name.js';
+export {
+  type DmOpCall,
+  decide,
+  type IoRange,
+  type OpRule,
+  type PolicyContext,
+  type PolicyProfile,
+  validateProfile,
+} from './policy.js';
+export { qemuXenHvmProfile } from './profiles.js';
 export {
   AUDIT_ARCH_X86_64,
   compileSeccomp,

@@ -1,0 +1,69 @@
+import { PolicyError } from './error.js';
+
+/** XEN_DMOP_* op numbers 1..20 (xen/include/public/hvm/dm_op.h), by name. */
+export const DM_OP_NAMES = [
+  'create_ioreq_server',
+  'get_ioreq_server_info',
+  'map_io_range_to_ioreq_server',
+  'unmap_io_range_from_ioreq_server',
+  'set_ioreq_server_state',
+  'destroy_ioreq_server',
+  'track_dirty_vram',
+  'set_pci_intx_level',
+  'set_isa_irq_level',
+  'set_pci_link_route',
+  'modified_memory',
+  'set_mem_type',
+  'inject_event',
+  'inject_msi',
+  'map_mem_type_to_ioreq_server',
+  'remote_shutdown',
+  'relocate_memory',
+  'pin_memory_cacheattr',
+  'set_irq_level',
+  'nr_vcpus',
+] as const;
+
+export type DmOpName = (typeof DM_OP_NAMES)[number];
+
+/** sizeof(struct xen_dm_op): op, pad and a 24-byte union of uint64_aligned_t members. */
+export const XEN_DM_OP_SIZE = 32;
+/** sizeof(struct xen_dm_op_modified_memory_extent). */
+export const MODIFIED_MEMORY_EXTENT_SIZE = 16;
+
+/** Name of op number `op`, or undefined outside 1..20. */
+export function dmOpName(op: number): DmOpName | undefined {
+  return DM_OP_NAMES[op - 1];
+}
+
+/**
+ * Reads the fields the policy checks at their offsets in `struct xen_dm_op` (the union starts at 8).
+ * Only for the policy: the full codec is dmop-abi's.
+ */
+export class DmOpView {
+  readonly op: number;
+  readonly #view: DataView;
+  constructor(buf: Uint8Array) {
+    if (buf.byteLength < XEN_DM_OP_SIZE) {
+      throw new PolicyError(
+        'BAD_PROFILE',
+        '/bufs/0',
+        `expected at least ${XEN_DM_OP_SIZE} bytes (struct xen_dm_op), got ${buf.byteLength}`,
+      );
+    }
+    this.#view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.op = this.#view.getUint32(0, true);
+  }
+  u8(off: number): number {
+    return this.#view.getUint8(8 + off);
+  }
+  u16(off: number): number {
+    return this.#view.getUint16(8 + off, true);
+  }
+  u32(off: number): number {
+    return this.#view.getUint32(8 + off, true);
+  }
+  u64(off: number): bigint {
+    return this.#view.getBigUint64(8 + off, true);
+  }
+}

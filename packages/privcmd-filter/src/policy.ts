@@ -1,0 +1,359 @@
+import {
+  DM_OP_NAMES,
+  type DmOpName,
+  DmOpView,
+  dmOpName,
+  MODIFIED_MEMORY_EXTENT_SIZE,
+} from './dmop-fields.js';
+import { allow, type Decision, deny } from './errno.js';
+import { PolicyError } from './error.js';
+import type { PrivcmdModel } from './model.js';
+
+/** An inclusive range of one `XEN_DMOP_IO_RANGE_*` type. */
+export interface IoRange {
+  readonly type: 'port' | 'mmio' | 'pci';
+  readonly start: bigint;
+  readonly end: bigint;
+}
+
+/** Constraints of one allowed op; an absent key means no constraint of that kind. */
+export interface OpRule {
+  /** inject_msi: inclusive [low, high] the MSI address must lie in. */
+  readonly msiAddress?: readonly [bigint, bigint];
+  /** set_mem_type: the `hvmmem_type_t` values allowed. */
+  readonly memTypes?: readonly number[];
+  /** Page count cap: per call (set_mem_type, track_dirty_vram, relocate_memory) or per extent and in total (modified_memory). */
+  readonly maxPages?: number;
+  /** modified_memory: at most this many extents in one call. */
+  readonly maxExtents?: number;
+  /** Every gfn the op names must be below `PolicyContext.guestMemoryEndGfn`. */
+  readonly withinGuestMemory?: boolean;
+  /** map/unmap_io_range: the range must lie inside one of `PolicyContext.ioRanges` of its type. */
+  readonly withinDeclaredIoRanges?: boolean;
+  /** set_isa_irq_level / set_pci_link_route: highest ISA IRQ (15). */
+  readonly isaIrqMax?: number;
+  /** set_pci_link_route: highest link (3); set_pci_intx_level: highest intx (3). */
+  readonly linkMax?: number;
+  /** remote_shutdown: the `SHUTDOWN_*` reasons allowed. */
+  readonly shutdownReasons?: readonly number[];
+  /** pin_memory_cacheattr: the `XEN_DMOP_MEM_CACHEATTR_*` types allowed. */
+  readonly cacheAttrs?: readonly number[];
+}
+
+/** Which DM_OPs a device model may issue and with which arguments: data, checked by `validateProfile`. */
+export interface PolicyProfile {
+  readonly name: string;
+  /** Limits at or below the kernel's module parameters. */
+  readonly limits: { readonly maxBufs: number; readonly maxBufSize: number };
+  /** Ops not listed are denied. */
+  readonly ops: Readonly<Partial<Record<DmOpName, OpRule>>>;
+}
+
+/** What the toolstack declared for this domain, which a profile's rules refer to. */
+export interface PolicyContext {
+  /** First gfn past the guest's memory (RAM, holes and VRAM included). */
+  readonly guestMemoryEndGfn: bigint;
+  /** The I/O ranges this device model emulates. */
+  readonly ioRanges: readonly IoRange[];
+}
+
+/** One DM_OP as it reaches privcmd: the target domid and its buffers (bufs[0] is `struct xen_dm_op`). */
+export interface DmOpCall {
+  readonly domid: number;
+  readonly bufs: readonly Uint8Array[];
+}
+
+const RULE_KEYS = new Set([
+  'msiAddress',
+  'memTypes',
+  'maxPages',
+  'maxExtents',
+  'withinGuestMemory',
+  'withinDeclaredIoRanges',
+  'isaIrqMax',
+  'linkMax',
+  'shutdownReasons',
+  'cacheAttrs',
+]);
+
+const isObj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+const show = (v: unknown) => (typeof v === 'bigint' ? `${v}n` : JSON.stringify(v));
+
+/**
+ * Checks that `data` is a well-formed profile (JSON-like; `msiAddress` bounds may be bigint or
+ * numeric strings) and returns it typed. Throws `PolicyError('BAD_PROFILE')` naming the path.
+ */
+export function validateProfile(data: unknown): PolicyProfile {
+  const bad = (where: string, expected: string, got: unknown): never => {
+    throw new PolicyError('BAD_PROFILE', where, `expected ${expected}, got ${show(got)}`);
+  };
+  if (!isObj(data)) return bad('/', 'an object', data);
+  if (typeof data.name !== 'string' || data.name === '')
+    bad('/name', 'a non-empty string', data.name);
+  const limits = data.limits;
+  if (!isObj(limits)) return bad('/limits', 'an object', limits);
+  if (!isNat(limits.maxBufs) || limits.maxBufs < 1)
+    bad('/limits/maxBufs', 'an integer >= 1', limits.maxBufs);
+  if (!isNat(limits.maxBufSize) || limits.maxBufSize < 32) {
+    bad('/limits/maxBufSize', 'an integer >= 32 (sizeof struct xen_dm_op)', limits.maxBufSize);
+  }
+  if (!isObj(data.ops)) return bad('/ops', 'an object', data.ops);
+  const ops: Partial<Record<DmOpName, OpRule>> = {};
+  for (const [name, rule] of Object.entries(data.ops)) {
+    const where = `/ops/${name}`;
+    if (!(DM_OP_NAMES as readonly string[]).includes(name))
+      bad(where, `a XEN_DMOP_* name (${DM_OP_NAMES.join(', ')})`, name);
+    if (!isObj(rule)) return bad(where, 'an object of constraints', rule);
+    const out: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(rule)) {
+      const at = `${where}/${key}`;
+      if (!RULE_KEYS.has(key)) bad(at, `one of ${[...RULE_KEYS].join(', ')}`, key);
+      switch (key) {
+        case 'msiAddress': {
+          if (!Array.isArray(value) || value.length !== 2) return bad(at, '[low, high]', value);
+          const pair = value.map((v, i) => {
+            try {
+              if (typeof v === 'bigint' || typeof v === 'number' || typeof v === 'string')
+                return BigInt(v);
+            } catch {}
+            return bad(`${at}/${i}`, 'an integer (bigint, number or decimal/0x string)', v);
+          });
+          if ((pair[0] as bigint) > (pair[1] as bigint)) bad(at, 'low <= high', value);
+          out[key] = pair;
+          break;
+        }
+        case 'memTypes':
+        case 'shutdownReasons':
+        case 'cacheAttrs':
+          if (!Array.isArray(value) || !value.every(isNat))
+            return bad(at, 'an array of non-negative integers', value);
+          out[key] = [...value];
+          break;
+        case 'withinGuestMemory':
+        case 'withinDeclaredIoRanges':
+          if (typeof value !== 'boolean') bad(at, 'a boolean', value);
+          out[key] = value;
+          break;
+        default:
+          if (!isNat(value)) bad(at, 'a non-negative integer', value);
+          out[key] = value;
+      }
+    }
+    ops[name as DmOpName] = out as OpRule;
+  }
+  return {
+    name: data.name as string,
+    limits: { maxBufs: limits.maxBufs as number, maxBufSize: limits.maxBufSize as number },
+    ops,
+  };
+}
+
+const IO_RANGE_TYPES = ['port', 'mmio', 'pci'] as const;
+
+/**
+ * The policy decision for one DM_OP, top to bottom like the kernel's checks: the privcmd model's
+ * restriction and sizes first (when a model is given), then the profile's size limits, then the op,
+ * then its arguments. A profile refusal is EPERM, as a restricted privcmd refuses what it may not do.
+ */
+export function decide(
+  call: DmOpCall,
+  profile: PolicyProfile,
+  context: PolicyContext,
+  model?: PrivcmdModel,
+): Decision {
+  if (model) {
+    const k = model.decide({
+      kind: 'dm_op',
+      dom: call.domid,
+      bufSizes: call.bufs.map((b) => b.byteLength),
+    });
+    if (!k.allowed || call.bufs.length === 0) return k;
+  }
+  const { limits } = profile;
+  if (call.bufs.length > limits.maxBufs) {
+    return deny(
+      'E2BIG',
+      `profile ${profile.name}: at most ${limits.maxBufs} buffers, got ${call.bufs.length}`,
+    );
+  }
+  for (let i = 0; i < call.bufs.length; i++) {
+    const size = call.bufs[i]?.byteLength ?? 0;
+    if (size > limits.maxBufSize) {
+      return deny(
+        'E2BIG',
+        `profile ${profile.name}: buffer ${i} is ${size} bytes, at most ${limits.maxBufSize}`,
+      );
+    }
+  }
+  const first = call.bufs[0];
+  if (first === undefined) return allow('DM_OP with no buffers does nothing');
+  let v: DmOpView;
+  try {
+    v = new DmOpView(first);
+  } catch (e) {
+    return deny('EINVAL', (e as Error).message);
+  }
+  const name = dmOpName(v.op);
+  if (name === undefined)
+    return deny('EPERM', `profile ${profile.name}: op ${v.op} is not a XEN_DMOP_* op`);
+  const rule = profile.ops[name];
+  if (rule === undefined)
+    return deny('EPERM', `profile ${profile.name}: XEN_DMOP_${name} is not allowed`);
+  const refuse = (key: string, what: string) =>
+    deny('EPERM', `profile ${profile.name}: XEN_DMOP_${name} ${what} (rule ${key})`);
+  const inGuest = (first: bigint, nr: bigint) => first + nr <= context.guestMemoryEndGfn;
+  const memEnd = `guest memory ends at gfn 0x${context.guestMemoryEndGfn.toString(16)}`;
+
+  switch (name) {
+    case 'inject_msi': {
+      const addr = v.u64(8);
+      if (rule.msiAddress && (addr < rule.msiAddress[0] || addr > rule.msiAddress[1])) {
+        const [lo, hi] = rule.msiAddress;
+        return refuse(
+          'msiAddress',
+          `address 0x${addr.toString(16)} is outside 0x${lo.toString(16)}..0x${hi.toString(16)}`,
+        );
+      }
+      break;
+    }
+    case 'set_mem_type': {
+      const nr = v.u32(0);
+      const memType = v.u16(4);
+      const firstPfn = v.u64(8);
+      if (rule.memTypes && !rule.memTypes.includes(memType)) {
+        return refuse('memTypes', `mem_type ${memType} is not one of ${rule.memTypes.join(', ')}`);
+      }
+      if (rule.maxPages !== undefined && nr > rule.maxPages)
+        return refuse('maxPages', `nr ${nr} is over ${rule.maxPages}`);
+      if (rule.withinGuestMemory && !inGuest(firstPfn, BigInt(nr))) {
+        return refuse(
+          'withinGuestMemory',
+          `pages 0x${firstPfn.toString(16)}+${nr} pass the end: ${memEnd}`,
+        );
+      }
+      break;
+    }
+    case 'track_dirty_vram': {
+      const nr = v.u32(0);
+      const firstPfn = v.u64(8);
+      if (rule.maxPages !== undefined && nr > rule.maxPages)
+        return refuse('maxPages', `nr ${nr} is over ${rule.maxPages}`);
+      if (rule.withinGuestMemory && !inGuest(firstPfn, BigInt(nr))) {
+        return refuse(
+          'withinGuestMemory',
+          `pages 0x${firstPfn.toString(16)}+${nr} pass the end: ${memEnd}`,
+        );
+      }
+      break;
+    }
+    case 'relocate_memory': {
+      const size = v.u32(0);
+      const src = v.u64(8);
+      const dst = v.u64(16);
+      if (rule.maxPages !== undefined && size > rule.maxPages)
+        return refuse('maxPages', `size ${size} is over ${rule.maxPages}`);
+      if (rule.withinGuestMemory && (!inGuest(src, BigInt(size)) || !inGuest(dst, BigInt(size)))) {
+        return refuse(
+          'withinGuestMemory',
+          `gfns 0x${src.toString(16)}->0x${dst.toString(16)}+${size} pass the end: ${memEnd}`,
+        );
+      }
+      break;
+    }
+    case 'modified_memory': {
+      const nrExtents = v.u32(0);
+      if (rule.maxExtents !== undefined && nrExtents > rule.maxExtents) {
+        return refuse('maxExtents', `nr_extents ${nrExtents} is over ${rule.maxExtents}`);
+      }
+      const extents = call.bufs[1];
+      if (extents === undefined || extents.byteLength < nrExtents * MODIFIED_MEMORY_EXTENT_SIZE) {
+        return deny(
+          'EINVAL',
+          `profile ${profile.name}: XEN_DMOP_modified_memory expects ${nrExtents} extents of ${MODIFIED_MEMORY_EXTENT_SIZE} bytes in bufs[1], got ${extents?.byteLength ?? 'no buffer'}`,
+        );
+      }
+      const ev = new DataView(extents.buffer, extents.byteOffset, extents.byteLength);
+      let total = 0;
+      for (let i = 0; i < nrExtents; i++) {
+        const nr = ev.getUint32(i * 16, true);
+        const firstPfn = ev.getBigUint64(i * 16 + 8, true);
+        total += nr;
+        if (rule.maxPages !== undefined && total > rule.maxPages) {
+          return refuse(
+            'maxPages',
+            `extents up to ${i} cover ${total} pages, over ${rule.maxPages}`,
+          );
+        }
+        if (rule.withinGuestMemory && !inGuest(firstPfn, BigInt(nr))) {
+          return refuse(
+            'withinGuestMemory',
+            `extent ${i} 0x${firstPfn.toString(16)}+${nr} passes the end: ${memEnd}`,
+          );
+        }
+      }
+      break;
+    }
+    case 'pin_memory_cacheattr': {
+      const start = v.u64(0);
+      const end = v.u64(8);
+      const type = v.u32(16);
+      if (rule.cacheAttrs && !rule.cacheAttrs.includes(type)) {
+        return refuse('cacheAttrs', `type ${type} is not one of ${rule.cacheAttrs.join(', ')}`);
+      }
+      if (rule.withinGuestMemory && (end < start || end >= context.guestMemoryEndGfn)) {
+        return refuse(
+          'withinGuestMemory',
+          `gfns 0x${start.toString(16)}..0x${end.toString(16)} pass the end: ${memEnd}`,
+        );
+      }
+      break;
+    }
+    case 'map_io_range_to_ioreq_server':
+    case 'unmap_io_range_from_ioreq_server': {
+      const type = IO_RANGE_TYPES[v.u32(4)];
+      const start = v.u64(8);
+      const end = v.u64(16);
+      if (rule.withinDeclaredIoRanges) {
+        const inside = context.ioRanges.some(
+          (r) => r.type === type && r.start <= start && end <= r.end && start <= end,
+        );
+        if (!inside) {
+          return refuse(
+            'withinDeclaredIoRanges',
+            `${type ?? `type ${v.u32(4)}`} range 0x${start.toString(16)}..0x${end.toString(16)} is not inside a declared range`,
+          );
+        }
+      }
+      break;
+    }
+    case 'set_isa_irq_level':
+      if (rule.isaIrqMax !== undefined && v.u8(0) > rule.isaIrqMax) {
+        return refuse('isaIrqMax', `isa_irq ${v.u8(0)} is over ${rule.isaIrqMax}`);
+      }
+      break;
+    case 'set_pci_link_route':
+      if (rule.linkMax !== undefined && v.u8(0) > rule.linkMax)
+        return refuse('linkMax', `link ${v.u8(0)} is over ${rule.linkMax}`);
+      if (rule.isaIrqMax !== undefined && v.u8(1) > rule.isaIrqMax) {
+        return refuse('isaIrqMax', `isa_irq ${v.u8(1)} is over ${rule.isaIrqMax}`);
+      }
+      break;
+    case 'set_pci_intx_level':
+      if (rule.linkMax !== undefined && v.u8(4) > rule.linkMax)
+        return refuse('linkMax', `intx ${v.u8(4)} is over ${rule.linkMax}`);
+      break;
+    case 'remote_shutdown':
+      if (rule.shutdownReasons && !rule.shutdownReasons.includes(v.u32(0))) {
+        return refuse(
+          'shutdownReasons',
+          `reason ${v.u32(0)} is not one of ${rule.shutdownReasons.join(', ')}`,
+        );
+      }
+      break;
+    default:
+      break;
+  }
+  return allow(`profile ${profile.name}: XEN_DMOP_${name} allowed`);
+}
