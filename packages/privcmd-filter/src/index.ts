@@ -35,3 +35,12 @@ export {
   type SeccompData,
 } from './seccomp.js';
 export { X86_64_SYSCALLS, type X86_64SyscallName } from './syscalls-x86_64.js';
+export {
+  type AuditCounts,
+  type AuditDenial,
+  type AuditOptions,
+  type AuditReport,
+  auditTrace,
+  parseTrace,
+  type TraceRecord,
+} from './trace.js';
