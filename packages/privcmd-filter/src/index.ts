@@ -2,6 +2,14 @@ export { deviceModelAllowlist } from './allowlist.js';
 export { DM_OP_NAMES, type DmOpName, dmOpName, XEN_DM_OP_SIZE } from './dmop-fields.js';
 export { type Decision, type ErrnoCode, LINUX_ERRNO } from './errno.js';
 export { PolicyError, type PolicyErrorCode } from './error.js';
+export {
+  type DeniedRequest,
+  type IoctlPointer,
+  PrivcmdDeniedError,
+  PrivcmdHandle,
+  type PrivcmdHandleOptions,
+  type PrivcmdIo,
+} from './handle.js';
 export * from './ioctls.js';
 export {
   DOMID_FIRST_RESERVED,
