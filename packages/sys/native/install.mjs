@@ -1,0 +1,18 @@
+// The package's install script: node-gyp-build loads a matching prebuild or build/Release,
+// and otherwise compiles from source with node-gyp, against local Node headers when present.
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { envForGyp, nodeGypPath } from './build.mjs';
+
+const require = createRequire(import.meta.url);
+const bin = join(dirname(require.resolve('node-gyp-build/package.json')), 'bin.js');
+const env = envForGyp();
+env.npm_config_node_gyp ??= nodeGypPath();
+const r = spawnSync(process.execPath, [bin], {
+  cwd: join(dirname(fileURLToPath(import.meta.url)), '..'),
+  env,
+  stdio: 'inherit',
+});
+process.exit(r.status ?? 1);

@@ -1,0 +1,54 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isAvailable } from '../src/index.js';
+
+export const isRoot = process.getuid?.() === 0;
+export const canRun = isAvailable();
+export const canRunAsRoot = canRun && isRoot;
+
+/** Test uids live in a private range, far above any account on the machine. */
+export const TEST_UID_BASE = 3_000_000;
+
+export function tempDir(prefix: string): { path: string; [Symbol.dispose](): void } {
+  const path = mkdtempSync(join(tmpdir(), `xen-depriv-sys-${prefix}-`));
+  return { path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export function statusField(pid: number, field: string): string | undefined {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const line = text.split('\n').find((l) => l.startsWith(`${field}:`));
+  return line?.slice(field.length + 1).trim();
+}
+
+/** Live (not zombie) processes whose real uid is `uid`, read from /proc/<pid>/status. */
+export function processesOfUid(uid: number): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${name}/status`, 'utf8');
+    } catch {
+      continue; // exited while we scanned
+    }
+    const uidLine = text.match(/^Uid:\s+(\d+)/m);
+    const state = text.match(/^State:\s+(\S)/m);
+    if (uidLine?.[1] === String(uid) && state?.[1] !== 'Z') pids.push(Number(name));
+  }
+  return pids;
+}
+
+/** Polls `probe` up to `rounds` times, yielding to the event loop between tries. */
+export async function pollUntil<T>(
+  probe: () => T,
+  done: (v: T) => boolean,
+  rounds = 1000,
+): Promise<T> {
+  let v = probe();
+  for (let i = 0; i < rounds && !done(v); i++) {
+    await new Promise((r) => setTimeout(r, 5));
+    v = probe();
+  }
+  return v;
+}
