@@ -932,8 +932,7 @@ export class XenstoreServer {
       if (!parent && cur === '/') throw new XsFail('ENOENT');
     }
     const guest = this.unprivileged(conn.domid);
-    if (guest && this.domainEntries(conn) + names.length > this.quotas.nodesPerDomain)
-      throw new XsFail('ENOSPC');
+    if (tx) tx.nodeCreated = true;
     const parentPath = cur;
     const updatedParent = cloneNode(parent);
     const top = names[names.length - 1] as string;
@@ -954,11 +953,24 @@ export class XenstoreServer {
       created.push([path, n]);
       inherit = perms;
     }
-    // Quota checks before anything is stored, so a failure leaves no trace (create_node undoes its writes).
+    // Replay create_node's checks in its order (new nodes bottom up, then the existing parent)
+    // before storing anything. A failure after its first write makes C xenstored fail the
+    // transaction (destroy_node -> fail_transaction), so the commit answers ENOMEM.
     if (guest) {
-      for (const [, n] of created)
-        if (entrySize(n) >= this.quotas.entrySize) throw new XsFail('ENOSPC');
-      if (entrySize(updatedParent) >= this.quotas.entrySize) throw new XsFail('ENOSPC');
+      let count = this.domainEntries(conn);
+      let written = 0;
+      const failAt = (): never => {
+        if (tx && written > 0) tx.failed = true;
+        throw new XsFail('ENOSPC');
+      };
+      for (let k = created.length - 1; k >= 0; k--) {
+        const n = (created[k] as [string, XsNode])[1];
+        if (count >= this.quotas.nodesPerDomain) failAt();
+        if (entrySize(n) >= this.quotas.entrySize) failAt();
+        written++;
+        if (!tx) count++;
+      }
+      if (entrySize(updatedParent) >= this.quotas.entrySize) failAt();
     }
     for (let i = created.length - 1; i >= 0; i--) {
       const [path, n] = created[i] as [string, XsNode];
@@ -966,7 +978,6 @@ export class XenstoreServer {
       this.entryAdd(tx, (n.perms[0] as XsPerm).domid, 1);
     }
     this.write(conn, tx, parentPath, updatedParent, false);
-    if (tx) tx.nodeCreated = true;
     return (created[created.length - 1] as [string, XsNode])[1];
   }
 
