@@ -176,6 +176,11 @@ export class XenstoreConnection {
     this.domid = domid;
   }
 
+  /** Bytes held for a partial request: at most 16 + XENSTORE_PAYLOAD_MAX. */
+  get bufferedBytes(): number {
+    return this.parser.buffered;
+  }
+
   /** Feed bytes from the peer. A protocol violation closes only this connection. */
   receive(chunk: Uint8Array): void {
     if (this.closed) return;

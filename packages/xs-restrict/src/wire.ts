@@ -195,6 +195,7 @@ export class MessageParser {
         if (this.headerUsed < XENSTORE_HEADER_SIZE) break;
         const h = decodeHeader(this.header);
         if (h.len > this.maxPayload) {
+          this.headerUsed = 0;
           this.failed = new XenstoreWireError(
             'EPAYLOAD',
             `length field ${h.len} exceeds the payload limit ${this.maxPayload} (type ${h.type}, req_id ${h.reqId})`,
