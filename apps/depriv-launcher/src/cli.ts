@@ -1,11 +1,54 @@
 #!/usr/bin/env node
-import { PACKAGE_NAME } from './package-name.js';
+import { Command, CommanderError, Option } from 'commander';
+import { commands, type GlobalOptions } from './commands/index.js';
+import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from './errors.js';
+import { color, processOutput } from './output.js';
 
-// Skeleton until the reference app lands: it names itself and says what is not there yet.
-const [command] = process.argv.slice(2);
-if (command === 'demo') {
-  console.log(`${PACKAGE_NAME}: the demo is not built yet; \`npm test\` shows what works.`);
-  process.exit(0);
+const program = new Command('xen-depriv')
+  .description('Run QEMU device models for Xen deprivileged: launch, verify, tear down, audit.')
+  .version('0.1.0')
+  .option('--json', 'machine-readable JSON on stdout')
+  .option('--debug', 'show stack traces on errors')
+  .option('--log-json', 'structured logs (JSON lines) on stderr')
+  .addOption(new Option('--no-color', 'no colours (NO_COLOR is honoured too)'))
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride()
+  .configureOutput({ outputError: (str, write) => write(color.bad(str)) });
+
+for (const register of commands) register(program, () => program.opts<GlobalOptions>());
+
+try {
+  await program.parseAsync(process.argv);
+  process.exitCode ??= EXIT_OK;
+} catch (err) {
+  process.exitCode = report(err, program.opts<GlobalOptions>());
 }
-console.log(`usage: xen-depriv demo`);
-process.exit(command === undefined || command === '--help' ? 0 : 2);
+
+function report(err: unknown, opts: GlobalOptions): number {
+  if (err instanceof CommanderError) {
+    if (
+      err.code === 'commander.helpDisplayed' ||
+      err.code === 'commander.version' ||
+      err.code === 'commander.help'
+    )
+      return EXIT_OK;
+    return EXIT_USAGE; // commander already printed the message
+  }
+  const out = processOutput(Boolean(opts.json));
+  const code = err instanceof CliError ? err.exitCode : EXIT_FAILED;
+  if (opts.json) {
+    out.line(
+      JSON.stringify({
+        ok: false,
+        error: err instanceof Error ? err.message : String(err),
+        hint: err instanceof CliError ? err.hint : undefined,
+        exitCode: code,
+      }),
+    );
+  } else {
+    out.error(`${color.bad('error:')} ${err instanceof Error ? err.message : String(err)}`);
+    if (err instanceof CliError && err.hint) out.error(`${color.dim('hint:')} ${err.hint}`);
+  }
+  if (opts.debug && err instanceof Error && err.stack) out.error(err.stack);
+  return code;
+}

@@ -1,0 +1,13 @@
+import type { Command } from 'commander';
+import { registerLaunch } from './launch.js';
+
+export interface GlobalOptions {
+  json?: boolean;
+  debug?: boolean;
+  logJson?: boolean;
+}
+
+/** Each command registers itself on the program; `globals()` reads the global flags. */
+export type RegisterCommand = (program: Command, globals: () => GlobalOptions) => void;
+
+export const commands: readonly RegisterCommand[] = [registerLaunch];
