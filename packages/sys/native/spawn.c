@@ -385,8 +385,9 @@ static bool build_plan(napi_env env, napi_value spec, plan *p) {
     p->fd_target[i] = t;
     p->fd_source[i] = s;
     p->keep[i] = t;
+    /* Only targets bound the temporaries: a dup above them never lands on a source,
+     * since every source is open. */
     if (t > p->fd_max) p->fd_max = t;
-    if (s > p->fd_max) p->fd_max = s;
   }
   qsort(p->keep, p->nfds, sizeof(int), cmp_int);
   p->nkeep = p->nfds;

@@ -2,7 +2,7 @@
  * Linux x86-64 values, as glibc's and the kernel's headers define them. A test checks every
  * entry against the addon, which compiles the same names with gcc.
  */
-export const constants: Readonly<Record<string, number>> = Object.freeze({
+const table = {
   O_RDONLY: 0,
   O_WRONLY: 1,
   O_RDWR: 2,
@@ -62,4 +62,7 @@ export const constants: Readonly<Record<string, number>> = Object.freeze({
   RLIMIT_MSGQUEUE: 12,
   RLIMIT_RTPRIO: 14,
   WNOHANG: 1,
-});
+} as const;
+
+/** Named keys are typed exactly; any other string index reads as number | undefined. */
+export const constants: typeof table & Readonly<Record<string, number>> = Object.freeze(table);

@@ -93,10 +93,10 @@ const S_IFCHR = 0o020000;
 const S_IFBLK = 0o060000;
 
 const namespaceFlags: Record<Namespace, number> = {
-  mount: constants.CLONE_NEWNS as number,
-  ipc: constants.CLONE_NEWIPC as number,
-  net: constants.CLONE_NEWNET as number,
-  uts: constants.CLONE_NEWUTS as number,
+  mount: constants.CLONE_NEWNS,
+  ipc: constants.CLONE_NEWIPC,
+  net: constants.CLONE_NEWNET,
+  uts: constants.CLONE_NEWUTS,
   pid: 0,
 };
 
@@ -257,7 +257,7 @@ export function normalizeSpawnSpec(spec: SpawnSpec): {
     const res = e.resource;
     const resource =
       typeof res === 'string' && res.startsWith('RLIMIT_') && constants[res] !== undefined
-        ? (constants[res] as number)
+        ? constants[res]
         : int(`spawnConfined rlimits[${i}].resource`, res, 0, 15);
     const soft = limit(`spawnConfined rlimits[${i}].soft`, e.soft);
     const hard = limit(`spawnConfined rlimits[${i}].hard`, e.hard);

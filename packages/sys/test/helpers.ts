@@ -52,3 +52,20 @@ export async function pollUntil<T>(
   }
   return v;
 }
+
+/**
+ * spawnConfined returns when the child's execve has replaced its memory; the kernel sets the
+ * new comm a moment later. Tests that read /proc wait for it (bounded by rounds, not time).
+ */
+export async function execDone(pid: number, comm: string): Promise<void> {
+  const read = () => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      return 'gone';
+    }
+  };
+  const seenComm = await pollUntil(read, (c) => c === comm);
+  if (seenComm !== comm)
+    throw new Error(`pid ${pid}: expected comm ${comm} after execve, saw ${seenComm}`);
+}

@@ -20,7 +20,7 @@ const TCGETS = 0x5401;
 const SIOCGIFCONF = 0x8912;
 const IFREQ_SIZE = 40; // struct ifreq on x86-64: char ifr_name[16] + a 24-byte union
 const { PROT_READ, PROT_WRITE, MAP_SHARED, O_RDWR, O_CREAT, LOCK_EX, LOCK_NB, LOCK_SH, LOCK_UN } =
-  constants as Record<string, number>;
+  constants;
 
 function handleFd(server: Server): number {
   return (server as unknown as { _handle: { fd: number } })._handle.fd;
