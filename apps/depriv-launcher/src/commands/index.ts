@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
+import { registerAudit } from './audit.js';
 import { registerLaunch } from './launch.js';
+import { registerXenstored } from './xenstored.js';
 
 export interface GlobalOptions {
   json?: boolean;
@@ -10,4 +12,8 @@ export interface GlobalOptions {
 /** Each command registers itself on the program; `globals()` reads the global flags. */
 export type RegisterCommand = (program: Command, globals: () => GlobalOptions) => void;
 
-export const commands: readonly RegisterCommand[] = [registerLaunch];
+export const commands: readonly RegisterCommand[] = [
+  registerLaunch,
+  registerAudit,
+  registerXenstored,
+];
