@@ -37,12 +37,13 @@ export function dmOpName(op: number): DmOpName | undefined {
 }
 
 /**
- * Reads the fields the policy checks at their offsets in `struct xen_dm_op` (the union starts at 8).
+ * Reads the fields the policy checks at their offsets in `struct xen_dm_op` (the union starts at 8),
+ * little-endian. Plain byte reads: a DataView per request costs more than the whole policy.
  * Only for the policy: the full codec is dmop-abi's.
  */
 export class DmOpView {
   readonly op: number;
-  readonly #view: DataView;
+  readonly #b: Uint8Array;
   constructor(buf: Uint8Array) {
     if (buf.byteLength < XEN_DM_OP_SIZE) {
       throw new PolicyError(
@@ -51,19 +52,36 @@ export class DmOpView {
         `expected at least ${XEN_DM_OP_SIZE} bytes (struct xen_dm_op), got ${buf.byteLength}`,
       );
     }
-    this.#view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-    this.op = this.#view.getUint32(0, true);
+    this.#b = buf;
+    this.op = readU32(buf, 0);
   }
   u8(off: number): number {
-    return this.#view.getUint8(8 + off);
+    return this.#b[8 + off] as number;
   }
   u16(off: number): number {
-    return this.#view.getUint16(8 + off, true);
+    const b = this.#b;
+    return (b[8 + off] as number) | ((b[9 + off] as number) << 8);
   }
   u32(off: number): number {
-    return this.#view.getUint32(8 + off, true);
+    return readU32(this.#b, 8 + off);
   }
   u64(off: number): bigint {
-    return this.#view.getBigUint64(8 + off, true);
+    return readU64(this.#b, 8 + off);
   }
+}
+
+export function readU32(b: Uint8Array, at: number): number {
+  return (
+    ((b[at] as number) |
+      ((b[at + 1] as number) << 8) |
+      ((b[at + 2] as number) << 16) |
+      ((b[at + 3] as number) << 24)) >>>
+    0
+  );
+}
+
+export function readU64(b: Uint8Array, at: number): bigint {
+  const lo = readU32(b, at);
+  const hi = readU32(b, at + 4);
+  return hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }

@@ -1,3 +1,4 @@
+import { readU32 } from './dmop-fields.js';
 import { type Decision, LINUX_ERRNO } from './errno.js';
 import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT } from './ioctls.js';
 import { PrivcmdModel, type PrivcmdModelOptions } from './model.js';
@@ -139,26 +140,30 @@ export class PrivcmdHandle {
     if (!d.allowed) {
       this.counts.denied++;
       const first = bufs[0];
-      const op =
-        first && first.byteLength >= 4
-          ? new DataView(first.buffer, first.byteOffset).getUint32(0, true)
-          : undefined;
+      const op = first && first.byteLength >= 4 ? readU32(first, 0) : undefined;
       this.#onDenied?.({ domid, op, decision: d });
       throw new PrivcmdDeniedError(d);
     }
     // struct privcmd_dm_op {domid_t dom; u16 num; ubufs} followed in the same bytes by the
     // privcmd_dm_op_buf array, so `ubufs` can point into the argument itself.
     const arg = new Uint8Array(PRIVCMD_DM_OP_SIZE + PRIVCMD_DM_OP_BUF_SIZE * bufs.length);
-    const view = new DataView(arg.buffer);
-    view.setUint16(0, domid, true);
-    view.setUint16(2, bufs.length, true);
+    arg[0] = domid & 0xff;
+    arg[1] = domid >>> 8;
+    arg[2] = bufs.length & 0xff;
+    arg[3] = bufs.length >>> 8;
     const pointers: IoctlPointer[] = [];
     if (bufs.length > 0) pointers.push({ offset: 8, buffer: arg.subarray(PRIVCMD_DM_OP_SIZE) });
-    bufs.forEach((buf, i) => {
+    for (let i = 0; i < bufs.length; i++) {
+      const buf = bufs[i] as Uint8Array;
       const at = PRIVCMD_DM_OP_SIZE + PRIVCMD_DM_OP_BUF_SIZE * i;
-      view.setBigUint64(at + 8, BigInt(buf.byteLength), true);
+      // size_t size: the model has capped it far below 2^32, so the high half stays 0.
+      const size = buf.byteLength;
+      arg[at + 8] = size & 0xff;
+      arg[at + 9] = (size >>> 8) & 0xff;
+      arg[at + 10] = (size >>> 16) & 0xff;
+      arg[at + 11] = size >>> 24;
       pointers.push({ offset: at, buffer: buf });
-    });
+    }
     this.counts.allowed++;
     return this.#io.ioctl(this.fd, IOCTL_PRIVCMD_DM_OP, arg, pointers);
   }

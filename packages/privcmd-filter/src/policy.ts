@@ -4,6 +4,9 @@ import {
   DmOpView,
   dmOpName,
   MODIFIED_MEMORY_EXTENT_SIZE,
+  readU32,
+  readU64,
+  XEN_DM_OP_SIZE,
 } from './dmop-fields.js';
 import { allow, type Decision, deny } from './errno.js';
 import { PolicyError } from './error.js';
@@ -152,6 +155,16 @@ export function validateProfile(data: unknown): PolicyProfile {
 
 const IO_RANGE_TYPES = ['port', 'mmio', 'pci'] as const;
 
+function refuse(profile: PolicyProfile, name: DmOpName, key: string, what: string): Decision {
+  return deny('EPERM', `profile ${profile.name}: XEN_DMOP_${name} ${what} (rule ${key})`);
+}
+
+function inGuest(end: bigint, first: bigint, nr: bigint): boolean {
+  return first + nr <= end;
+}
+const memEnd = (context: PolicyContext) =>
+  `guest memory ends at gfn 0x${context.guestMemoryEndGfn.toString(16)}`;
+
 /**
  * The policy decision for one DM_OP, top to bottom like the kernel's checks: the privcmd model's
  * restriction and sizes first (when a model is given), then the profile's size limits, then the op,
@@ -189,22 +202,20 @@ export function decide(
   }
   const first = call.bufs[0];
   if (first === undefined) return allow('DM_OP with no buffers does nothing');
-  let v: DmOpView;
-  try {
-    v = new DmOpView(first);
-  } catch (e) {
-    return deny('EINVAL', (e as Error).message);
+  if (first.byteLength < XEN_DM_OP_SIZE) {
+    return deny(
+      'EINVAL',
+      `profile ${profile.name}: bufs[0] expected at least ${XEN_DM_OP_SIZE} bytes (struct xen_dm_op), got ${first.byteLength}`,
+    );
   }
+  const v = new DmOpView(first);
   const name = dmOpName(v.op);
   if (name === undefined)
     return deny('EPERM', `profile ${profile.name}: op ${v.op} is not a XEN_DMOP_* op`);
   const rule = profile.ops[name];
   if (rule === undefined)
     return deny('EPERM', `profile ${profile.name}: XEN_DMOP_${name} is not allowed`);
-  const refuse = (key: string, what: string) =>
-    deny('EPERM', `profile ${profile.name}: XEN_DMOP_${name} ${what} (rule ${key})`);
-  const inGuest = (first: bigint, nr: bigint) => first + nr <= context.guestMemoryEndGfn;
-  const memEnd = `guest memory ends at gfn 0x${context.guestMemoryEndGfn.toString(16)}`;
+  const memoryEnd = context.guestMemoryEndGfn;
 
   switch (name) {
     case 'inject_msi': {
@@ -212,6 +223,8 @@ export function decide(
       if (rule.msiAddress && (addr < rule.msiAddress[0] || addr > rule.msiAddress[1])) {
         const [lo, hi] = rule.msiAddress;
         return refuse(
+          profile,
+          name,
           'msiAddress',
           `address 0x${addr.toString(16)} is outside 0x${lo.toString(16)}..0x${hi.toString(16)}`,
         );
@@ -223,14 +236,21 @@ export function decide(
       const memType = v.u16(4);
       const firstPfn = v.u64(8);
       if (rule.memTypes && !rule.memTypes.includes(memType)) {
-        return refuse('memTypes', `mem_type ${memType} is not one of ${rule.memTypes.join(', ')}`);
+        return refuse(
+          profile,
+          name,
+          'memTypes',
+          `mem_type ${memType} is not one of ${rule.memTypes.join(', ')}`,
+        );
       }
       if (rule.maxPages !== undefined && nr > rule.maxPages)
-        return refuse('maxPages', `nr ${nr} is over ${rule.maxPages}`);
-      if (rule.withinGuestMemory && !inGuest(firstPfn, BigInt(nr))) {
+        return refuse(profile, name, 'maxPages', `nr ${nr} is over ${rule.maxPages}`);
+      if (rule.withinGuestMemory && !inGuest(memoryEnd, firstPfn, BigInt(nr))) {
         return refuse(
+          profile,
+          name,
           'withinGuestMemory',
-          `pages 0x${firstPfn.toString(16)}+${nr} pass the end: ${memEnd}`,
+          `pages 0x${firstPfn.toString(16)}+${nr} pass the end: ${memEnd(context)}`,
         );
       }
       break;
@@ -239,11 +259,13 @@ export function decide(
       const nr = v.u32(0);
       const firstPfn = v.u64(8);
       if (rule.maxPages !== undefined && nr > rule.maxPages)
-        return refuse('maxPages', `nr ${nr} is over ${rule.maxPages}`);
-      if (rule.withinGuestMemory && !inGuest(firstPfn, BigInt(nr))) {
+        return refuse(profile, name, 'maxPages', `nr ${nr} is over ${rule.maxPages}`);
+      if (rule.withinGuestMemory && !inGuest(memoryEnd, firstPfn, BigInt(nr))) {
         return refuse(
+          profile,
+          name,
           'withinGuestMemory',
-          `pages 0x${firstPfn.toString(16)}+${nr} pass the end: ${memEnd}`,
+          `pages 0x${firstPfn.toString(16)}+${nr} pass the end: ${memEnd(context)}`,
         );
       }
       break;
@@ -253,11 +275,16 @@ export function decide(
       const src = v.u64(8);
       const dst = v.u64(16);
       if (rule.maxPages !== undefined && size > rule.maxPages)
-        return refuse('maxPages', `size ${size} is over ${rule.maxPages}`);
-      if (rule.withinGuestMemory && (!inGuest(src, BigInt(size)) || !inGuest(dst, BigInt(size)))) {
+        return refuse(profile, name, 'maxPages', `size ${size} is over ${rule.maxPages}`);
+      if (
+        rule.withinGuestMemory &&
+        (!inGuest(memoryEnd, src, BigInt(size)) || !inGuest(memoryEnd, dst, BigInt(size)))
+      ) {
         return refuse(
+          profile,
+          name,
           'withinGuestMemory',
-          `gfns 0x${src.toString(16)}->0x${dst.toString(16)}+${size} pass the end: ${memEnd}`,
+          `gfns 0x${src.toString(16)}->0x${dst.toString(16)}+${size} pass the end: ${memEnd(context)}`,
         );
       }
       break;
@@ -265,7 +292,12 @@ export function decide(
     case 'modified_memory': {
       const nrExtents = v.u32(0);
       if (rule.maxExtents !== undefined && nrExtents > rule.maxExtents) {
-        return refuse('maxExtents', `nr_extents ${nrExtents} is over ${rule.maxExtents}`);
+        return refuse(
+          profile,
+          name,
+          'maxExtents',
+          `nr_extents ${nrExtents} is over ${rule.maxExtents}`,
+        );
       }
       const extents = call.bufs[1];
       if (extents === undefined || extents.byteLength < nrExtents * MODIFIED_MEMORY_EXTENT_SIZE) {
@@ -274,22 +306,25 @@ export function decide(
           `profile ${profile.name}: XEN_DMOP_modified_memory expects ${nrExtents} extents of ${MODIFIED_MEMORY_EXTENT_SIZE} bytes in bufs[1], got ${extents?.byteLength ?? 'no buffer'}`,
         );
       }
-      const ev = new DataView(extents.buffer, extents.byteOffset, extents.byteLength);
       let total = 0;
       for (let i = 0; i < nrExtents; i++) {
-        const nr = ev.getUint32(i * 16, true);
-        const firstPfn = ev.getBigUint64(i * 16 + 8, true);
+        const nr = readU32(extents, i * 16);
+        const firstPfn = readU64(extents, i * 16 + 8);
         total += nr;
         if (rule.maxPages !== undefined && total > rule.maxPages) {
           return refuse(
+            profile,
+            name,
             'maxPages',
             `extents up to ${i} cover ${total} pages, over ${rule.maxPages}`,
           );
         }
-        if (rule.withinGuestMemory && !inGuest(firstPfn, BigInt(nr))) {
+        if (rule.withinGuestMemory && !inGuest(memoryEnd, firstPfn, BigInt(nr))) {
           return refuse(
+            profile,
+            name,
             'withinGuestMemory',
-            `extent ${i} 0x${firstPfn.toString(16)}+${nr} passes the end: ${memEnd}`,
+            `extent ${i} 0x${firstPfn.toString(16)}+${nr} passes the end: ${memEnd(context)}`,
           );
         }
       }
@@ -297,15 +332,22 @@ export function decide(
     }
     case 'pin_memory_cacheattr': {
       const start = v.u64(0);
-      const end = v.u64(8);
+      const last = v.u64(8);
       const type = v.u32(16);
       if (rule.cacheAttrs && !rule.cacheAttrs.includes(type)) {
-        return refuse('cacheAttrs', `type ${type} is not one of ${rule.cacheAttrs.join(', ')}`);
-      }
-      if (rule.withinGuestMemory && (end < start || end >= context.guestMemoryEndGfn)) {
         return refuse(
+          profile,
+          name,
+          'cacheAttrs',
+          `type ${type} is not one of ${rule.cacheAttrs.join(', ')}`,
+        );
+      }
+      if (rule.withinGuestMemory && (last < start || last >= memoryEnd)) {
+        return refuse(
+          profile,
+          name,
           'withinGuestMemory',
-          `gfns 0x${start.toString(16)}..0x${end.toString(16)} pass the end: ${memEnd}`,
+          `gfns 0x${start.toString(16)}..0x${last.toString(16)} pass the end: ${memEnd(context)}`,
         );
       }
       break;
@@ -321,6 +363,8 @@ export function decide(
         );
         if (!inside) {
           return refuse(
+            profile,
+            name,
             'withinDeclaredIoRanges',
             `${type ?? `type ${v.u32(4)}`} range 0x${start.toString(16)}..0x${end.toString(16)} is not inside a declared range`,
           );
@@ -330,23 +374,25 @@ export function decide(
     }
     case 'set_isa_irq_level':
       if (rule.isaIrqMax !== undefined && v.u8(0) > rule.isaIrqMax) {
-        return refuse('isaIrqMax', `isa_irq ${v.u8(0)} is over ${rule.isaIrqMax}`);
+        return refuse(profile, name, 'isaIrqMax', `isa_irq ${v.u8(0)} is over ${rule.isaIrqMax}`);
       }
       break;
     case 'set_pci_link_route':
       if (rule.linkMax !== undefined && v.u8(0) > rule.linkMax)
-        return refuse('linkMax', `link ${v.u8(0)} is over ${rule.linkMax}`);
+        return refuse(profile, name, 'linkMax', `link ${v.u8(0)} is over ${rule.linkMax}`);
       if (rule.isaIrqMax !== undefined && v.u8(1) > rule.isaIrqMax) {
-        return refuse('isaIrqMax', `isa_irq ${v.u8(1)} is over ${rule.isaIrqMax}`);
+        return refuse(profile, name, 'isaIrqMax', `isa_irq ${v.u8(1)} is over ${rule.isaIrqMax}`);
       }
       break;
     case 'set_pci_intx_level':
       if (rule.linkMax !== undefined && v.u8(4) > rule.linkMax)
-        return refuse('linkMax', `intx ${v.u8(4)} is over ${rule.linkMax}`);
+        return refuse(profile, name, 'linkMax', `intx ${v.u8(4)} is over ${rule.linkMax}`);
       break;
     case 'remote_shutdown':
       if (rule.shutdownReasons && !rule.shutdownReasons.includes(v.u32(0))) {
         return refuse(
+          profile,
+          name,
           'shutdownReasons',
           `reason ${v.u32(0)} is not one of ${rule.shutdownReasons.join(', ')}`,
         );
@@ -355,5 +401,21 @@ export function decide(
     default:
       break;
   }
-  return allow(`profile ${profile.name}: XEN_DMOP_${name} allowed`);
+  return allowed(profile, name);
+}
+
+// One allow decision per profile and op, built once: the allowed path is the hot one.
+const ALLOWED = new WeakMap<PolicyProfile, Map<DmOpName, Decision>>();
+function allowed(profile: PolicyProfile, name: DmOpName): Decision {
+  let byOp = ALLOWED.get(profile);
+  if (byOp === undefined) {
+    byOp = new Map();
+    ALLOWED.set(profile, byOp);
+  }
+  let d = byOp.get(name);
+  if (d === undefined) {
+    d = Object.freeze(allow(`profile ${profile.name}: XEN_DMOP_${name} allowed`));
+    byOp.set(name, d);
+  }
+  return d;
 }
