@@ -26,13 +26,19 @@ const ENOTTY = 25;
 
 /**
  * The syscalls a deprivileged QEMU device model makes once it runs (event loop, threads, memory,
- * its QMP/chardev sockets, files it was handed), and the privcmd/evtchn/gntdev ioctls of libxen*
- * after `-xen-domid-restrict` (see docs/audits/privcmd-ops.md). Not in it: exec, ptrace, mount,
- * uid/gid changes, module and kexec loading, bpf, perf, keyctl, reboot, and IOCTL_PRIVCMD_HYPERCALL
- * (refused with ENOTTY before it reaches the kernel). Any other syscall kills the process.
+ * its QMP/chardev sockets, files it was handed) plus its own execve, and the privcmd/evtchn/gntdev
+ * ioctls of libxen* after `-xen-domid-restrict` (see docs/audits/privcmd-ops.md). Not in it:
+ * execveat, ptrace, mount, uid/gid changes, module and kexec loading, bpf, perf, keyctl, reboot,
+ * and IOCTL_PRIVCMD_HYPERCALL (refused with ENOTTY before it reaches the kernel). Any other
+ * syscall kills the process. `clone` flags are not filtered: the jail's namespaces and uid confine
+ * what a new thread or process can do.
  */
 export const deviceModelAllowlist: SeccompAllowlist = {
   syscalls: [
+    // The filter is installed before execve (sys.spawnConfined), so the exec of QEMU itself and
+    // ld.so's start-up (access of /etc/ld.so.preload) must pass; the jail holds no other binary.
+    'execve',
+    'access',
     // I/O on descriptors it holds
     'read',
     'write',

@@ -17,6 +17,7 @@ import {
   type SeccompAllowlist,
   X86_64_SYSCALLS,
 } from '../src/index.js';
+import { spawnTestAllowlist } from './helpers/filters.js';
 
 const small: SeccompAllowlist = {
   syscalls: ['read', 'write', 'getpid', 'exit_group', 'ioctl'],
@@ -101,18 +102,24 @@ describe('compileSeccomp', () => {
       { numRuns: 300 },
     );
   });
-  it('the device-model allowlist compiles, allows DM_OP and refuses IOCTL_PRIVCMD_HYPERCALL and execve', () => {
+  it('the device-model allowlist compiles, allows DM_OP and refuses IOCTL_PRIVCMD_HYPERCALL and ptrace', () => {
     const prog = compileSeccomp(deviceModelAllowlist);
     const ioctl = (req: number) =>
       runSeccomp(prog, { nr: 16, arch: AUDIT_ARCH_X86_64, args: [3n, BigInt(req)] });
     expect(ioctl(IOCTL_PRIVCMD_DM_OP)).toBe(SECCOMP_RET.ALLOW);
     expect(ioctl(IOCTL_PRIVCMD_HYPERCALL)).toBe((SECCOMP_RET.ERRNO | 25) >>> 0);
-    expect(runSeccomp(prog, { nr: X86_64_SYSCALLS.execve, arch: AUDIT_ARCH_X86_64 })).toBe(
+    expect(runSeccomp(prog, { nr: X86_64_SYSCALLS.ptrace, arch: AUDIT_ARCH_X86_64 })).toBe(
       SECCOMP_RET.KILL_PROCESS,
     );
   });
   it('disassembly of the small allowlist program (snapshot)', () => {
     expect(disassembleSeccomp(compileSeccomp(small))).toMatchSnapshot();
+  });
+  it('disassembly of the program seccomp-spawn.test.ts runs under the kernel (snapshot)', () => {
+    expect(disassembleSeccomp(compileSeccomp(spawnTestAllowlist))).toMatchSnapshot();
+  });
+  it('disassembly of the device-model allowlist program (snapshot)', () => {
+    expect(disassembleSeccomp(compileSeccomp(deviceModelAllowlist))).toMatchSnapshot();
   });
   it('disassembleSeccomp refuses a program that is not whole instructions', () => {
     expect(() => disassembleSeccomp(new Uint8Array(12))).toThrow(
