@@ -77,7 +77,8 @@ static bool type_is(napi_env env, napi_value v, napi_valuetype want) {
 
 bool get_int64(napi_env env, napi_value v, const char *what, int64_t *out) {
   double d;
-  if (!type_is(env, v, napi_number) || napi_get_value_double(env, v, &d) != napi_ok ||
+  /* napi_get_value_double fails with napi_number_expected for a non-number. */
+  if (napi_get_value_double(env, v, &d) != napi_ok ||
       d != d || d < -9007199254740991.0 || d > 9007199254740991.0 || (double)(int64_t)d != d) {
     char msg[160];
     snprintf(msg, sizeof msg, "%s must be an integer", what);
@@ -152,12 +153,11 @@ char *get_string(napi_env env, napi_value v, const char *what) {
 }
 
 bool get_bytes(napi_env env, napi_value v, const char *what, uint8_t **data, size_t *len) {
-  bool is_ta = false;
   napi_typedarray_type type;
   size_t length;
   void *ptr;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL) != napi_ok ||
+  /* napi_get_typedarray_info fails with napi_invalid_arg for anything but a typed array. */
+  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL) != napi_ok ||
       type != napi_uint8_array) {
     char msg[160];
     snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
@@ -177,11 +177,10 @@ napi_value make_int(napi_env env, int64_t n) {
 
 static napi_value get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
-  napi_value undef;
+  napi_value undef = NULL;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  napi_get_undefined(env, &undef);
-  for (size_t i = argc; i < want; i++) argv[i] = undef;
-  return undef;
+  /* napi_get_cb_info already fills missing arguments with undefined. */
+  return argv[0] ? argv[0] : (napi_get_undefined(env, &undef), undef);
 }
 
 /* ---- ioctl ---- */
@@ -190,7 +189,9 @@ static napi_value get_args(napi_env env, napi_callback_info info, size_t want, n
 
 static napi_value js_ioctl(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return NULL;
+  size_t argc = 4;
+  /* The hot path: kept to as few Node-API calls as possible (see bench/sys/ioctl.mjs). */
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int fd;
   uint32_t request;
   uint8_t *arg;
@@ -205,7 +206,7 @@ static napi_value js_ioctl(napi_env env, napi_callback_info info) {
   uint64_t saved[MAX_POINTERS];
   uint64_t addrs[MAX_POINTERS];
   uint32_t n = 0;
-  if (!type_is(env, argv[3], napi_undefined)) {
+  if (argc >= 4 && !type_is(env, argv[3], napi_undefined)) {
     bool is_array = false;
     if (napi_is_array(env, argv[3], &is_array) != napi_ok || !is_array)
       return throw_type_error(env, "pointers must be an array of { offset, buffer }");
@@ -258,7 +259,9 @@ static napi_value js_ioctl(napi_env env, napi_callback_info info) {
     snprintf(detail, sizeof detail, "request 0x%08x on fd %d", request, fd);
     return throw_sys_error(env, "ioctl", err, detail);
   }
-  return make_int(env, r);
+  napi_value result;
+  NAPI_CALL(env, napi_create_int32(env, r, &result));
+  return result;
 }
 
 /* ---- open / close ---- */

@@ -25,7 +25,7 @@ export function ioctl(
   const f = fd('ioctl fd', fdArg);
   const req = int('ioctl request', request, 0, UINT32_MAX);
   const a = bytes('ioctl arg', arg);
-  if (pointers === undefined) return binding().ioctl(f, req, a, undefined);
+  if (pointers === undefined) return binding().ioctl(f, req, a);
   const list = array('ioctl pointers', pointers);
   if (list.length > MAX_POINTERS)
     fail('ioctl pointers', `at most ${MAX_POINTERS} entries`, list.length);

@@ -43,7 +43,7 @@ export interface Binding {
     fd: number,
     request: number,
     arg: Uint8Array,
-    pointers: readonly { offset: number; buffer: Uint8Array }[] | undefined,
+    pointers?: readonly { offset: number; buffer: Uint8Array }[],
   ): number;
   open(path: string, flags: number, mode: number): number;
   close(fd: number): void;
