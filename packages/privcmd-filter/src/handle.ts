@@ -1,3 +1,4 @@
+import * as sys from '@xen-depriv/sys';
 import { readU32 } from './dmop-fields.js';
 import { type Decision, LINUX_ERRNO } from './errno.js';
 import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT } from './ioctls.js';
@@ -45,7 +46,8 @@ export interface PrivcmdHandleOptions {
   readonly profile: PolicyProfile | null;
   /** What the toolstack declared for the guest (needed when `profile` is set). */
   readonly context?: PolicyContext;
-  readonly io: PrivcmdIo;
+  /** Default: `@xen-depriv/sys` (open, close, ioctl). */
+  readonly io?: PrivcmdIo;
   /** Default `/dev/xen/privcmd`. */
   readonly path?: string;
   /** The kernel's module parameters, when not the defaults. */
@@ -59,6 +61,11 @@ const O_RDWR = 2;
 /** sizeof(struct privcmd_dm_op) and sizeof(struct privcmd_dm_op_buf) on x86-64. */
 const PRIVCMD_DM_OP_SIZE = 16;
 const PRIVCMD_DM_OP_BUF_SIZE = 16;
+const SYS_IO: PrivcmdIo = {
+  open: (path, flags) => sys.open(path, flags),
+  close: sys.close,
+  ioctl: sys.ioctl,
+};
 const NO_CONTEXT: PolicyContext = { guestMemoryEndGfn: 0n, ioRanges: [] };
 
 /**
@@ -79,10 +86,15 @@ export class PrivcmdHandle {
   /** Requests passed to the kernel and requests refused before it. */
   readonly counts = { allowed: 0, denied: 0 };
 
-  private constructor(options: PrivcmdHandleOptions, fd: number, model: PrivcmdModel) {
+  private constructor(
+    options: PrivcmdHandleOptions,
+    io: PrivcmdIo,
+    fd: number,
+    model: PrivcmdModel,
+  ) {
     this.domid = options.domid;
     this.fd = fd;
-    this.#io = options.io;
+    this.#io = io;
     this.#model = model;
     this.#profile = options.profile;
     this.#context = options.context ?? NO_CONTEXT;
@@ -101,18 +113,19 @@ export class PrivcmdHandle {
         `PrivcmdHandle: profile ${options.profile.name} needs a PolicyContext, got none`,
       );
     }
-    const fd = options.io.open(options.path ?? '/dev/xen/privcmd', O_RDWR);
+    const io = options.io ?? SYS_IO;
+    const fd = io.open(options.path ?? '/dev/xen/privcmd', O_RDWR);
     try {
       const arg = new Uint8Array(2);
       new DataView(arg.buffer).setUint16(0, options.domid, true);
-      options.io.ioctl(fd, IOCTL_PRIVCMD_RESTRICT, arg);
+      io.ioctl(fd, IOCTL_PRIVCMD_RESTRICT, arg);
     } catch (e) {
-      options.io.close(fd);
+      io.close(fd);
       throw e;
     }
     const model = new PrivcmdModel(options.model);
     model.decide({ kind: 'restrict', domid: options.domid });
-    return new PrivcmdHandle(options, fd, model);
+    return new PrivcmdHandle(options, io, fd, model);
   }
 
   /** Decides without issuing: what `dmOp` would do with this request. */
