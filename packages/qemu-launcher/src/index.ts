@@ -1,4 +1,19 @@
 export { LauncherError, type LauncherErrorCode } from './errors.js';
+export {
+  type DestroyStep,
+  type DestroyTarget,
+  type DmHandle,
+  destroy,
+  type LauncherDeps,
+  type LaunchManyItem,
+  type LaunchManyResult,
+  type LaunchProgress,
+  type LaunchStep,
+  launch,
+  launchMany,
+  type RecoverResult,
+  recover,
+} from './launch.js';
 export { PACKAGE_NAME } from './package-name.js';
 export {
   BASE_DEVICES,
@@ -35,3 +50,19 @@ export {
   type QmpLimits,
   type QmpStats,
 } from './qmp.js';
+export {
+  type SpawnedDm,
+  type Spawner,
+  type SpawnFds,
+  utilLinuxScript,
+  utilLinuxSpawner,
+} from './spawner.js';
+export type { LaunchPhase, LaunchRecord } from './state.js';
+export { pidsOfUid, procUidOps, type UidOps } from './uids.js';
+export {
+  type ConfinementCheck,
+  type ConfinementReport,
+  FRESH_HANDLE_PATHS,
+  type VerifyOptions,
+  verifyConfinement,
+} from './verify.js';

@@ -124,6 +124,11 @@ export interface LaunchPlan {
   readonly execUid: number;
   readonly execGid: number;
   readonly noNewPrivs: boolean;
+  /**
+   * `empty`: the launcher clears the bounding set before exec, so not even a setuid binary
+   * could hand the DM a capability; `inherit` where QEMU starts as root and drops itself.
+   */
+  readonly capabilityBoundingSet: 'empty' | 'inherit';
   readonly seccomp: SeccompProgram | null;
   /** The `-sandbox` value given to QEMU, or null when the binary lacks it or policy says off. */
   readonly qemuSandbox: string | null;
@@ -404,10 +409,12 @@ export function plan(
     namespaces: [...(policy.namespaces ?? DEFAULT_NAMESPACES)],
     uid: lease.uid,
     gid: lease.gid,
-    groups,
+    // QEMU's -runas uid:gid calls setgroups(1, &gid) (os-posix.c): the lease's groups cannot apply.
+    groups: mode === 'jail' ? groups : [lease.gid],
     execUid: mode === 'jail' ? lease.uid : 0,
     execGid: mode === 'jail' ? lease.gid : 0,
     noNewPrivs: true,
+    capabilityBoundingSet: mode === 'jail' ? 'empty' : 'inherit',
     seccomp: policy.seccomp ?? null,
     qemuSandbox,
     paths,

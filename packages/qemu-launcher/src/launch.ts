@@ -1,0 +1,477 @@
+import { EventEmitter } from 'node:events';
+import {
+  chownSync,
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { posix } from 'node:path';
+import { LauncherError } from './errors.js';
+import type { LaunchPlan } from './plan.js';
+import { QmpClient, type QmpLimits } from './qmp.js';
+import { type SpawnedDm, type Spawner, utilLinuxSpawner } from './spawner.js';
+import {
+  type LaunchRecord,
+  listRecords,
+  processStartTime,
+  readRecord,
+  removeRecord,
+  writeRecord,
+} from './state.js';
+import { procUidOps, type UidOps } from './uids.js';
+
+export type LaunchStep =
+  | 'record-state'
+  | 'prepare-dirs'
+  | 'qmp-listen'
+  | 'spawn'
+  | 'qmp-connect'
+  | 'qmp-ready'
+  | 'seal-jail'
+  | 'running';
+
+export type DestroyStep =
+  | 'mark-destroying'
+  | 'qmp-quit'
+  | 'sigterm'
+  | 'sigkill'
+  | 'reap'
+  | 'verify-empty'
+  | 'release-lease'
+  | 'remove-jail'
+  | 'remove-state';
+
+export interface LauncherDeps {
+  readonly spawner?: Spawner;
+  readonly uids?: UidOps;
+  /** The lease the plan was made from; released by destroy. Stored in the state as JSON. */
+  readonly lease?: unknown;
+  readonly qmpLimits?: Partial<QmpLimits>;
+  /** Greeting plus `query-status` must arrive within this. */
+  readonly readyTimeoutMs?: number;
+  /** Time QEMU gets to leave after `quit`, then after SIGTERM. */
+  readonly quitTimeoutMs?: number;
+  /** Destroy the DM as soon as its QMP session fails (oversize, garbage, timeout). Default true. */
+  readonly destroyOnQmpFailure?: boolean;
+  /** Called before each step; tests kill the launcher here. */
+  readonly beforeStep?: ((step: LaunchStep | DestroyStep) => void) | undefined;
+}
+
+export interface DmHandle {
+  readonly plan: LaunchPlan;
+  readonly pid: number;
+  readonly startTime: number | null;
+  readonly qmp: QmpClient | null;
+  readonly root: { readonly dev: number; readonly ino: number } | null;
+  readonly lease: unknown;
+  /** Why the DM was marked for destruction (a hostile or broken QMP session), if it was. */
+  readonly condemned: LauncherError | null;
+  /** Settles when the handle's automatic destroy (after a QMP failure) has finished. */
+  readonly destroyed: Promise<void> | null;
+  /** Limitations of the spawner used, as it printed them. */
+  readonly limitations: readonly string[];
+}
+
+type MutableHandle = { -readonly [K in keyof DmHandle]: DmHandle[K] };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function alive(pid: number, startTime: number | null): boolean {
+  const t = processStartTime(pid);
+  return t !== null && (startTime === null || t === startTime);
+}
+
+async function waitGone(
+  pid: number,
+  startTime: number | null,
+  ms: number,
+  dm?: SpawnedDm,
+): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!alive(pid, startTime)) return true;
+    if (dm) await Promise.race([dm.exited, sleep(10)]);
+    else await sleep(10);
+  }
+  return !alive(pid, startTime);
+}
+
+function listenUnix(path: string): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', (e) =>
+      reject(
+        new LauncherError('ESPAWN', `listen ${path}: ${e.message}`, {
+          step: 'qmp-listen',
+          cause: e,
+        }),
+      ),
+    );
+    server.listen({ path, backlog: 4 }, () => resolve(server));
+  });
+}
+
+/** The listening descriptor under a node server; libuv keeps it in the handle's `fd`. */
+function serverFd(server: Server): number {
+  const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new LauncherError('ESPAWN', `QMP listener: expected a descriptor, saw ${String(fd)}`, {
+      step: 'qmp-listen',
+    });
+  }
+  return fd;
+}
+
+/** The end of the DM's log, to say why it died (the log is capped by RLIMIT_FSIZE anyway). */
+function logTail(path: string): string {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    return text === '' ? '' : ` (log: ${text.slice(-400)})`;
+  } catch {
+    return '';
+  }
+}
+
+function ensureDirs(p: LaunchPlan): void {
+  const base = posix.dirname(p.paths.jail);
+  mkdirSync(posix.dirname(base), { recursive: true, mode: 0o700 });
+  mkdirSync(base, { recursive: true, mode: 0o711 });
+  // libxl makes the chroot 0000: nothing in it is readable even before QEMU drops.
+  mkdirSync(p.paths.jail, { recursive: true, mode: p.mode === 'jail' ? 0o755 : 0o000 });
+  mkdirSync(p.paths.run, { recursive: true, mode: 0o700 });
+  if (p.mode === 'jail') {
+    chownSync(p.paths.run, p.uid, p.gid);
+    if (p.jailOps.some((o) => o.op === 'bind' && o.target === '/run/xenstored/socket')) {
+      mkdirSync(posix.join(p.paths.run, 'xenstored'), { recursive: true, mode: 0o755 });
+      chownSync(posix.join(p.paths.run, 'xenstored'), 0, 0);
+      if (!existsSync(posix.join(p.paths.run, 'xenstored', 'socket'))) {
+        writeFileSync(posix.join(p.paths.run, 'xenstored', 'socket'), '', { mode: 0o600 });
+      }
+    }
+  }
+}
+
+/** Removes from the DM's root what could give it a fresh, unrestricted handle once it is ready. */
+function sealJail(p: LaunchPlan, pid: number): void {
+  const root = `/proc/${pid}/root`;
+  for (const path of p.removeAfterReady) {
+    try {
+      unlinkSync(posix.join(root, path));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+  for (const dir of new Set(p.removeAfterReady.map((x) => posix.dirname(x)))) {
+    if (dir === '/dev') continue;
+    try {
+      if (readdirSync(posix.join(root, dir)).length === 0) rmdirSync(posix.join(root, dir));
+    } catch {
+      // Not there, or not empty: verifyConfinement reports what remains.
+    }
+  }
+}
+
+/**
+ * Executes a plan step by step: state record, directories, the QMP listener (created here and
+ * passed as fd 3, never a path QEMU creates), the confined spawn, readiness over QMP (greeting,
+ * `qmp_capabilities`, `query-status`), then the jail is sealed. Any failure destroys what was built.
+ */
+export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<DmHandle> {
+  const spawner = deps.spawner ?? utilLinuxSpawner;
+  const step = (s: LaunchStep) => deps.beforeStep?.(s);
+  const record = (r: Partial<LaunchRecord>) =>
+    writeRecord({
+      version: 1,
+      domid: p.domid,
+      phase: 'launching',
+      plan: p,
+      lease: deps.lease ?? null,
+      pid: null,
+      startTime: null,
+      root: null,
+      ...r,
+    });
+  const handle: MutableHandle = {
+    plan: p,
+    pid: 0,
+    startTime: null,
+    qmp: null,
+    root: null,
+    lease: deps.lease ?? null,
+    condemned: null,
+    destroyed: null,
+    limitations: spawner.limitations(p),
+  };
+  let current: LaunchStep = 'record-state';
+  const enter = (s: LaunchStep) => {
+    current = s;
+    step(s);
+  };
+  let server: Server | null = null;
+  let dm: SpawnedDm | null = null;
+  const fds: number[] = [];
+  try {
+    enter('record-state');
+    record({});
+    enter('prepare-dirs');
+    ensureDirs(p);
+    enter('qmp-listen');
+    // Listen under a temporary name: node unlinks the path it listened on when it closes.
+    const tmp = `${p.paths.qmpSocket}.${process.pid}`;
+    rmSync(tmp, { force: true });
+    server = await listenUnix(tmp);
+    renameSync(tmp, p.paths.qmpSocket);
+    enter('spawn');
+    const devnull = openSync('/dev/null', 'r+');
+    fds.push(devnull);
+    const log = openSync(p.paths.log, 'a', 0o600);
+    fds.push(log);
+    dm = await spawner.spawn(p, { devnull, log, 'qmp-listener': serverFd(server) });
+    handle.pid = dm.pid;
+    handle.startTime = processStartTime(dm.pid);
+    record({ pid: dm.pid, startTime: handle.startTime });
+    // QEMU holds its own copy of the listener; ours must not accept its clients.
+    server.close();
+    server = null;
+    for (const fd of fds.splice(0)) closeSync(fd);
+    enter('qmp-connect');
+    const readyMs = deps.readyTimeoutMs ?? 10_000;
+    const qmp = await QmpClient.connect(p.paths.qmpSocket, {
+      greetingTimeoutMs: readyMs,
+      ...deps.qmpLimits,
+    });
+    handle.qmp = qmp;
+    enter('qmp-ready');
+    const status = (await qmp.execute('query-status', undefined, { timeoutMs: readyMs })) as {
+      status?: unknown;
+    };
+    if (typeof status?.status !== 'string') {
+      throw new LauncherError(
+        'EREADY',
+        `query-status: expected {status: string}, saw ${JSON.stringify(status).slice(0, 80)}`,
+        { step: 'qmp-ready' },
+      );
+    }
+    enter('seal-jail');
+    if (p.mode === 'jail') sealJail(p, dm.pid);
+    const r = statSync(`/proc/${dm.pid}/root`);
+    handle.root = { dev: r.dev, ino: r.ino };
+    enter('running');
+    record({ phase: 'running', pid: dm.pid, startTime: handle.startTime, root: handle.root });
+    if (deps.destroyOnQmpFailure !== false) {
+      qmp.onFailure((e) => {
+        handle.condemned = e;
+        handle.destroyed = destroy(handle, { ...deps, beforeStep: undefined }).catch(
+          () => undefined,
+        );
+      });
+    }
+    return handle;
+  } catch (e) {
+    server?.close();
+    for (const fd of fds) closeSync(fd);
+    const code = e instanceof LauncherError ? e.code : 'ESPAWN';
+    const err = new LauncherError(
+      code,
+      `launch of domid ${p.domid} failed at ${current}: ${(e as Error).message}${logTail(p.paths.log)}`,
+      { step: current, cause: e },
+    );
+    await destroy(handle, { ...deps, beforeStep: undefined }).catch(() => undefined);
+    throw err;
+  }
+}
+
+export interface DestroyTarget {
+  readonly plan: LaunchPlan;
+  readonly pid: number | null;
+  readonly startTime: number | null;
+  readonly qmp?: QmpClient | null;
+  readonly lease: unknown;
+}
+
+/**
+ * Takes a DM down so that nothing is left: QMP `quit` → SIGTERM → SIGKILL → reap the uid →
+ * verify it is empty → release the lease → remove jail, sockets and the state record. Every step
+ * is idempotent, so a second destroy, or one after the launcher crashed, finishes the job.
+ */
+export async function destroy(target: DestroyTarget, deps: LauncherDeps = {}): Promise<void> {
+  const p = target.plan;
+  const uids = deps.uids ?? procUidOps;
+  const step = (s: DestroyStep) => deps.beforeStep?.(s);
+  const quitMs = deps.quitTimeoutMs ?? 2_000;
+  const pid = target.pid !== null && target.pid > 0 ? target.pid : null;
+
+  step('mark-destroying');
+  if (existsSync(p.paths.state)) {
+    writeRecord({
+      version: 1,
+      domid: p.domid,
+      phase: 'destroying',
+      plan: p,
+      lease: target.lease,
+      pid,
+      startTime: target.startTime,
+      root: null,
+    });
+  }
+  step('qmp-quit');
+  const qmp = target.qmp ?? null;
+  if (qmp && qmp.failure === null && pid !== null && alive(pid, target.startTime)) {
+    await qmp.execute('quit', undefined, { timeoutMs: quitMs }).catch(() => undefined);
+    await waitGone(pid, target.startTime, quitMs);
+  }
+  qmp?.close();
+  step('sigterm');
+  if (pid !== null && alive(pid, target.startTime)) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // Gone.
+    }
+    await waitGone(pid, target.startTime, quitMs);
+  }
+  step('sigkill');
+  if (pid !== null && alive(pid, target.startTime)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone.
+    }
+    await waitGone(pid, target.startTime, quitMs);
+  }
+  step('reap');
+  await uids.reap(p.uid);
+  step('verify-empty');
+  if (!(await uids.verifyEmpty(p.uid))) {
+    throw new LauncherError(
+      'EDESTROY',
+      `uid ${p.uid}: expected no process after the reaper, saw some`,
+      {
+        step: 'verify-empty',
+      },
+    );
+  }
+  step('release-lease');
+  if (target.lease !== null && target.lease !== undefined) await uids.release(target.lease);
+  step('remove-jail');
+  const base = posix.dirname(p.paths.jail);
+  if (existsSync(base)) {
+    // Jail mounts live only in the DM's mount namespace, gone with it: this is a plain tree.
+    const st = lstatSync(base);
+    if (st.isDirectory()) rmSync(base, { recursive: true, force: true });
+  }
+  step('remove-state');
+  removeRecord(p.paths.state);
+}
+
+export interface RecoverResult {
+  /** Domids whose half-done launch or destroy was finished (everything removed). */
+  readonly finished: readonly number[];
+  /** DMs that were running and still are; a toolstack may adopt them. */
+  readonly running: readonly LaunchRecord[];
+  readonly errors: readonly { readonly domid: number; readonly error: Error }[];
+}
+
+/** Finds launches and destroys a crashed launcher left half done, and finishes them. */
+export async function recover(stateDir: string, deps: LauncherDeps = {}): Promise<RecoverResult> {
+  const finished: number[] = [];
+  const running: LaunchRecord[] = [];
+  const errors: { domid: number; error: Error }[] = [];
+  for (const path of listRecords(stateDir)) {
+    let r: LaunchRecord;
+    try {
+      r = readRecord(path);
+    } catch (e) {
+      errors.push({ domid: -1, error: e as Error });
+      continue;
+    }
+    if (r.phase === 'running' && r.pid !== null && alive(r.pid, r.startTime)) {
+      running.push(r);
+      continue;
+    }
+    try {
+      await destroy(
+        { plan: r.plan, pid: r.pid, startTime: r.startTime, lease: r.lease },
+        { ...deps, beforeStep: undefined },
+      );
+      finished.push(r.domid);
+    } catch (e) {
+      errors.push({ domid: r.domid, error: e as Error });
+    }
+  }
+  return { finished, running, errors };
+}
+
+export interface LaunchManyItem {
+  readonly plan: LaunchPlan;
+  readonly deps?: LauncherDeps;
+}
+
+export interface LaunchManyResult {
+  readonly handles: readonly (DmHandle | null)[];
+  readonly errors: readonly (Error | null)[];
+  /** Milliseconds from start to ready, per item (null when it failed). */
+  readonly latencies: readonly (number | null)[];
+}
+
+export type LaunchProgress =
+  | { readonly type: 'start'; readonly index: number; readonly domid: number }
+  | { readonly type: 'ready'; readonly index: number; readonly domid: number; readonly ms: number }
+  | {
+      readonly type: 'failed';
+      readonly index: number;
+      readonly domid: number;
+      readonly error: Error;
+    };
+
+/** Bounded parallel launches (a boot storm), with progress events. */
+export async function launchMany(
+  items: readonly LaunchManyItem[],
+  options: {
+    readonly concurrency: number;
+    readonly progress?: EventEmitter | ((e: LaunchProgress) => void);
+  } & LauncherDeps,
+): Promise<LaunchManyResult> {
+  const { concurrency, progress, ...deps } = options;
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new LauncherError('EPLAN', `concurrency: expected an integer >= 1, saw ${concurrency}`);
+  }
+  const emit = (e: LaunchProgress) => {
+    if (progress instanceof EventEmitter) progress.emit(e.type, e);
+    else progress?.(e);
+  };
+  const handles: (DmHandle | null)[] = items.map(() => null);
+  const errors: (Error | null)[] = items.map(() => null);
+  const latencies: (number | null)[] = items.map(() => null);
+  let next = 0;
+  const worker = async () => {
+    for (;;) {
+      const i = next++;
+      const item = items[i];
+      if (item === undefined) return;
+      const t0 = performance.now();
+      emit({ type: 'start', index: i, domid: item.plan.domid });
+      try {
+        handles[i] = await launch(item.plan, { ...deps, ...item.deps });
+        latencies[i] = performance.now() - t0;
+        emit({ type: 'ready', index: i, domid: item.plan.domid, ms: latencies[i]! });
+      } catch (e) {
+        errors[i] = e as Error;
+        emit({ type: 'failed', index: i, domid: item.plan.domid, error: e as Error });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  return { handles, errors, latencies };
+}

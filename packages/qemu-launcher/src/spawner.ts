@@ -1,0 +1,176 @@
+import { spawn } from 'node:child_process';
+import { posix } from 'node:path';
+import { LauncherError } from './errors.js';
+import type { JailOp, LaunchPlan, RlimitName } from './plan.js';
+
+/** Descriptors the launcher opened, by the plan's `PlannedFd.source`. */
+export interface SpawnFds {
+  readonly devnull: number;
+  readonly log: number;
+  readonly 'qmp-listener': number;
+}
+
+export interface SpawnedDm {
+  readonly pid: number;
+  /** Sends a signal to exactly this process (a pidfd where the backend has one). */
+  signal(signal: 'SIGTERM' | 'SIGKILL'): void;
+  /** Settles when the process is gone (reaped if it is the launcher's child). */
+  readonly exited: Promise<void>;
+}
+
+/** Executes a plan's process part: namespaces, root, rlimits, ids, no-new-privs, seccomp, exec. */
+export interface Spawner {
+  readonly name: string;
+  /** What this backend cannot do from the plan (printed, and checked by verifyConfinement). */
+  limitations(plan: LaunchPlan): string[];
+  spawn(plan: LaunchPlan, fds: SpawnFds): Promise<SpawnedDm>;
+}
+
+/** umount2's syscall number (x86_64 166, arm64's generic table 39); flag 2 is MNT_DETACH. */
+const SYS_umount2 = process.arch === 'arm64' ? 39 : 166;
+
+const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+const PRLIMIT_FLAG: Readonly<Record<RlimitName, string>> = {
+  FSIZE: '--fsize',
+  CORE: '--core',
+  MSGQUEUE: '--msgqueue',
+  LOCKS: '--locks',
+  MEMLOCK: '--memlock',
+  NPROC: '--nproc',
+  NOFILE: '--nofile',
+  AS: '--as',
+};
+
+const UNSHARE_FLAG = { mount: '--mount', ipc: '--ipc', net: '--net', uts: '--uts' } as const;
+
+function jailOpScript(jail: string, op: JailOp): string[] {
+  const t = q(posix.join(jail, op.target));
+  switch (op.op) {
+    case 'tmpfs':
+      return [`mount -t tmpfs -o ${q(op.options)} xen-depriv-jail ${t}`];
+    case 'mkdir':
+      return [`mkdir -p -m ${op.mode.toString(8)} ${t}`];
+    case 'symlink':
+      return [`ln -s ${q(op.linkTo)} ${t}`];
+    case 'bind':
+      return [
+        `[ -e ${t} ] || { [ -d ${q(op.source)} ] && mkdir -p ${t} || : > ${t}; }`,
+        `mount --bind ${q(op.source)} ${t}`,
+        ...(op.readOnly
+          ? [`mount -o remount,bind,ro,nosuid,nodev ${t}`]
+          : [`mount -o remount,bind,nosuid,nodev,noexec ${t}`]),
+      ];
+    case 'mknod':
+      return [
+        `mknod -m ${op.mode.toString(8)} ${t} c ${op.major} ${op.minor}`,
+        `chown ${op.uid}:${op.gid} ${t}`,
+      ];
+  }
+}
+
+/** The shell script the util-linux backend runs in the new namespaces (exposed for review). */
+export function utilLinuxScript(plan: LaunchPlan): string {
+  const lines = ['set -e', 'mount --make-rprivate /'];
+  if (plan.mode === 'jail') {
+    const jail = plan.root.path;
+    for (const op of plan.jailOps) lines.push(...jailOpScript(jail, op));
+    lines.push(
+      `cd ${q(jail)}`,
+      'mkdir .old',
+      'pivot_root . .old',
+      'cd /',
+      // util-linux umount needs /proc/self/mountinfo, which the new root has not: call umount2 directly.
+      `/usr/bin/perl -e 'my $p = "/.old"; syscall(${SYS_umount2}, $p, 2) == 0 or die "umount2 /.old: $!\\n"'`,
+      'rmdir /.old',
+    );
+  }
+  const prlimit = plan.rlimits.map((r) => `${PRLIMIT_FLAG[r.resource]}=${r.soft}:${r.hard}`);
+  const setpriv = ['/usr/bin/setpriv'];
+  if (plan.execUid !== 0) {
+    setpriv.push('--reuid', String(plan.execUid), '--regid', String(plan.execGid));
+    setpriv.push(
+      ...(plan.groups.length ? ['--groups', plan.groups.join(',')] : ['--clear-groups']),
+    );
+  }
+  if (plan.capabilityBoundingSet === 'empty')
+    setpriv.push('--inh-caps=-all', '--bounding-set=-all');
+  if (plan.noNewPrivs) setpriv.push('--no-new-privs');
+  const env = Object.entries(plan.env).map(([k, v]) => q(`${k}=${v}`));
+  lines.push(
+    `exec /usr/bin/env -i ${env.join(' ')} /usr/bin/prlimit ${prlimit.join(' ')} -- ${setpriv.join(' ')} -- ${plan.argv.map(q).join(' ')}`,
+  );
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * A spawner built from util-linux (unshare, prlimit, setpriv, pivot_root): every step of the
+ * plan but the launcher's own seccomp program, which needs `@xen-depriv/sys`. The process keeps
+ * one pid from unshare to QEMU (every stage execs).
+ */
+export const utilLinuxSpawner: Spawner = {
+  name: 'util-linux',
+  limitations(plan) {
+    const out: string[] = [];
+    if (plan.seccomp !== null)
+      out.push(
+        `seccomp program "${plan.seccomp.profile}" is not installed (needs @xen-depriv/sys)`,
+      );
+    if (plan.namespaces.includes('pid')) out.push('pid namespace is not supported');
+    return out;
+  },
+  spawn(plan, fds) {
+    if (plan.namespaces.includes('pid')) {
+      return Promise.reject(
+        new LauncherError(
+          'EUNSUPPORTED',
+          'util-linux spawner: a pid namespace needs @xen-depriv/sys',
+          { step: 'spawn' },
+        ),
+      );
+    }
+    const stdio: number[] = [];
+    for (const f of plan.fds) stdio[f.target] = fds[f.source];
+    for (let i = 0; i < stdio.length; i++) {
+      if (stdio[i] === undefined) {
+        return Promise.reject(
+          new LauncherError(
+            'ESPAWN',
+            `util-linux spawner: fd ${i} is not declared; expected contiguous fds`,
+            { step: 'spawn' },
+          ),
+        );
+      }
+    }
+    const flags = plan.namespaces.map((n) => UNSHARE_FLAG[n as keyof typeof UNSHARE_FLAG]);
+    const child = spawn(
+      '/usr/bin/unshare',
+      [...flags, '--', '/bin/sh', '-c', utilLinuxScript(plan)],
+      {
+        stdio,
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
+        detached: true,
+      },
+    );
+    return new Promise((resolve, reject) => {
+      child.once('error', (e) =>
+        reject(new LauncherError('ESPAWN', `unshare: ${e.message}`, { step: 'spawn', cause: e })),
+      );
+      child.once('spawn', () => {
+        const pid = child.pid!;
+        const exited = new Promise<void>((r) => {
+          if (child.exitCode !== null || child.signalCode !== null) r();
+          else child.once('exit', () => r());
+        });
+        child.unref();
+        resolve({
+          pid,
+          signal(signal) {
+            if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+          },
+          exited,
+        });
+      });
+    });
+  },
+};

@@ -1,0 +1,162 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type DmHandle,
+  destroy,
+  type LaunchPlan,
+  launch,
+  pidsOfUid,
+  plan,
+  probeQemu,
+  type QemuCaps,
+  verifyConfinement,
+} from '../src/index.js';
+
+const X86 = '/usr/bin/qemu-system-x86_64';
+const isRoot = process.getuid?.() === 0;
+const haveTools = [
+  '/usr/bin/unshare',
+  '/usr/bin/setpriv',
+  '/usr/bin/prlimit',
+  '/usr/sbin/pivot_root',
+].every(existsSync);
+const runnable = isRoot && haveTools && existsSync(X86);
+
+/** A stand-in for /dev/xen/privcmd on a host without Xen: the same path, /dev/null's numbers. */
+const STAND_IN_PRIVCMD = {
+  path: '/dev/xen/privcmd',
+  major: 1,
+  minor: 3,
+  mode: 0o600,
+  removeAfterReady: true,
+};
+
+function statusOf(pid: number): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) m.set(line.slice(0, i), line.slice(i + 1).trim());
+  }
+  return m;
+}
+
+/** Runs `argv` as uid/gid inside the DM's namespaces and root (nsenter), returning its exit and stderr. */
+function runInJail(pid: number, uid: number, argv: string[]) {
+  return spawnSync(
+    '/usr/bin/nsenter',
+    ['-t', String(pid), '-m', '-i', '-n', '-u', '-r', '-w', `-S${uid}`, `-G${uid}`, '--', ...argv],
+    { encoding: 'utf8' },
+  );
+}
+
+describe.skipIf(!runnable)(
+  'launch (as root, real qemu-system-x86_64 -M none, util-linux spawner)',
+  () => {
+    let stateDir: string;
+    let caps: QemuCaps;
+    const handles: DmHandle[] = [];
+    beforeAll(async () => {
+      stateDir = mkdtempSync(join(tmpdir(), 'ql-launch-'));
+      caps = await probeQemu(X86);
+    });
+    afterAll(async () => {
+      for (const h of handles) await destroy(h).catch(() => undefined);
+      rmSync(stateDir, { recursive: true, force: true });
+    });
+
+    it('jail mode: verifyConfinement passes every check, /proc agrees, destroy leaves nothing', async () => {
+      const uid = 3_011_001;
+      const p: LaunchPlan = plan(
+        { domid: 11, binary: X86, stateDir, devices: [STAND_IN_PRIVCMD] },
+        caps,
+        { uid, gid: uid },
+      );
+      const h = await launch(p);
+      handles.push(h);
+      const report = verifyConfinement(h.pid, p, { expectedRoot: h.root! });
+      expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+      expect(report.ok).toBe(true);
+
+      const st = statusOf(h.pid);
+      expect(st.get('Uid')).toBe(`${uid}\t${uid}\t${uid}\t${uid}`);
+      expect(st.get('CapEff')).toBe('0000000000000000');
+      expect(st.get('CapBnd')).toBe('0000000000000000');
+      expect(st.get('NoNewPrivs')).toBe('1');
+      expect(st.get('Seccomp')).toBe('2');
+
+      // QMP answers through the socket in the jail's /run.
+      expect(await h.qmp!.execute('query-status')).toMatchObject({ status: 'running' });
+      expect(existsSync(join(`/proc/${h.pid}/root`, 'run', 'qmp.sock'))).toBe(true);
+
+      // After ready, nothing in the root gives a fresh handle: as the DM's uid, in its root.
+      const open = runInJail(h.pid, uid, ['/usr/bin/sh', '-c', 'exec 3</dev/xen/privcmd']);
+      expect(open.status).not.toBe(0);
+      expect(open.stderr).toMatch(/No such file|can't open|cannot open/i);
+      const write = runInJail(h.pid, uid, ['/usr/bin/sh', '-c', ': > /new-file']);
+      expect(write.status).not.toBe(0);
+
+      await destroy(h);
+      expect(pidsOfUid(uid)).toEqual([]);
+      expect(existsSync(join(stateDir, 'dm-11'))).toBe(false);
+      expect(existsSync(p.paths.qmpSocket)).toBe(false);
+      expect(existsSync(p.paths.state)).toBe(false);
+      // A second destroy finishes nothing and fails nothing.
+      await destroy(h);
+    });
+
+    it('libxl-compat mode: QEMU drops itself with -runas/-chroot; verifyConfinement passes', async () => {
+      const uid = 3_011_002;
+      const p = plan({ domid: 12, binary: X86, stateDir, mode: 'libxl-compat' }, caps, {
+        uid,
+        gid: uid,
+      });
+      const h = await launch(p);
+      handles.push(h);
+      const report = verifyConfinement(h.pid, p);
+      expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+      const st = statusOf(h.pid);
+      expect(st.get('Uid')).toBe(`${uid}\t${uid}\t${uid}\t${uid}`);
+      expect(st.get('CapEff')).toBe('0000000000000000');
+      expect(st.get('NoNewPrivs')).toBe('1');
+      expect(st.get('Seccomp')).toBe('2');
+      expect(report.facts.rootEntries).toEqual([]);
+      // The chroot is empty and 0000: as the DM's uid, nothing at /dev/xen/privcmd to open.
+      const open = runInJail(h.pid, uid, ['/bin/true']);
+      expect(open.status).not.toBe(0);
+      await destroy(h);
+      expect(pidsOfUid(uid)).toEqual([]);
+      expect(existsSync(join(stateDir, 'dm-12'))).toBe(false);
+    });
+
+    it('verifyConfinement on a pid it did not launch (an unconfined root process) fails the right checks', () => {
+      const child = execFileSync('/bin/sh', ['-c', 'sleep 30 >/dev/null 2>&1 & echo $!'], {
+        encoding: 'utf8',
+      });
+      const pid = Number(child.trim());
+      try {
+        const report = verifyConfinement(pid);
+        expect(report.ok).toBe(false);
+        const failed = report.checks.filter((c) => !c.ok).map((c) => c.name);
+        expect(failed).toEqual(
+          expect.arrayContaining([
+            'uid',
+            'gid',
+            'capabilities.eff',
+            'capabilities.prm',
+            'noNewPrivs',
+            'seccomp',
+            'root.notHost',
+            'namespace.mount',
+            'namespace.net',
+          ]),
+        );
+        expect(report.facts.uids).toEqual([0, 0, 0, 0]);
+      } finally {
+        process.kill(pid, 'SIGKILL');
+      }
+    });
+  },
+);
