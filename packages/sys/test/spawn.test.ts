@@ -208,6 +208,34 @@ describe.skipIf(!canRunAsRoot)(
       expect(readdirSync(`/proc/${child.pid}/fd`)).toEqual([]);
     });
 
+    it("fds whose sources are each other's targets land where declared", async () => {
+      const a = memfdCreate('first');
+      const b = memfdCreate('second');
+      try {
+        // Each source is also another entry's target: moving one must not clobber the other.
+        const child = start({
+          file: '/usr/bin/sleep',
+          argv: ['sleep', '1000'],
+          env: {},
+          fds: [
+            { target: a, source: b },
+            { target: b, source: a },
+          ],
+        });
+        await execDone(child.pid, 'sleep');
+        expect(readlinkSync(`/proc/${child.pid}/fd/${a}`)).toBe('/memfd:second (deleted)');
+        expect(readlinkSync(`/proc/${child.pid}/fd/${b}`)).toBe('/memfd:first (deleted)');
+        expect(
+          readdirSync(`/proc/${child.pid}/fd`)
+            .map(Number)
+            .sort((x, y) => x - y),
+        ).toEqual([a, b].sort((x, y) => x - y));
+      } finally {
+        close(a);
+        close(b);
+      }
+    });
+
     it('the caller reaps the child: exit code and signal through waitPid', () => {
       const ok = spawnConfined({ file: '/bin/sh', argv: ['sh', '-c', 'exit 7'], env: {} });
       expect(waitPid(ok.pid)).toEqual({ pid: ok.pid, exitCode: 7, signal: null });
@@ -242,6 +270,16 @@ describe.skipIf(!canRunAsRoot)(
       writeFileSync(bin, '#!/bin/sh\n', { mode: 0o700 });
       const e = spawnFailure({ ...base, file: bin, uid: UID, gid: GID });
       expect([e.step, e.code]).toEqual(['execve', 'EACCES']);
+    });
+
+    it('execve: a file that is no executable format is ENOEXEC', () => {
+      using dir = tempDir('enoexec');
+      const bin = join(dir.path, 'garbage');
+      writeFileSync(bin, Buffer.from([0x7f, 0x45, 0x4c, 0x46, 1, 2, 3, 4, 5, 6, 7, 8]), {
+        mode: 0o755,
+      });
+      const e = spawnFailure({ ...base, file: bin });
+      expect([e.step, e.code, e.errno]).toEqual(['execve', 'ENOEXEC', 8]);
     });
 
     it('chroot: a missing root directory is ENOENT', () => {
