@@ -36,7 +36,7 @@ const fdCalls: [string, Call][] = [
   ['pidfdOpen', (b) => sys.pidfdOpen(b as number)],
   ['pidfdSendSignal', (b) => sys.pidfdSendSignal(b as number, 0)],
   ['waitPid', (b) => sys.waitPid(b as number)],
-  ['reaperKill', (b) => sys.reaperKill(b as number, 3_000_001)],
+  ['reaperKill', (b) => sys.reaperKill(b as number, 3_970_001)],
 ];
 const stringCalls: [string, Call][] = [
   ['open', (b) => sys.open(b as string, 0)],

@@ -7,8 +7,8 @@ export const isRoot = process.getuid?.() === 0;
 export const canRun = isAvailable();
 export const canRunAsRoot = canRun && isRoot;
 
-/** Test uids live in a private range, far above any account on the machine. */
-export const TEST_UID_BASE = 3_000_000;
+/** Test uids: a private block (3,970,000+) in the 3,000,000+ range, apart from other packages' test uids. */
+export const TEST_UID_BASE = 3_970_000;
 
 export function tempDir(prefix: string): { path: string; [Symbol.dispose](): void } {
   const path = mkdtempSync(join(tmpdir(), `xen-depriv-sys-${prefix}-`));

@@ -52,7 +52,7 @@ describe('reaperKill refuses unsafe uids before forking anything', () => {
 describe.skipIf(!canRunAsRoot)(
   'reaperKill kills a real process tree of a test uid (as root)',
   () => {
-    it('kills a setsid + double-forked tree of uid 3000200, leaving no live process of it', async () => {
+    it('kills a setsid + double-forked tree of uid 3970200, leaving no live process of it', async () => {
       expect(processesOfUid(TARGET)).toEqual([]);
       // sh (our child) -> sleep, and a subshell that starts a setsid'd sh and exits at once,
       // so that sh (re-parented, in its own session) -> 2 x sleep.

@@ -69,7 +69,7 @@ function makeRoot(base: string): string {
 }
 
 describe.skipIf(!canRunAsRoot)(
-  'spawnConfined (real processes, as root, test uids 3000100+)',
+  'spawnConfined (real processes, as root, test uids 3970100+)',
   () => {
     it('applies uid, gid, groups, no caps, no_new_privs, seccomp, the new root, mounts, namespaces, rlimits and exactly the declared fds', async () => {
       using dir = tempDir('spawn');
