@@ -2,6 +2,7 @@
 export const LINUX_ERRNO = {
   EPERM: 1,
   E2BIG: 7,
+  EBADF: 9,
   EACCES: 13,
   EFAULT: 14,
   EINVAL: 22,

@@ -2,10 +2,9 @@ export { deviceModelAllowlist } from './allowlist.js';
 export { DM_OP_NAMES, type DmOpName, dmOpName, XEN_DM_OP_SIZE } from './dmop-fields.js';
 export { type Decision, type ErrnoCode, LINUX_ERRNO } from './errno.js';
 export { PolicyError, type PolicyErrorCode } from './error.js';
+export { type DeniedRequest, type GateOptions, PrivcmdDeniedError } from './gate.js';
 export {
-  type DeniedRequest,
   type IoctlPointer,
-  PrivcmdDeniedError,
   PrivcmdHandle,
   type PrivcmdHandleOptions,
   type PrivcmdIo,
@@ -42,6 +41,7 @@ export {
   type SeccompAllowlist,
   type SeccompData,
 } from './seccomp.js';
+export { type DmOpBackend, SimPrivcmd, type SimPrivcmdOptions } from './sim.js';
 export { X86_64_SYSCALLS, type X86_64SyscallName } from './syscalls-x86_64.js';
 export {
   type AuditCounts,

@@ -1,0 +1,92 @@
+import { readU32 } from './dmop-fields.js';
+import type { Decision } from './errno.js';
+import { PrivcmdModel, type PrivcmdModelOptions } from './model.js';
+import { decide, type PolicyContext, type PolicyProfile } from './policy.js';
+
+/** A request refused before it reached the kernel (or the simulated hypervisor). */
+export interface DeniedRequest {
+  readonly domid: number;
+  readonly op: number | undefined;
+  readonly decision: Decision;
+}
+
+/** Thrown for a denied request: `errno` is what the kernel (or the policy, EPERM) answers. */
+export class PrivcmdDeniedError extends Error {
+  override readonly name = 'PrivcmdDeniedError';
+  readonly errno: number;
+  readonly code: string;
+  readonly decision: Decision;
+  constructor(decision: Decision) {
+    super(`DM_OP denied (${decision.code}): ${decision.reason}`);
+    this.errno = decision.errno;
+    this.code = decision.code;
+    this.decision = decision;
+  }
+}
+
+/** What both handles share: who the fd is restricted to, and what it lets through. */
+export interface GateOptions {
+  /** The guest this device model serves: the handle is restricted to it. */
+  readonly domid: number;
+  /** The profile every DM_OP must pass; `null` checks only the kernel's rules. */
+  readonly profile: PolicyProfile | null;
+  /** What the toolstack declared for the guest (needed when `profile` is set). */
+  readonly context?: PolicyContext;
+  /** The kernel's module parameters, when not the defaults. */
+  readonly model?: PrivcmdModelOptions;
+  /** Called for each denied request (after it is counted), e.g. to log it. */
+  readonly onDenied?: (denied: DeniedRequest) => void;
+}
+
+const NO_CONTEXT: PolicyContext = { guestMemoryEndGfn: 0n, ioRanges: [] };
+
+export function checkGateOptions(name: string, options: GateOptions): void {
+  if (!Number.isInteger(options.domid) || options.domid < 0 || options.domid >= 0x7ff0) {
+    throw new RangeError(`${name}: expected a guest domid 0..32751, got ${String(options.domid)}`);
+  }
+  if (options.profile !== null && options.context === undefined) {
+    throw new TypeError(`${name}: profile ${options.profile.name} needs a PolicyContext, got none`);
+  }
+}
+
+/** The model + profile check in front of a DM_OP transport, with its counters. */
+export class DmOpGate {
+  readonly model: PrivcmdModel;
+  readonly counts = { allowed: 0, denied: 0 };
+  readonly #profile: PolicyProfile | null;
+  readonly #context: PolicyContext;
+  readonly #onDenied: ((d: DeniedRequest) => void) | undefined;
+
+  constructor(options: GateOptions) {
+    this.model = new PrivcmdModel(options.model);
+    this.model.decide({ kind: 'restrict', domid: options.domid });
+    this.#profile = options.profile;
+    this.#context = options.context ?? NO_CONTEXT;
+    this.#onDenied = options.onDenied;
+  }
+
+  check(domid: number, bufs: readonly Uint8Array[]): Decision {
+    if (this.#profile === null) {
+      return this.model.decide({
+        kind: 'dm_op',
+        dom: domid,
+        bufSizes: bufs.map((b) => b.byteLength),
+      });
+    }
+    return decide({ domid, bufs }, this.#profile, this.#context, this.model);
+  }
+
+  /** Counts the request and throws `PrivcmdDeniedError` when it may not pass. */
+  admit(domid: number, bufs: readonly Uint8Array[]): void {
+    const d = this.check(domid, bufs);
+    if (d.allowed) {
+      this.counts.allowed++;
+      return;
+    }
+    this.counts.denied++;
+    const first = bufs[0];
+    const op = first && first.byteLength >= 4 ? readU32(first, 0) : undefined;
+    this.#onDenied?.({ domid, op, decision: d });
+    throw new PrivcmdDeniedError(d);
+  }
+}
