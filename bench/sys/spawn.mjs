@@ -38,8 +38,8 @@ const plain = { file: '/bin/true', argv: ['true'], env: {} };
 const isRoot = process.getuid() === 0;
 const confinedSpec = {
   ...plain,
-  uid: 3_000_900,
-  gid: 3_000_900,
+  uid: 3_970_900,
+  gid: 3_970_900,
   rlimits: [{ resource: 'RLIMIT_NOFILE', soft: 64, hard: 64 }],
   namespaces: ['ipc', 'uts'],
 };

@@ -1,6 +1,8 @@
-import { ftruncateSync, openSync, writeFileSync } from 'node:fs';
+import { ftruncateSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   close,
@@ -172,6 +174,32 @@ describe.skipIf(!canRun)('mmap of a memfd', () => {
         expect.objectContaining({ name: 'SysError', errno: 22, code: 'EINVAL', syscall: 'munmap' }),
       );
       expect(() => munmap(new ArrayBuffer(8))).toThrow(TypeError);
+    } finally {
+      close(fd);
+    }
+  });
+
+  it('a mapping is unmapped when its ArrayBuffer is garbage-collected', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const fd = memfdCreate('gc-probe');
+    const mapped = () =>
+      readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('/memfd:gc-probe')).length;
+    try {
+      ftruncateSync(fd, 4096);
+      (() => {
+        new Uint8Array(mmap(fd, 4096, PROT_READ | PROT_WRITE, MAP_SHARED))[0] = 1;
+      })();
+      expect(mapped()).toBe(1);
+      let left = mapped();
+      for (let round = 0; round < 50 && left > 0; round++) {
+        gc();
+        await new Promise((r) => setImmediate(r));
+        left = mapped();
+      }
+      expect(left).toBe(0);
     } finally {
       close(fd);
     }
