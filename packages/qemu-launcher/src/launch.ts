@@ -12,6 +12,7 @@ import {
   rmdirSync,
   rmSync,
   statSync,
+  symlinkSync,
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -150,15 +151,30 @@ function ensureDirs(p: LaunchPlan): void {
   // libxl makes the chroot 0000: nothing in it is readable even before QEMU drops.
   mkdirSync(p.paths.jail, { recursive: true, mode: p.mode === 'jail' ? 0o755 : 0o000 });
   mkdirSync(p.paths.run, { recursive: true, mode: 0o700 });
-  if (p.mode === 'jail') {
-    chownSync(p.paths.run, p.uid, p.gid);
-    if (p.jailOps.some((o) => o.op === 'bind' && o.target === '/run/xenstored/socket')) {
-      mkdirSync(posix.join(p.paths.run, 'xenstored'), { recursive: true, mode: 0o755 });
-      chownSync(posix.join(p.paths.run, 'xenstored'), 0, 0);
-      if (!existsSync(posix.join(p.paths.run, 'xenstored', 'socket'))) {
-        writeFileSync(posix.join(p.paths.run, 'xenstored', 'socket'), '', { mode: 0o600 });
-      }
-    }
+  if (p.mode !== 'jail') return;
+  chownSync(p.paths.run, p.uid, p.gid);
+  for (const e of p.skeleton) {
+    const at = posix.join(p.paths.jail, e.path);
+    if (lstatExists(at)) continue;
+    if (e.kind === 'dir') mkdirSync(at, { mode: e.mode });
+    else if (e.kind === 'file') writeFileSync(at, '', { mode: e.mode });
+    else if (e.kind === 'symlink') symlinkSync(e.linkTo, at);
+  }
+  if (p.mounts.some((m) => m.type === 'bind' && m.target.endsWith('/run/xenstored/socket'))) {
+    const dir = posix.join(p.paths.run, 'xenstored');
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    chownSync(dir, 0, 0);
+    if (!lstatExists(posix.join(dir, 'socket')))
+      writeFileSync(posix.join(dir, 'socket'), '', { mode: 0o600 });
+  }
+}
+
+function lstatExists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

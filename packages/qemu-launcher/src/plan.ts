@@ -79,20 +79,36 @@ export interface PlannedRlimit {
   readonly hard: number;
 }
 
-/** One operation that builds the DM's root, executed in its mount namespace before pivot_root. */
-export type JailOp =
-  | { readonly op: 'tmpfs'; readonly target: string; readonly options: string }
+/**
+ * What the launcher creates on the host before spawn, relative to the jail directory, owned by
+ * root: mount points, placeholder files for bind mounts, and the merged-/usr symlinks.
+ */
+export type JailEntry =
+  | { readonly kind: 'dir' | 'file'; readonly path: string; readonly mode: number }
+  | { readonly kind: 'symlink'; readonly path: string; readonly linkTo: string };
+
+/**
+ * One mount made in the DM's own mount namespace before pivot_root, in order; host paths, in
+ * the shape `@xen-depriv/sys`'s `spawnConfined` takes.
+ */
+export type JailMount =
   | {
-      readonly op: 'bind';
+      readonly type: 'bind';
       readonly source: string;
       readonly target: string;
       readonly readOnly: boolean;
     }
-  | { readonly op: 'symlink'; readonly target: string; readonly linkTo: string }
-  | { readonly op: 'mkdir'; readonly target: string; readonly mode: number }
   | {
-      readonly op: 'mknod';
+      readonly type: 'tmpfs';
       readonly target: string;
+      readonly mode: number;
+      readonly size: number;
+      readonly devices: boolean;
+    }
+  | {
+      readonly type: 'mknod';
+      readonly path: string;
+      readonly kind: 'char';
       readonly major: number;
       readonly minor: number;
       readonly mode: number;
@@ -143,7 +159,10 @@ export interface LaunchPlan {
   };
   /** How the root is entered: by the launcher (pivot_root) or by QEMU itself (`-chroot`). */
   readonly root: { readonly path: string; readonly how: 'pivot_root' | 'qemu-chroot' };
-  readonly jailOps: readonly JailOp[];
+  /** Made on the host by the launcher (jail mode). */
+  readonly skeleton: readonly JailEntry[];
+  /** Made in the DM's mount namespace (jail mode). */
+  readonly mounts: readonly JailMount[];
   readonly devices: readonly DeviceNode[];
   /** Paths inside the DM's root removed once it is ready. */
   readonly removeAfterReady: readonly string[];
@@ -311,7 +330,8 @@ export function plan(
         ? SANDBOX_JAIL
         : SANDBOX_COMPAT;
 
-  const jailOps: JailOp[] = [];
+  const skeleton: JailEntry[] = [];
+  const mounts: JailMount[] = [];
   const rootEntries: string[] = [];
   const removeAfterReady: string[] = [];
   const name = config.name ?? `dm-${domid}`;
@@ -336,44 +356,58 @@ export function plan(
   if (qemuSandbox !== null) argv.push('-sandbox', qemuSandbox);
 
   if (mode === 'jail') {
-    jailOps.push({ op: 'tmpfs', target: '/', options: 'mode=0755,size=1m,nr_inodes=256' });
+    const j = (x: string) => posix.join(paths.jail, x);
+    // The root itself: bound onto itself read-only, which also makes it the mount point pivot_root needs.
+    mounts.push({ type: 'bind', source: paths.jail, target: paths.jail, readOnly: true });
     for (const e of caps.hostRoot) {
-      const name = e.path.slice(1);
-      rootEntries.push(name);
+      rootEntries.push(e.path.slice(1));
       if (e.kind === 'dir') {
-        jailOps.push({ op: 'mkdir', target: e.path, mode: 0o755 });
-        jailOps.push({ op: 'bind', source: e.path, target: e.path, readOnly: true });
+        skeleton.push({ kind: 'dir', path: e.path, mode: 0o755 });
+        mounts.push({ type: 'bind', source: e.path, target: j(e.path), readOnly: true });
       } else {
-        jailOps.push({ op: 'symlink', target: e.path, linkTo: e.target });
+        skeleton.push({ kind: 'symlink', path: e.path, linkTo: e.target });
       }
     }
     rootEntries.push('dev', 'run');
-    jailOps.push({ op: 'mkdir', target: '/dev', mode: 0o755 });
-    const dirs = new Set<string>();
+    skeleton.push({ kind: 'dir', path: '/dev', mode: 0o755 });
+    const dirs: string[] = [];
     for (const d of devices) {
       const dir = posix.dirname(d.path);
-      if (dir !== '/dev' && !dirs.has(dir)) {
-        dirs.add(dir);
-        jailOps.push({ op: 'mkdir', target: dir, mode: 0o755 });
+      if (dir === '/dev') {
+        // Fixed-number nodes in /dev itself are the host's, bound read-only onto placeholders.
+        skeleton.push({ kind: 'file', path: d.path, mode: 0o600 });
+        mounts.push({ type: 'bind', source: d.path, target: j(d.path), readOnly: true });
+      } else if (!dirs.includes(dir)) {
+        dirs.push(dir);
       }
-      jailOps.push({
-        op: 'mknod',
-        target: d.path,
-        major: d.major,
-        minor: d.minor,
-        mode: d.mode,
-        uid: lease.uid,
-        gid: lease.gid,
-      });
       if (d.removeAfterReady) removeAfterReady.push(d.path);
     }
-    jailOps.push({ op: 'mkdir', target: '/run', mode: 0o700 });
-    jailOps.push({ op: 'bind', source: paths.run, target: '/run', readOnly: false });
+    for (const dir of dirs) {
+      if (posix.dirname(dir) !== '/dev')
+        fail(`device: expected at most one directory below /dev, saw "${dir}"`);
+      // A tmpfs of its own, so that nodes made in it are the DM's and can be removed after ready.
+      skeleton.push({ kind: 'dir', path: dir, mode: 0o755 });
+      mounts.push({ type: 'tmpfs', target: j(dir), mode: 0o755, size: 65536, devices: true });
+      for (const d of devices.filter((x) => posix.dirname(x.path) === dir)) {
+        mounts.push({
+          type: 'mknod',
+          path: j(d.path),
+          kind: 'char',
+          major: d.major,
+          minor: d.minor,
+          mode: d.mode,
+          uid: lease.uid,
+          gid: lease.gid,
+        });
+      }
+    }
+    skeleton.push({ kind: 'dir', path: '/run', mode: 0o755 });
+    mounts.push({ type: 'bind', source: paths.run, target: j('/run'), readOnly: false });
     if (config.xenstoreSocket !== undefined) {
-      jailOps.push({
-        op: 'bind',
+      mounts.push({
+        type: 'bind',
         source: config.xenstoreSocket,
-        target: JAIL_XENSTORE_SOCKET,
+        target: j(JAIL_XENSTORE_SOCKET),
         readOnly: false,
       });
     }
@@ -422,7 +456,8 @@ export function plan(
       mode === 'jail'
         ? { path: paths.jail, how: 'pivot_root' }
         : { path: paths.jail, how: 'qemu-chroot' },
-    jailOps,
+    skeleton,
+    mounts,
     devices: mode === 'jail' ? devices : [],
     removeAfterReady,
     rootEntries: mode === 'jail' ? rootEntries.sort() : [],

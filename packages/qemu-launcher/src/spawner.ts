@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { posix } from 'node:path';
 import { LauncherError } from './errors.js';
-import type { JailOp, LaunchPlan, RlimitName } from './plan.js';
+import type { JailMount, LaunchPlan, RlimitName } from './plan.js';
 
 /** Descriptors the launcher opened, by the plan's `PlannedFd.source`. */
 export interface SpawnFds {
@@ -44,27 +44,21 @@ const PRLIMIT_FLAG: Readonly<Record<RlimitName, string>> = {
 
 const UNSHARE_FLAG = { mount: '--mount', ipc: '--ipc', net: '--net', uts: '--uts' } as const;
 
-function jailOpScript(jail: string, op: JailOp): string[] {
-  const t = q(posix.join(jail, op.target));
-  switch (op.op) {
+function mountScript(m: JailMount): string[] {
+  switch (m.type) {
     case 'tmpfs':
-      return [`mount -t tmpfs -o ${q(op.options)} xen-depriv-jail ${t}`];
-    case 'mkdir':
-      return [`mkdir -p -m ${op.mode.toString(8)} ${t}`];
-    case 'symlink':
-      return [`ln -s ${q(op.linkTo)} ${t}`];
+      return [
+        `mount -t tmpfs -o ${q(`mode=${m.mode.toString(8)},size=${m.size},nosuid${m.devices ? '' : ',nodev'}`)} xen-depriv ${q(m.target)}`,
+      ];
     case 'bind':
       return [
-        `[ -e ${t} ] || { [ -d ${q(op.source)} ] && mkdir -p ${t} || : > ${t}; }`,
-        `mount --bind ${q(op.source)} ${t}`,
-        ...(op.readOnly
-          ? [`mount -o remount,bind,ro,nosuid,nodev ${t}`]
-          : [`mount -o remount,bind,nosuid,nodev,noexec ${t}`]),
+        `mount --bind ${q(m.source)} ${q(m.target)}`,
+        ...(m.readOnly ? [`mount -o remount,bind,ro,nosuid ${q(m.target)}`] : []),
       ];
     case 'mknod':
       return [
-        `mknod -m ${op.mode.toString(8)} ${t} c ${op.major} ${op.minor}`,
-        `chown ${op.uid}:${op.gid} ${t}`,
+        `mknod -m ${m.mode.toString(8)} ${q(m.path)} c ${m.major} ${m.minor}`,
+        `chown ${m.uid}:${m.gid} ${q(m.path)}`,
       ];
   }
 }
@@ -74,15 +68,14 @@ export function utilLinuxScript(plan: LaunchPlan): string {
   const lines = ['set -e', 'mount --make-rprivate /'];
   if (plan.mode === 'jail') {
     const jail = plan.root.path;
-    for (const op of plan.jailOps) lines.push(...jailOpScript(jail, op));
+    for (const m of plan.mounts) lines.push(...mountScript(m));
     lines.push(
       `cd ${q(jail)}`,
-      'mkdir .old',
-      'pivot_root . .old',
+      // pivot_root(".", "."): the root is read-only, so the old root is stacked and detached.
+      'pivot_root . .',
+      // util-linux umount needs /proc/self/mountinfo, which the new root has not: call umount2.
+      `/usr/bin/perl -e 'my $p = "."; syscall(${SYS_umount2}, $p, 2) == 0 or die "umount2: $!\\n"'`,
       'cd /',
-      // util-linux umount needs /proc/self/mountinfo, which the new root has not: call umount2 directly.
-      `/usr/bin/perl -e 'my $p = "/.old"; syscall(${SYS_umount2}, $p, 2) == 0 or die "umount2 /.old: $!\\n"'`,
-      'rmdir /.old',
     );
   }
   const prlimit = plan.rlimits.map((r) => `${PRLIMIT_FLAG[r.resource]}=${r.soft}:${r.hard}`);

@@ -39,7 +39,6 @@ export interface VerifyOptions {
 
 /** Device nodes and sockets that would give a DM a fresh, unrestricted handle. */
 export const FRESH_HANDLE_PATHS = [
-  '/dev/xen',
   '/dev/xen/privcmd',
   '/dev/xen/evtchn',
   '/dev/xen/gntdev',
@@ -249,7 +248,11 @@ export function verifyConfinement(
     `[${rootEntries.join(' ')}]`,
   );
 
-  const reachable = FRESH_HANDLE_PATHS.filter((x) => tryLstat(posix.join(root, x)) !== null);
+  // An empty directory gives nothing; a node or socket (or anything else) at these paths does.
+  const reachable = FRESH_HANDLE_PATHS.filter((x) => {
+    const st = tryLstat(posix.join(root, x));
+    return st !== null && !(st.isDirectory() && readdirSync(posix.join(root, x)).length === 0);
+  });
   check(
     'freshHandles',
     reachable.length === 0,
@@ -257,7 +260,13 @@ export function verifyConfinement(
     reachable.length ? reachable.join(' ') : 'none',
   );
   const skip = new Set(
-    p ? p.jailOps.flatMap((o) => (o.op === 'bind' && o.readOnly ? [o.target] : [])) : ['/usr'],
+    p
+      ? p.mounts.flatMap((m) =>
+          m.type === 'bind' && m.readOnly && m.target !== p.paths.jail
+            ? [m.target.slice(p.paths.jail.length)]
+            : [],
+        )
+      : ['/usr'],
   );
   const allowedSockets = new Set(
     options.allowedSockets ??

@@ -77,7 +77,8 @@ describe('plan: Xen mode (snapshots)', () => {
       '1024',
     ]);
     expect(p.execUid).toBe(0);
-    expect(p.jailOps).toEqual([]);
+    expect(p.mounts).toEqual([]);
+    expect(p.skeleton).toEqual([]);
     expect(p.root).toEqual({ path: '/run/xen-depriv/dm-7/root', how: 'qemu-chroot' });
     expect(formatPlan(p)).toMatchSnapshot();
   });
@@ -94,16 +95,21 @@ describe('plan: -M none with qemu-system-x86_64', () => {
       '-machine',
       'none',
     ]);
-    expect(p.jailOps.slice(0, 3)).toEqual([
-      { op: 'tmpfs', target: '/', options: 'mode=0755,size=1m,nr_inodes=256' },
-      { op: 'mkdir', target: '/usr', mode: 0o755 },
-      { op: 'bind', source: '/usr', target: '/usr', readOnly: true },
+    expect(p.mounts.slice(0, 2)).toEqual([
+      { type: 'bind', source: '/run/xd/dm-1/root', target: '/run/xd/dm-1/root', readOnly: true },
+      { type: 'bind', source: '/usr', target: '/run/xd/dm-1/root/usr', readOnly: true },
     ]);
-    expect(p.jailOps).toContainEqual({ op: 'symlink', target: '/lib', linkTo: 'usr/lib' });
-    expect(p.jailOps).toContainEqual({
-      op: 'bind',
+    expect(p.skeleton).toContainEqual({ kind: 'symlink', path: '/lib', linkTo: 'usr/lib' });
+    expect(p.mounts).toContainEqual({
+      type: 'bind',
+      source: '/dev/null',
+      target: '/run/xd/dm-1/root/dev/null',
+      readOnly: true,
+    });
+    expect(p.mounts.at(-1)).toEqual({
+      type: 'bind',
       source: '/run/xd/dm-1/run',
-      target: '/run',
+      target: '/run/xd/dm-1/root/run',
       readOnly: false,
     });
     expect(p.rootEntries).toEqual(['bin', 'dev', 'lib', 'lib64', 'run', 'sbin', 'usr']);
@@ -210,8 +216,8 @@ describe('plan: properties', () => {
           expect(p.execUid).toBe(c.uid);
           expect(p.argv).not.toContain('-runas');
           for (const path of p.removeAfterReady) {
-            expect(p.jailOps).toContainEqual(
-              expect.objectContaining({ op: 'mknod', target: path, uid: c.uid }),
+            expect(p.mounts).toContainEqual(
+              expect.objectContaining({ type: 'mknod', path: p.paths.jail + path, uid: c.uid }),
             );
           }
         } else {
