@@ -1,5 +1,6 @@
 export { LauncherError, type LauncherErrorCode } from './errors.js';
 export {
+  chooseSpawner,
   type DestroyStep,
   type DestroyTarget,
   type DmHandle,
@@ -59,6 +60,7 @@ export {
   utilLinuxSpawner,
 } from './spawner.js';
 export type { LaunchPhase, LaunchRecord } from './state.js';
+export { sysSpawner, sysSpawnSpec } from './sys-spawner.js';
 export { pidsOfUid, procUidOps, type UidOps } from './uids.js';
 export {
   type ConfinementCheck,

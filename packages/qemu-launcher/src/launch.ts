@@ -18,6 +18,7 @@ import {
 } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { posix } from 'node:path';
+import { isAvailable } from '@xen-depriv/sys';
 import { LauncherError } from './errors.js';
 import type { LaunchPlan } from './plan.js';
 import { QmpClient, type QmpLimits } from './qmp.js';
@@ -30,6 +31,7 @@ import {
   removeRecord,
   writeRecord,
 } from './state.js';
+import { sysSpawner } from './sys-spawner.js';
 import { procUidOps, type UidOps } from './uids.js';
 
 export type LaunchStep =
@@ -80,8 +82,11 @@ export interface DmHandle {
   readonly condemned: LauncherError | null;
   /** Settles when the handle's automatic destroy (after a QMP failure) has finished. */
   readonly destroyed: Promise<void> | null;
-  /** Limitations of the spawner used, as it printed them. */
+  /** The spawner used and what it could not do of the plan. */
+  readonly spawner: string;
   readonly limitations: readonly string[];
+  /** Signals exactly this DM (pidfd where the spawner has one). */
+  readonly signal: ((signal: 'SIGTERM' | 'SIGKILL') => void) | undefined;
 }
 
 type MutableHandle = { -readonly [K in keyof DmHandle]: DmHandle[K] };
@@ -121,6 +126,19 @@ function listenUnix(path: string): Promise<Server> {
     );
     server.listen({ path, backlog: 4 }, () => resolve(server));
   });
+}
+
+/**
+ * The backend that does all of the plan, preferring `@xen-depriv/sys`; where none does, sys when
+ * the plan carries a seccomp program (it alone installs one), else util-linux.
+ */
+export function chooseSpawner(p: LaunchPlan): Spawner {
+  const sys = isAvailable() ? [sysSpawner] : [];
+  const all = [...sys, utilLinuxSpawner];
+  return (
+    all.find((s) => s.limitations(p).length === 0) ??
+    (p.seccomp !== null && sys[0] ? sys[0] : utilLinuxSpawner)
+  );
 }
 
 /** The listening descriptor under a node server; libuv keeps it in the handle's `fd`. */
@@ -204,7 +222,7 @@ function sealJail(p: LaunchPlan, pid: number): void {
  * `qmp_capabilities`, `query-status`), then the jail is sealed. Any failure destroys what was built.
  */
 export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<DmHandle> {
-  const spawner = deps.spawner ?? utilLinuxSpawner;
+  const spawner = deps.spawner ?? chooseSpawner(p);
   const step = (s: LaunchStep) => deps.beforeStep?.(s);
   const record = (r: Partial<LaunchRecord>) =>
     writeRecord({
@@ -227,7 +245,9 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     lease: deps.lease ?? null,
     condemned: null,
     destroyed: null,
+    spawner: spawner.name,
     limitations: spawner.limitations(p),
+    signal: undefined,
   };
   let current: LaunchStep = 'record-state';
   const enter = (s: LaunchStep) => {
@@ -255,6 +275,7 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     fds.push(log);
     dm = await spawner.spawn(p, { devnull, log, 'qmp-listener': serverFd(server) });
     handle.pid = dm.pid;
+    handle.signal = dm.signal;
     handle.startTime = processStartTime(dm.pid);
     record({ pid: dm.pid, startTime: handle.startTime });
     // QEMU holds its own copy of the listener; ours must not accept its clients.
@@ -314,6 +335,20 @@ export interface DestroyTarget {
   readonly startTime: number | null;
   readonly qmp?: QmpClient | null;
   readonly lease: unknown;
+  /** Signals exactly the DM (its pidfd) when the caller still holds it. */
+  readonly signal?: ((signal: 'SIGTERM' | 'SIGKILL') => void) | undefined;
+}
+
+function sendSignal(target: DestroyTarget, pid: number, signal: 'SIGTERM' | 'SIGKILL'): void {
+  if (target.signal) {
+    target.signal(signal);
+    return;
+  }
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Gone.
+  }
 }
 
 /**
@@ -350,20 +385,12 @@ export async function destroy(target: DestroyTarget, deps: LauncherDeps = {}): P
   qmp?.close();
   step('sigterm');
   if (pid !== null && alive(pid, target.startTime)) {
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      // Gone.
-    }
+    sendSignal(target, pid, 'SIGTERM');
     await waitGone(pid, target.startTime, quitMs);
   }
   step('sigkill');
   if (pid !== null && alive(pid, target.startTime)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // Gone.
-    }
+    sendSignal(target, pid, 'SIGKILL');
     await waitGone(pid, target.startTime, quitMs);
   }
   step('reap');

@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { posix } from 'node:path';
 import { LauncherError } from './errors.js';
 import type { JailMount, LaunchPlan, RlimitName } from './plan.js';
 

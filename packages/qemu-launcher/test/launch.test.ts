@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isAvailable } from '@xen-depriv/sys';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type DmHandle,
@@ -12,10 +13,13 @@ import {
   plan,
   probeQemu,
   type QemuCaps,
+  sysSpawner,
+  utilLinuxSpawner,
   verifyConfinement,
 } from '../src/index.js';
 
 const X86 = '/usr/bin/qemu-system-x86_64';
+const sysAvailable = (): boolean => isAvailable();
 const isRoot = process.getuid?.() === 0;
 const haveTools = [
   '/usr/bin/unshare',
@@ -74,7 +78,8 @@ describe.skipIf(!runnable)(
         caps,
         { uid, gid: uid },
       );
-      const h = await launch(p);
+      const h = await launch(p, { spawner: utilLinuxSpawner });
+      expect(h.spawner).toBe('util-linux');
       handles.push(h);
       const report = verifyConfinement(h.pid, p, { expectedRoot: h.root! });
       expect(report.checks.filter((c) => !c.ok)).toEqual([]);
@@ -130,6 +135,33 @@ describe.skipIf(!runnable)(
       expect(pidsOfUid(uid)).toEqual([]);
       expect(existsSync(join(stateDir, 'dm-12'))).toBe(false);
     });
+
+    it.skipIf(!sysAvailable())(
+      'jail mode through @xen-depriv/sys spawnConfined: every check but the bounding set',
+      async () => {
+        const uid = 3_011_003;
+        const p = plan({ domid: 13, binary: X86, stateDir, devices: [STAND_IN_PRIVCMD] }, caps, {
+          uid,
+          gid: uid,
+        });
+        const h = await launch(p, { spawner: sysSpawner });
+        handles.push(h);
+        expect(h.spawner).toBe('sys');
+        const report = verifyConfinement(h.pid, p, { expectedRoot: h.root! });
+        // spawnConfined has no PR_CAPBSET_DROP yet: the one check it cannot meet.
+        expect(report.checks.filter((c) => !c.ok).map((c) => c.name)).toEqual(['capabilities.bnd']);
+        const st = statusOf(h.pid);
+        expect(st.get('Uid')).toBe(`${uid}\t${uid}\t${uid}\t${uid}`);
+        expect(st.get('CapEff')).toBe('0000000000000000');
+        expect(st.get('NoNewPrivs')).toBe('1');
+        expect(st.get('Seccomp')).toBe('2');
+        const open = runInJail(h.pid, uid, ['/usr/bin/sh', '-c', 'exec 3</dev/xen/privcmd']);
+        expect(open.status).not.toBe(0);
+        await destroy(h);
+        expect(pidsOfUid(uid)).toEqual([]);
+        expect(existsSync(join(stateDir, 'dm-13'))).toBe(false);
+      },
+    );
 
     it('verifyConfinement on a pid it did not launch (an unconfined root process) fails the right checks', () => {
       const child = execFileSync('/bin/sh', ['-c', 'sleep 30 >/dev/null 2>&1 & echo $!'], {

@@ -1,0 +1,115 @@
+import {
+  close,
+  constants,
+  isAvailable,
+  pidfdSendSignal,
+  type SpawnSpec,
+  spawnConfined,
+  waitPid,
+} from '@xen-depriv/sys';
+import { LauncherError } from './errors.js';
+import type { LaunchPlan, RlimitName } from './plan.js';
+import type { SpawnedDm, Spawner } from './spawner.js';
+
+/** Linux's RLIMIT_* numbers (asm-generic/resource.h, shared by x86_64 and arm64). */
+const RLIMIT: Readonly<Record<RlimitName, number>> = {
+  FSIZE: 1,
+  CORE: 4,
+  NPROC: 6,
+  NOFILE: 7,
+  MEMLOCK: 8,
+  AS: 9,
+  LOCKS: 10,
+  MSGQUEUE: 12,
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The `spawnConfined` spec a plan turns into (exposed so tests and --dry-run can show it). */
+export function sysSpawnSpec(
+  plan: LaunchPlan,
+  fds: { devnull: number; log: number; 'qmp-listener': number },
+): SpawnSpec {
+  return {
+    file: plan.binary,
+    argv: plan.argv,
+    env: plan.env,
+    cwd: '/',
+    fds: plan.fds.map((f) => ({ target: f.target, source: fds[f.source] })),
+    namespaces: plan.namespaces,
+    ...(plan.mode === 'jail'
+      ? { mounts: plan.mounts, root: { path: plan.root.path, mode: 'pivot_root' as const } }
+      : {}),
+    rlimits: plan.rlimits.map((r) => ({
+      resource: RLIMIT[r.resource],
+      soft: r.soft,
+      hard: r.hard,
+    })),
+    ...(plan.execUid === 0 ? {} : { uid: plan.execUid, gid: plan.execGid, groups: plan.groups }),
+    noNewPrivs: plan.noNewPrivs,
+    ...(plan.seccomp === null ? {} : { seccomp: plan.seccomp.program }),
+  };
+}
+
+/**
+ * The real backend: `@xen-depriv/sys`'s `spawnConfined` (clone, unshare, mounts, pivot_root,
+ * setrlimit, setgroups/setresgid/setresuid, no-new-privs, the launcher's seccomp program, execve),
+ * signalled through its pidfd and reaped with waitpid.
+ */
+export const sysSpawner: Spawner = {
+  name: 'sys',
+  limitations(plan) {
+    return plan.capabilityBoundingSet === 'empty'
+      ? [
+          'the bounding set is not cleared (spawnConfined has no PR_CAPBSET_DROP); no-new-privs keeps it unreachable',
+        ]
+      : [];
+  },
+  async spawn(plan, fds) {
+    if (!isAvailable()) {
+      throw new LauncherError('EUNSUPPORTED', '@xen-depriv/sys: native addon not available', {
+        step: 'spawn',
+      });
+    }
+    let child: { pid: number; pidfd: number };
+    try {
+      child = spawnConfined(sysSpawnSpec(plan, fds));
+    } catch (e) {
+      const x = e as Error & { step?: string; errno?: string; code?: string };
+      throw new LauncherError('ESPAWN', `spawnConfined: ${x.message}`, {
+        step: 'spawn',
+        errno: typeof x.errno === 'string' ? x.errno : x.code,
+        cause: e,
+      });
+    }
+    let done = false;
+    const exited = (async () => {
+      // waitPid with noHang polls: a blocking wait would stall the event loop.
+      while (!done) {
+        const r = waitPid(child.pid, { noHang: true });
+        if (r !== null) break;
+        await sleep(20);
+      }
+      done = true;
+    })()
+      .catch(() => {
+        done = true;
+      })
+      .finally(() => close(child.pidfd));
+    return {
+      pid: child.pid,
+      signal(signal) {
+        if (done) return;
+        try {
+          pidfdSendSignal(
+            child.pidfd,
+            signal === 'SIGKILL' ? (constants.SIGKILL ?? 9) : (constants.SIGTERM ?? 15),
+          );
+        } catch {
+          // Already gone.
+        }
+      },
+      exited,
+    } satisfies SpawnedDm;
+  },
+};
