@@ -259,6 +259,9 @@ static napi_value js_ioctl(napi_env env, napi_callback_info info) {
     snprintf(detail, sizeof detail, "request 0x%08x on fd %d", request, fd);
     return throw_sys_error(env, "ioctl", err, detail);
   }
+  /* Almost every ioctl returns 0: returning undefined for it saves a Node-API call on the
+   * hot path; src/io.ts maps undefined back to 0. */
+  if (r == 0) return NULL;
   napi_value result;
   NAPI_CALL(env, napi_create_int32(env, r, &result));
   return result;

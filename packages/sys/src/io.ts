@@ -25,7 +25,7 @@ export function ioctl(
   const f = fd('ioctl fd', fdArg);
   const req = int('ioctl request', request, 0, UINT32_MAX);
   const a = bytes('ioctl arg', arg);
-  if (pointers === undefined) return binding().ioctl(f, req, a);
+  if (pointers === undefined) return binding().ioctl(f, req, a) ?? 0;
   const list = array('ioctl pointers', pointers);
   if (list.length > MAX_POINTERS)
     fail('ioctl pointers', `at most ${MAX_POINTERS} entries`, list.length);
@@ -48,7 +48,7 @@ export function ioctl(
     }
     checked.push({ offset, buffer });
   }
-  return binding().ioctl(f, req, a, checked);
+  return binding().ioctl(f, req, a, checked) ?? 0;
 }
 
 /** open(2); the fd is always close-on-exec (O_CLOEXEC is added). */

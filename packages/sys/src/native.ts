@@ -44,7 +44,7 @@ export interface Binding {
     request: number,
     arg: Uint8Array,
     pointers?: readonly { offset: number; buffer: Uint8Array }[],
-  ): number;
+  ): number | undefined;
   open(path: string, flags: number, mode: number): number;
   close(fd: number): void;
   mmap(fd: number, length: number, prot: number, flags: number, offset: number): ArrayBuffer;
