@@ -61,6 +61,11 @@ export const deviceModelAllowlist: SeccompAllowlist = {
     'newfstatat',
     'statx',
     'fstatfs',
+    'statfs',
+    'fchdir',
+    'readlink',
+    'unlink',
+    'unlinkat',
     'fsync',
     'fdatasync',
     'fallocate',
@@ -104,6 +109,10 @@ export const deviceModelAllowlist: SeccompAllowlist = {
     'munlock',
     'mlockall',
     'membarrier',
+    // QEMU's host memory backend probes the NUMA policy at start-up.
+    'get_mempolicy',
+    'set_mempolicy',
+    'mbind',
     // threads, signals, time
     'clone',
     'clone3',
@@ -142,6 +151,8 @@ export const deviceModelAllowlist: SeccompAllowlist = {
     'getresgid',
     'getgroups',
     'prctl',
+    // QEMU probes seccomp for -sandbox; a filter can only narrow what this one allows.
+    'seccomp',
     'arch_prctl',
     'prlimit64',
     'getrlimit',
@@ -187,6 +198,8 @@ export const deviceModelAllowlist: SeccompAllowlist = {
     FIONBIO,
     FIOCLEX,
   ],
+  // QEMU probes io_uring and falls back to the thread pool: refuse softly, never hand it the ring.
+  rules: [{ syscall: 'io_uring_setup', action: { errno: 38 } }],
   defaultAction: 'kill_process',
   ioctlAction: { errno: ENOTTY },
   badArchAction: 'kill_process',

@@ -17,6 +17,8 @@ export interface SeccompAllowlist {
   readonly syscalls: readonly string[];
   /** When given, `ioctl` is allowed only for these request numbers (compared on the low 32 bits, as the kernel's `unsigned int cmd`). */
   readonly ioctls?: readonly number[];
+  /** Syscalls with an action of their own, e.g. `{ syscall: 'io_uring_setup', action: { errno: 38 } }` so a probe fails softly. */
+  readonly rules?: readonly { readonly syscall: string; readonly action: SeccompAction }[];
   /** Action for every other syscall. */
   readonly defaultAction: SeccompAction;
   /** Action for an ioctl whose request is not in `ioctls` (default: `defaultAction`). */
@@ -114,6 +116,21 @@ export function compileSeccomp(allowlist: SeccompAllowlist): Uint8Array {
     }
     numbers.add(nr);
   });
+  const ruled = new Map<number, number>();
+  allowlist.rules?.forEach((rule, i) => {
+    const nr = (X86_64_SYSCALLS as Record<string, number | undefined>)[rule.syscall];
+    if (nr === undefined || !Object.hasOwn(X86_64_SYSCALLS, rule.syscall)) {
+      throw new PolicyError(
+        'UNKNOWN_SYSCALL',
+        `/rules/${i}/syscall`,
+        `expected an x86-64 syscall name, got ${JSON.stringify(rule.syscall)}`,
+      );
+    }
+    if (numbers.has(nr) || ruled.has(nr)) {
+      throw new PolicyError('BAD_ACTION', `/rules/${i}/syscall`, `expected a syscall not already listed, got ${rule.syscall} twice`);
+    }
+    ruled.set(nr, actionValue(rule.action, `/rules/${i}/action`));
+  });
   const filterIoctl = allowlist.ioctls !== undefined;
   const requests = new Set<number>();
   allowlist.ioctls?.forEach((req, i) => {
@@ -146,6 +163,10 @@ export function compileSeccomp(allowlist: SeccompAllowlist): Uint8Array {
   for (const nr of [...numbers].sort((a, b) => a - b)) {
     emit(JMP_JEQ_K, nr, 0, 1);
     emit(RET_K, SECCOMP_RET_ALLOW);
+  }
+  for (const [nr, action] of [...ruled].sort((a, b) => a[0] - b[0])) {
+    emit(JMP_JEQ_K, nr, 0, 1);
+    emit(RET_K, action);
   }
   emit(RET_K, def);
   if (filterIoctl) {

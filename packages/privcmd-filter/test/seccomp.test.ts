@@ -121,6 +121,27 @@ describe('compileSeccomp', () => {
   it('disassembly of the device-model allowlist program (snapshot)', () => {
     expect(disassembleSeccomp(compileSeccomp(deviceModelAllowlist))).toMatchSnapshot();
   });
+  it('rules give single syscalls their own action; a syscall listed twice is refused', () => {
+    const prog = compileSeccomp({
+      syscalls: ['read'],
+      rules: [{ syscall: 'io_uring_setup', action: { errno: 38 } }],
+      defaultAction: 'kill_process',
+    });
+    const nr = (name: keyof typeof X86_64_SYSCALLS) =>
+      runSeccomp(prog, { nr: X86_64_SYSCALLS[name], arch: AUDIT_ARCH_X86_64 });
+    expect([nr('read'), nr('io_uring_setup'), nr('write')]).toEqual([
+      SECCOMP_RET.ALLOW,
+      (SECCOMP_RET.ERRNO | 38) >>> 0,
+      SECCOMP_RET.KILL_PROCESS,
+    ]);
+    expect(() =>
+      compileSeccomp({
+        syscalls: ['read'],
+        rules: [{ syscall: 'read', action: 'log' }],
+        defaultAction: 'log',
+      }),
+    ).toThrow('/rules/0/syscall: expected a syscall not already listed, got read twice');
+  });
   it('disassembleSeccomp refuses a program that is not whole instructions', () => {
     expect(() => disassembleSeccomp(new Uint8Array(12))).toThrow(
       'expected a non-empty multiple of 8 bytes (struct sock_filter), got 12',
