@@ -127,7 +127,11 @@ export function compileSeccomp(allowlist: SeccompAllowlist): Uint8Array {
       );
     }
     if (numbers.has(nr) || ruled.has(nr)) {
-      throw new PolicyError('BAD_ACTION', `/rules/${i}/syscall`, `expected a syscall not already listed, got ${rule.syscall} twice`);
+      throw new PolicyError(
+        'BAD_ACTION',
+        `/rules/${i}/syscall`,
+        `expected a syscall not already listed, got ${rule.syscall} twice`,
+      );
     }
     ruled.set(nr, actionValue(rule.action, `/rules/${i}/action`));
   });
