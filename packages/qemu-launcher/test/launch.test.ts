@@ -163,6 +163,36 @@ describe.skipIf(!runnable)(
       },
     );
 
+    it('a real DM whose QMP reply exceeds the line cap is condemned and destroyed', async () => {
+      const uid = 3_011_004;
+      const p = plan({ domid: 14, binary: X86, stateDir }, caps, { uid, gid: uid });
+      const h = await launch(p, { qmpLimits: { maxLineBytes: 4096 } });
+      handles.push(h);
+      // query-qmp-schema answers with one line of well over 4096 bytes.
+      const e = await h.qmp!.execute('query-qmp-schema').catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'EQMP_OVERSIZE' });
+      expect(h.condemned).toBe(e);
+      await h.destroyed;
+      expect(pidsOfUid(uid)).toEqual([]);
+      expect(existsSync(p.paths.state)).toBe(false);
+      expect(existsSync(join(stateDir, 'dm-14'))).toBe(false);
+    });
+
+    it('a real DM that stops answering (SIGSTOP) times out, is condemned and killed', async () => {
+      const uid = 3_011_005;
+      const p = plan({ domid: 15, binary: X86, stateDir }, caps, { uid, gid: uid });
+      const h = await launch(p, { quitTimeoutMs: 200 });
+      handles.push(h);
+      process.kill(h.pid, 'SIGSTOP');
+      const e = await h
+        .qmp!.execute('query-status', undefined, { timeoutMs: 200 })
+        .catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'EQMP_TIMEOUT', step: 'qmp:query-status' });
+      await h.destroyed;
+      expect(pidsOfUid(uid)).toEqual([]);
+      expect(existsSync(p.paths.state)).toBe(false);
+    });
+
     it('verifyConfinement on a pid it did not launch (an unconfined root process) fails the right checks', () => {
       const child = execFileSync('/bin/sh', ['-c', 'sleep 30 >/dev/null 2>&1 & echo $!'], {
         encoding: 'utf8',
