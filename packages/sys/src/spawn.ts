@@ -72,6 +72,7 @@ export interface SpawnSpec {
   /** 'pivot_root' requires the 'mount' namespace; the old root is detached. */
   root?: { path: string; mode: 'pivot_root' | 'chroot' };
   rlimits?: readonly RlimitSpec[];
+  /** uid and gid go together (a uid drop that kept gid 0 is refused). */
   uid?: number;
   gid?: number;
   /** Supplementary groups; defaults to none when uid or gid is given. */
@@ -269,6 +270,14 @@ export function normalizeSpawnSpec(spec: SpawnSpec): {
 
   const uid = s.uid === undefined ? -1 : id('spawnConfined uid', s.uid);
   const gid = s.gid === undefined ? -1 : id('spawnConfined gid', s.gid);
+  // A uid drop that kept gid 0 (or a gid change that kept uid 0) is almost always a mistake.
+  if ((uid === -1) !== (gid === -1)) {
+    fail(
+      'spawnConfined gid',
+      'uid and gid given together',
+      uid === -1 ? 'gid without uid' : 'uid without gid',
+    );
+  }
   let groups: number[] | undefined;
   if (s.groups !== undefined) {
     groups = array('spawnConfined groups', s.groups).map((g, i) =>

@@ -392,6 +392,8 @@ describe('spawnConfined rejects a bad spec before forking (TypeError)', () => {
       'spawnConfined uid: expected an integer in [0, 4294967294], got -1',
     ],
     ['uid 2^32-1', { ...base, uid: 2 ** 32 - 1 }, 'spawnConfined uid'],
+    ['uid without gid', { ...base, uid: 3_970_000 }, 'uid and gid given together'],
+    ['gid without uid', { ...base, gid: 3_970_000 }, 'uid and gid given together'],
     [
       'non-string argv',
       { ...base, argv: ['a', 1] },
