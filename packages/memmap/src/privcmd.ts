@@ -1,0 +1,190 @@
+import * as sys from '@xen-depriv/sys';
+import {
+  checkMapArgs,
+  ERR_ENOENT,
+  type ForeignMapping,
+  type ForeignMemory,
+  ForeignMemoryError,
+} from './foreign-memory.js';
+import { XC_PAGE_SIZE } from './physmap.js';
+
+/** _IOC(_IOC_NONE, 'P', 4, sizeof(privcmd_mmapbatch_v2_t)) from Linux's include/uapi/xen/privcmd.h. */
+export const IOCTL_PRIVCMD_MMAPBATCH_V2 = 0x00205004;
+/**
+ * sizeof(struct privcmd_mmapbatch_v2) on x86-64: {unsigned int num @0; domid_t dom @4;
+ * (2 bytes padding) __u64 addr @8; const xen_pfn_t *arr @16; int *err @24}.
+ */
+export const PRIVCMD_MMAPBATCH_V2_SIZE = 32;
+const ENOENT = 2;
+
+/** The OS calls the backend makes: `@xen-depriv/sys` on a real host, a recorder in tests. */
+export interface PrivcmdMapIo {
+  ioctl(
+    fd: number,
+    request: number,
+    arg: Uint8Array,
+    pointers?: readonly { offset: number; buffer: Uint8Array }[],
+  ): number;
+  mmap(fd: number, length: number, prot: number, flags: number, offset: number): ArrayBuffer;
+  munmap(mapping: ArrayBuffer): void;
+}
+
+export interface PrivcmdForeignMemoryOptions {
+  /**
+   * An open /dev/xen/privcmd restricted to `domid`, such as `PrivcmdHandle.open(...)` from
+   * `@xen-depriv/privcmd-filter` (which owns and closes the fd).
+   */
+  readonly handle: { readonly fd: number; readonly domid: number };
+  /** Default `@xen-depriv/sys`. */
+  readonly io?: PrivcmdMapIo;
+  /**
+   * How many times frames the kernel reports paged out (-ENOENT) are asked for again, as
+   * libxenforeignmemory's retry_paged does (it loops without bound); default 100.
+   */
+  readonly pagedRetries?: number;
+  /** Called between paged-out retries (libxenforeignmemory sleeps 100 us); default none. */
+  readonly onPagedRetry?: (attempt: number) => void;
+}
+
+const SYS_IO: PrivcmdMapIo = {
+  ioctl: (fd, request, arg, pointers) => sys.ioctl(fd, request, arg, pointers),
+  mmap: (fd, length, prot, flags, offset) => sys.mmap(fd, length, prot, flags, offset),
+  munmap: (m) => sys.munmap(m),
+};
+
+/**
+ * Encodes `struct privcmd_mmapbatch_v2` with the pointer slots zero; the caller patches `addr`,
+ * `arr` and `err` (offsets 8, 16, 24) through sys.ioctl's pointer list.
+ */
+export function encodeMmapbatchV2(num: number, domid: number): Uint8Array {
+  const arg = new Uint8Array(PRIVCMD_MMAPBATCH_V2_SIZE);
+  const v = new DataView(arg.buffer);
+  v.setUint32(0, num, true);
+  v.setUint16(4, domid, true);
+  return arg;
+}
+
+/**
+ * Foreign memory through a privcmd fd, as libxenforeignmemory's Linux backend does it: mmap the
+ * fd for the frame count (MAP_SHARED), then IOCTL_PRIVCMD_MMAPBATCH_V2 with the gfn array and an
+ * error array the kernel fills per frame (0 or -errno). A whole-call failure unmaps and throws.
+ */
+export class PrivcmdForeignMemory implements ForeignMemory {
+  readonly domid: number;
+  readonly fd: number;
+  readonly #io: PrivcmdMapIo;
+  readonly #pagedRetries: number;
+  readonly #onPagedRetry: ((attempt: number) => void) | undefined;
+  #closed = false;
+
+  constructor(options: PrivcmdForeignMemoryOptions) {
+    this.domid = options.handle.domid;
+    this.fd = options.handle.fd;
+    this.#io = options.io ?? SYS_IO;
+    this.#pagedRetries = options.pagedRetries ?? 100;
+    this.#onPagedRetry = options.onPagedRetry;
+  }
+
+  map(domid: number, gfns: readonly number[], prot: number): ForeignMapping {
+    if (this.#closed)
+      throw new ForeignMemoryError(
+        'CLOSED',
+        'PrivcmdForeignMemory.map: expected an open handle, got a closed one',
+      );
+    checkMapArgs('PrivcmdForeignMemory', this.domid, domid, gfns, prot);
+    const num = gfns.length;
+    const io = this.#io;
+    let ab: ArrayBuffer;
+    try {
+      ab = io.mmap(this.fd, num * XC_PAGE_SIZE, prot, sys.constants.MAP_SHARED, 0);
+    } catch (e) {
+      throw new ForeignMemoryError(
+        'MAP_FAILED',
+        `PrivcmdForeignMemory.map: mmap of ${num} frames failed: ${(e as Error).message}`,
+        errnoOf(e),
+      );
+    }
+    const arr = new BigUint64Array(num);
+    for (let i = 0; i < num; i++) arr[i] = BigInt(gfns[i] as number);
+    const errors = new Int32Array(num);
+    const bytes = new Uint8Array(ab);
+    try {
+      this.#batch(domid, bytes, arr, errors, 0, num);
+      for (
+        let attempt = 1;
+        attempt <= this.#pagedRetries && errors.includes(ERR_ENOENT);
+        attempt++
+      ) {
+        this.#onPagedRetry?.(attempt);
+        // retry_paged: one ioctl per run of paged-out frames, addr pointing at the run.
+        for (let i = 0; i < num; ) {
+          if (errors[i] !== ERR_ENOENT) {
+            i++;
+            continue;
+          }
+          let j = i;
+          while (j < num && errors[j] === ERR_ENOENT) j++;
+          this.#batch(domid, bytes, arr, errors, i, j - i);
+          i = j;
+        }
+      }
+    } catch (e) {
+      io.munmap(ab);
+      throw e;
+    }
+    let unmapped = false;
+    return {
+      domid,
+      gfns: gfns.slice(),
+      errors,
+      bytes,
+      unmap() {
+        if (unmapped)
+          throw new ForeignMemoryError(
+            'ALREADY_UNMAPPED',
+            'PrivcmdForeignMemory: mapping unmapped twice',
+          );
+        unmapped = true;
+        io.munmap(ab);
+      },
+    };
+  }
+
+  #batch(
+    domid: number,
+    bytes: Uint8Array,
+    arr: BigUint64Array,
+    errors: Int32Array,
+    from: number,
+    count: number,
+  ): void {
+    const arg = encodeMmapbatchV2(count, domid);
+    const pointers = [
+      { offset: 8, buffer: bytes.subarray(from * XC_PAGE_SIZE, (from + count) * XC_PAGE_SIZE) },
+      { offset: 16, buffer: new Uint8Array(arr.buffer, from * 8, count * 8) },
+      { offset: 24, buffer: new Uint8Array(errors.buffer, from * 4, count * 4) },
+    ];
+    try {
+      this.#io.ioctl(this.fd, IOCTL_PRIVCMD_MMAPBATCH_V2, arg, pointers);
+    } catch (e) {
+      // ENOENT: the call went through and some frames are paged out (see `errors`).
+      if (errnoOf(e) === ENOENT) return;
+      throw new ForeignMemoryError(
+        'MAP_FAILED',
+        `PrivcmdForeignMemory.map: IOCTL_PRIVCMD_MMAPBATCH_V2 of ${count} frames for domid ${domid} failed: ${(e as Error).message}`,
+        errnoOf(e),
+      );
+    }
+  }
+
+  /** Stops mapping; the fd belongs to the handle it came from. */
+  close(): void {
+    this.#closed = true;
+  }
+}
+
+function errnoOf(e: unknown): number | undefined {
+  if (typeof e === 'object' && e !== null && 'errno' in e && typeof e.errno === 'number')
+    return e.errno;
+  return undefined;
+}
