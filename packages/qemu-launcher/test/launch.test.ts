@@ -8,7 +8,9 @@ import {
   type DmHandle,
   destroy,
   type LaunchPlan,
+  type LaunchProgress,
   launch,
+  launchMany,
   pidsOfUid,
   plan,
   probeQemu,
@@ -191,6 +193,38 @@ describe.skipIf(!runnable)(
       await h.destroyed;
       expect(pidsOfUid(uid)).toEqual([]);
       expect(existsSync(p.paths.state)).toBe(false);
+    });
+
+    it('launchMany: bounded concurrency, progress events, all ready, all destroyed', async () => {
+      const uids = [3_011_006, 3_011_007, 3_011_008, 3_011_009];
+      const items = uids.map((uid, i) => ({
+        plan: plan({ domid: 16 + i, binary: X86, stateDir }, caps, { uid, gid: uid }),
+      }));
+      const events: LaunchProgress[] = [];
+      let inFlight = 0;
+      let maxInFlight = 0;
+      const result = await launchMany(items, {
+        concurrency: 2,
+        progress: (e) => {
+          events.push(e);
+          if (e.type === 'start') maxInFlight = Math.max(maxInFlight, ++inFlight);
+          else inFlight--;
+        },
+      });
+      handles.push(...result.handles.filter((h): h is DmHandle => h !== null));
+      expect(result.errors).toEqual([null, null, null, null]);
+      expect(maxInFlight).toBe(2);
+      expect(
+        events
+          .filter((e) => e.type === 'ready')
+          .map((e) => e.domid)
+          .sort(),
+      ).toEqual([16, 17, 18, 19]);
+      for (const h of result.handles) {
+        expect(verifyConfinement(h!.pid, h!.plan).ok).toBe(true);
+        await destroy(h!);
+      }
+      for (const uid of uids) expect(pidsOfUid(uid)).toEqual([]);
     });
 
     it('verifyConfinement on a pid it did not launch (an unconfined root process) fails the right checks', () => {

@@ -1,8 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LauncherError, PACKAGE_NAME, probeQemu } from '../src/index.js';
+import { LauncherError, PACKAGE_NAME, plan, probeQemu, xenDevices } from '../src/index.js';
 
 const X86 = '/usr/bin/qemu-system-x86_64';
 const XEN = '/usr/libexec/xen-qemu-system-i386';
@@ -74,6 +75,32 @@ describe.skipIf(!existsSync(XEN))("probeQemu against Debian's Xen QEMU (qemu-sys
     expect(caps.commandLineOptions).not.toContain('sandbox');
     // Xen-only builds have no default accelerator for -M none.
     expect(caps.probeArgs).toEqual(['-accel', 'qtest']);
+  });
+});
+
+describe.skipIf(!existsSync(XEN))('Xen-mode plans against the real Xen QEMU', () => {
+  it('every option a Xen-mode plan passes is one the real binary lists', async () => {
+    const caps = await probeQemu(XEN);
+    const help = execFileSync(XEN, ['-help'], { encoding: 'utf8' });
+    const n = { major: 10, minor: 1 };
+    for (const mode of ['jail', 'libxl-compat'] as const) {
+      const p = plan(
+        {
+          domid: 5,
+          binary: XEN,
+          xen: true,
+          mode,
+          stateDir: '/run/xd',
+          devices: xenDevices({ privcmd: n, evtchn: n, gntdev: n, xenbus: n }),
+        },
+        caps,
+        { uid: 3_000_005, gid: 3_000_005 },
+      );
+      const options = p.argv.slice(1).filter((a) => /^-[a-z]/.test(a));
+      expect(options).toContain('-xen-domid-restrict');
+      for (const o of options) expect(help).toMatch(new RegExp(`^${o}(\\s|$)`, 'm'));
+      expect(p.argv).not.toContain('-sandbox');
+    }
   });
 });
 
