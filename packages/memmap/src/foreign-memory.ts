@@ -129,6 +129,7 @@ export class InMemoryForeignMemory implements ForeignMemory {
   /** The guest's memory, as the hypervisor sees it. */
   readonly memory: Uint8Array;
   readonly #isPopulated: (gfn: number) => boolean;
+  readonly #backing: ResizableArrayBuffer;
   #closed = false;
   /** Live mappings, for leak checks in tests. */
   live = 0;
@@ -146,7 +147,9 @@ export class InMemoryForeignMemory implements ForeignMemory {
     }
     this.domid = options.domid;
     this.frames = options.frames;
-    this.memory = new Uint8Array(options.frames * XC_PAGE_SIZE);
+    const size = options.frames * XC_PAGE_SIZE;
+    this.#backing = new ResizableArrayBuffer(size, { maxByteLength: size + IN_MEMORY_SLACK });
+    this.memory = new Uint8Array(this.#backing, 0, size);
     this.#isPopulated = options.isPopulated ?? (() => true);
   }
 
@@ -170,16 +173,19 @@ export class InMemoryForeignMemory implements ForeignMemory {
       const g = first + i;
       if (g >= this.frames || !this.#isPopulated(g)) errors[i] = ERR_EINVAL;
     }
-    const inside = Math.max(0, Math.min(gfns.length, this.frames - first));
-    // Frames past the end of guest memory read as a private zero page, as a failed frame of a
-    // real mapping would not be backed by the guest.
-    let bytes: Uint8Array;
-    if (inside === gfns.length) {
-      bytes = this.memory.subarray(first * XC_PAGE_SIZE, (first + gfns.length) * XC_PAGE_SIZE);
-    } else {
-      bytes = new Uint8Array(gfns.length * XC_PAGE_SIZE);
-      bytes.set(this.memory.subarray(first * XC_PAGE_SIZE, (first + inside) * XC_PAGE_SIZE));
+    const end = (first + gfns.length) * XC_PAGE_SIZE;
+    if (end > this.#backing.byteLength) {
+      if (end > this.#backing.maxByteLength) {
+        throw new ForeignMemoryError(
+          'INVALID_ARGUMENT',
+          `InMemoryForeignMemory.map: expected frames below gfn ${this.#backing.maxByteLength / XC_PAGE_SIZE} (the guest plus ${IN_MEMORY_SLACK} bytes), got up to gfn ${first + gfns.length - 1}`,
+        );
+      }
+      // Frames past the guest read as zeroes while `errors` reports them; growing the buffer
+      // in place keeps every existing view valid.
+      this.#backing.resize(end);
     }
+    const bytes = new Uint8Array(this.#backing, first * XC_PAGE_SIZE, gfns.length * XC_PAGE_SIZE);
     this.live++;
     let unmapped = false;
     const self = this;
@@ -209,3 +215,16 @@ export class InMemoryForeignMemory implements ForeignMemory {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** How far past the guest a mapping of the in-memory backend may reach (a mapcache bucket overruns the end). */
+const IN_MEMORY_SLACK = 64 * 1024 * 1024;
+
+/** ES2024 resizable ArrayBuffer (Node 20), which the ES2023 lib of this repository does not declare. */
+interface ResizableArrayBuffer extends ArrayBuffer {
+  readonly maxByteLength: number;
+  resize(byteLength: number): void;
+}
+const ResizableArrayBuffer = ArrayBuffer as unknown as new (
+  byteLength: number,
+  options: { maxByteLength: number },
+) => ResizableArrayBuffer;
