@@ -52,6 +52,7 @@ export {
   type QmpLimits,
   type QmpStats,
 } from './qmp.js';
+export { deviceModelSeccomp } from './seccomp.js';
 export {
   type SpawnedDm,
   type Spawner,

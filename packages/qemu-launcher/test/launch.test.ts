@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type DmHandle,
   destroy,
+  deviceModelSeccomp,
   type LaunchPlan,
   type LaunchProgress,
   launch,
@@ -162,6 +163,29 @@ describe.skipIf(!runnable)(
         await destroy(h);
         expect(pidsOfUid(uid)).toEqual([]);
         expect(existsSync(join(stateDir, 'dm-13'))).toBe(false);
+      },
+    );
+
+    it.skipIf(!sysAvailable())(
+      "jail mode with privcmd-filter's seccomp program: two filters, QMP works",
+      async () => {
+        const uid = 3_011_010;
+        const p = plan(
+          { domid: 20, binary: X86, stateDir },
+          caps,
+          { uid, gid: uid },
+          { seccomp: deviceModelSeccomp() },
+        );
+        const h = await launch(p);
+        handles.push(h);
+        expect(h.spawner).toBe('sys');
+        const report = verifyConfinement(h.pid, p, { expectedRoot: h.root! });
+        expect(report.checks.filter((c) => !c.ok).map((c) => c.name)).toEqual(['capabilities.bnd']);
+        // The launcher's filter, then QEMU's own -sandbox.
+        expect(statusOf(h.pid).get('Seccomp_filters')).toBe('2');
+        expect(await h.qmp!.execute('query-status')).toMatchObject({ status: 'running' });
+        await destroy(h);
+        expect(pidsOfUid(uid)).toEqual([]);
       },
     );
 
