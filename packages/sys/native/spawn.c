@@ -54,6 +54,7 @@ enum step {
   STEP_CHECK_EUID,
   STEP_CHECK_CAPS,
   STEP_KILL,
+  STEP_CAPBSET,
   STEP_COUNT
 };
 
@@ -61,7 +62,7 @@ static const char *const step_names[STEP_COUNT] = {
     "setsid",   "fds",       "env",       "chdir",         "unshare", "mount",
     "mknod",    "pivot_root", "chroot",   "setrlimit",     "setgroups", "setresgid",
     "setresuid", "no_new_privs", "seccomp", "execve",      "signals", "check_euid",
-    "check_caps", "kill",
+    "check_caps", "kill",      "capbset",
 };
 
 enum mount_kind { MOUNT_TMPFS = 0, MOUNT_BIND = 1, MOUNT_MKNOD = 2 };
@@ -105,6 +106,7 @@ typedef struct {
   int ngroups;
   gid_t *groups;
   bool no_new_privs;
+  int cap_last; /* >= 0: drop capabilities 0..cap_last from the bounding set */
   bool has_seccomp;
   struct sock_fprog prog;
   int errfd;
@@ -222,6 +224,9 @@ static int spawn_child(void *arg) {
   for (int i = 0; i < p->nrlimits; i++)
     if (syscall(SYS_prlimit64, 0, p->rlimits[i].resource, &p->rlimits[i].lim, NULL) < 0)
       FAIL(p, STEP_SETRLIMIT, i);
+  /* PR_CAPBSET_DROP needs CAP_SETPCAP, so it comes before the uid drop. */
+  for (int cap = 0; cap <= p->cap_last; cap++)
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) FAIL(p, STEP_CAPBSET, cap);
   if (p->set_groups && syscall(SYS_setgroups, p->ngroups, p->groups) < 0)
     FAIL(p, STEP_SETGROUPS, -1);
   if (p->gid >= 0 && syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0)
@@ -471,6 +476,8 @@ static bool build_plan(napi_env env, napi_value spec, plan *p) {
     throw_type_error(env, "spec.noNewPrivs must be a boolean");
     return false;
   }
+  if (!get_int_prop(env, spec, "capLast", &n)) return false;
+  p->cap_last = (int)n;
   if (!prop(env, spec, "seccomp", &v)) return false;
   if (!is_undef(env, v)) {
     uint8_t *bytes;

@@ -19,6 +19,8 @@ export interface NativeSpawnSpec {
   gid: number;
   groups: number[] | undefined;
   noNewPrivs: boolean;
+  /** Highest capability to drop from the bounding set, or -1 to leave it. */
+  capLast: number;
   seccomp: Uint8Array | undefined;
 }
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { array, bytes, fail, fd, id, int, path, record, str } from './check.js';
 import { constants } from './constants.js';
 import { binding, type NativeMount, type NativeSpawnSpec } from './native.js';
@@ -56,7 +57,7 @@ export interface RlimitSpec {
  * fds (each `source` moved to `target`, every other fd closed); env (exactly `env`);
  * chdir (`cwd`); unshare (`namespaces`; 'pid' is applied at clone time, the child is pid 1);
  * mounts (everything made private first, then each entry in order); pivot_root or chroot
- * into `root` (then `cwd` is resolved inside it); setrlimit; setgroups; setresgid;
+ * into `root` (then `cwd` is resolved inside it); setrlimit; capbset; setgroups; setresgid;
  * setresuid; no_new_privs; seccomp; execve.
  */
 export interface SpawnSpec {
@@ -77,6 +78,11 @@ export interface SpawnSpec {
   gid?: number;
   /** Supplementary groups; defaults to none when uid or gid is given. */
   groups?: readonly number[];
+  /**
+   * Empty the capability bounding set (PR_CAPBSET_DROP of every capability up to
+   * /proc/sys/kernel/cap_last_cap), step 'capbset', before the uid drop; default false.
+   */
+  dropCapabilityBoundingSet?: boolean;
   /** PR_SET_NO_NEW_PRIVS; default true. */
   noNewPrivs?: boolean;
   /** Classic BPF program: 8-byte struct sock_filter entries, 1 to 4096 of them. */
@@ -173,6 +179,16 @@ function mountOf(m: unknown, i: number): NativeMount {
     default:
       return fail(`${where}.type`, "'tmpfs', 'bind' or 'mknod'", e.type);
   }
+}
+
+/** CAP_LAST_CAP of the running kernel, which may know more capabilities than our headers. */
+function capLastCap(): number {
+  const text = readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8').trim();
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 63) {
+    throw new Error(`/proc/sys/kernel/cap_last_cap: expected an integer in [0, 63], got ${text}`);
+  }
+  return n;
 }
 
 function limit(what: string, v: unknown): number {
@@ -288,6 +304,11 @@ export function normalizeSpawnSpec(spec: SpawnSpec): {
   }
   const noNewPrivs = s.noNewPrivs ?? true;
   if (typeof noNewPrivs !== 'boolean') fail('spawnConfined noNewPrivs', 'a boolean', noNewPrivs);
+  const dropBounding = s.dropCapabilityBoundingSet ?? false;
+  if (typeof dropBounding !== 'boolean') {
+    fail('spawnConfined dropCapabilityBoundingSet', 'a boolean', dropBounding);
+  }
+  const capLast = dropBounding ? capLastCap() : -1;
   let seccomp: Uint8Array | undefined;
   if (s.seccomp !== undefined) {
     seccomp = bytes('spawnConfined seccomp', s.seccomp);
@@ -316,6 +337,7 @@ export function normalizeSpawnSpec(spec: SpawnSpec): {
       gid,
       groups,
       noNewPrivs,
+      capLast,
       seccomp,
     },
     pidNamespace,

@@ -117,6 +117,7 @@ describe.skipIf(!canRunAsRoot)(
           gid: GID,
           groups: GROUPS,
           seccomp: ALLOW_ALL,
+          dropCapabilityBoundingSet: true,
         });
         const { pid } = child;
         await execDone(pid, 'sleep');
@@ -125,6 +126,7 @@ describe.skipIf(!canRunAsRoot)(
         expect(statusField(pid, 'Groups')).toBe(GROUPS.join(' '));
         expect(statusField(pid, 'CapEff')).toBe('0000000000000000');
         expect(statusField(pid, 'CapPrm')).toBe('0000000000000000');
+        expect(statusField(pid, 'CapBnd')).toBe('0000000000000000');
         expect(statusField(pid, 'NoNewPrivs')).toBe('1');
         expect(statusField(pid, 'Seccomp')).toBe('2');
 
@@ -205,6 +207,8 @@ describe.skipIf(!canRunAsRoot)(
       expect(statusField(child.pid, 'Uid')).toBe('0\t0\t0\t0');
       expect(statusField(child.pid, 'NoNewPrivs')).toBe('1');
       expect(statusField(child.pid, 'Seccomp')).toBe('0');
+      // Without dropCapabilityBoundingSet the bounding set is the parent's (full, as root).
+      expect(statusField(child.pid, 'CapBnd')).toBe(statusField(process.pid, 'CapBnd'));
       expect(readdirSync(`/proc/${child.pid}/fd`)).toEqual([]);
     });
 
@@ -393,6 +397,11 @@ describe('spawnConfined rejects a bad spec before forking (TypeError)', () => {
     ],
     ['uid 2^32-1', { ...base, uid: 2 ** 32 - 1 }, 'spawnConfined uid'],
     ['uid without gid', { ...base, uid: 3_970_000 }, 'uid and gid given together'],
+    [
+      'dropCapabilityBoundingSet not a boolean',
+      { ...base, dropCapabilityBoundingSet: 'yes' },
+      'spawnConfined dropCapabilityBoundingSet: expected a boolean, got "yes"',
+    ],
     ['gid without uid', { ...base, gid: 3_970_000 }, 'uid and gid given together'],
     [
       'non-string argv',
