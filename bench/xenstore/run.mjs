@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+// xenstore benchmark: the same XenstoreClient code against
+//   - the real C xenstored of Xen 4.17 (../shared/tools/xenstored-peer, dom0 socket),
+//   - XenstoreServer in a separate process (`xs-restrict serve`),
+//   - a raw unix-socket echo server in a separate process (round-trip baseline).
+// Run from the repository root after `cd packages/xs-restrict && npx tsup`:
+//   node bench/xenstore/run.mjs [--seconds 2]
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const dist = path.join(repo, 'packages/xs-restrict/dist');
+if (!existsSync(path.join(dist, 'index.js'))) {
+  console.error('build first: (cd packages/xs-restrict && npx tsup)');
+  process.exit(2);
+}
+const { XenstoreClient, XS_READ } = await import(path.join(dist, 'index.js'));
+const peerSh = path.resolve(repo, '../shared/tools/xenstored-peer/peer.sh');
+const secIdx = process.argv.indexOf('--seconds');
+const SECONDS = secIdx > 0 ? Number(process.argv[secIdx + 1]) : 2;
+const DEPTH = 16;
+
+const dir = mkdtempSync('/tmp/xsb-');
+const children = [];
+let peerStarted = false;
+
+function cleanup() {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  if (peerStarted) execFileSync(peerSh, ['stop', `${dir}/peer`], { stdio: 'ignore' });
+  rmSync(dir, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+function startReady(args) {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(c);
+    c.stdout.on('data', (d) => {
+      if (d.toString().includes('ready')) resolve(c);
+    });
+    c.once('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}`)));
+  });
+}
+
+const ECHO = `
+const net = require('node:net');
+const s = net.createServer((c) => { c.setNoDelay(true); c.on('data', (d) => c.write(d)); c.on('error', () => {}); });
+s.listen(process.argv[1], () => process.stdout.write('ready\\n'));
+process.on('SIGTERM', () => process.exit(0));`;
+
+async function pairs(sock, nClients, pipelined) {
+  const clients = await Promise.all(
+    Array.from({ length: nClients }, () => XenstoreClient.connect({ path: sock })),
+  );
+  const end = performance.now() + SECONDS * 1000;
+  let count = 0;
+  const worker = async (c, w) => {
+    let i = 0;
+    while (performance.now() < end) {
+      const key = `/bench/c${w}/k${i++ % 64}`;
+      await c.write(key, 'value-0123456789');
+      await c.read(key);
+      count++;
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(
+    clients.flatMap((c, k) =>
+      Array.from({ length: pipelined ? DEPTH : 1 }, (_, j) => worker(c, k * DEPTH + j)),
+    ),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  for (const c of clients) {
+    await c.rm('/bench').catch(() => undefined);
+    c.close();
+  }
+  return count / secs;
+}
+
+async function rtt(sock) {
+  const c = await XenstoreClient.connect({ path: sock });
+  // warm-up, then one outstanding request at a time; the echo server returns the request itself
+  for (let i = 0; i < 2000; i++) await c.request(XS_READ, '/tool\0');
+  const end = performance.now() + SECONDS * 1000;
+  let n = 0;
+  const t0 = performance.now();
+  while (performance.now() < end) {
+    await c.request(XS_READ, '/tool\0');
+    n++;
+  }
+  const us = ((performance.now() - t0) * 1000) / n;
+  c.close();
+  return us;
+}
+
+const targets = [];
+try {
+  execFileSync(peerSh, ['start', `${dir}/peer`], {
+    stdio: 'ignore',
+    env: { ...process.env, XS_DOMS: '' },
+  });
+  peerStarted = true;
+  targets.push(['C xenstored 4.17', `${dir}/peer/socket`]);
+} catch (e) {
+  console.error(`C xenstored not available (${e.message.split('\n')[0]}); comparing without it`);
+}
+await startReady([path.join(dist, 'cli.js'), 'serve', '--socket', `${dir}/xsr.sock`]);
+targets.push(['XenstoreServer', `${dir}/xsr.sock`]);
+await startReady(['-e', ECHO, `${dir}/echo.sock`]);
+
+const rows = [];
+for (const [name, sock] of targets) {
+  const r = { name };
+  for (const n of [1, 4]) {
+    r[`${n} seq`] = await pairs(sock, n, false);
+    r[`${n} pipe`] = await pairs(sock, n, true);
+  }
+  r.rtt = await rtt(sock);
+  rows.push(r);
+}
+const echoRtt = await rtt(`${dir}/echo.sock`);
+
+const cols = ['1 seq', '1 pipe', '4 seq', '4 pipe'];
+const fmt = (v) => Math.round(v).toString().padStart(10);
+console.log(
+  `write+read pairs per second (${SECONDS} s each; pipe = ${DEPTH} pairs in flight per client), and 1-client RTT`,
+);
+console.log(`${'server'.padEnd(18)}${cols.map((c) => c.padStart(10)).join('')}   RTT (us)`);
+for (const r of rows)
+  console.log(`${r.name.padEnd(18)}${cols.map((c) => fmt(r[c])).join('')}   ${r.rtt.toFixed(1)}`);
+console.log(`${'unix echo'.padEnd(18)}${' '.repeat(40)}   ${echoRtt.toFixed(1)}`);
+const ours = rows.find((r) => r.name === 'XenstoreServer');
+const c = rows.find((r) => r.name.startsWith('C '));
+if (c) {
+  for (const col of cols)
+    console.log(
+      `ratio XenstoreServer / C xenstored, ${col}: ${(ours[col] / c[col]).toFixed(2)}x (target >= 1.5x)`,
+    );
+}
+console.log(
+  `ratio XenstoreServer RTT / echo RTT: ${(ours.rtt / echoRtt).toFixed(2)}x (target <= 1.3x)`,
+);
+process.exit(0);
