@@ -1,7 +1,13 @@
 // DM_OP through PrivcmdHandle with the qemu-xen-hvm profile (kernel model + policy + encode) vs the
 // same through a handle with no profile, both over a stub ioctl, measured in the same run.
 //   (cd packages/privcmd-filter && npx tsup) && node bench/privcmd-filter/dmop-handle.mjs
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { PrivcmdHandle, qemuXenHvmProfile } from '../../packages/privcmd-filter/dist/index.js';
+
+// A full collection before each timed run, so neither side pays for the other's garbage.
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc');
 
 const ctx = {
   guestMemoryEndGfn: 0x40000n,
@@ -22,26 +28,36 @@ function encodeInjectMsi(addr, data) {
 }
 
 function run(handle, n) {
+  gc();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) handle.dmOp(7, [encodeInjectMsi(0xfee00000n + BigInt(i & 0xfff), i)]);
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
-const N = Number(process.argv[2] ?? 300000);
-run(withPolicy, N / 10);
-run(noPolicy, N / 10);
-// Interleaved rounds so both see the same machine load; the median of the per-round ratios.
+const N = Number(process.argv[2] ?? 100000);
+const ROUNDS = 21;
+run(withPolicy, N);
+run(noPolicy, N);
+// Interleaved rounds, the order alternating, so both see the same machine load (2 shared cores);
+// the median of the per-round ratios resists the rounds another process disturbed.
 const ratios = [];
 let best = { policy: Infinity, none: Infinity };
-for (let round = 0; round < 9; round++) {
-  const none = run(noPolicy, N);
-  const policy = run(withPolicy, N);
+for (let round = 0; round < ROUNDS; round++) {
+  let none;
+  let policy;
+  if (round % 2 === 0) {
+    none = run(noPolicy, N);
+    policy = run(withPolicy, N);
+  } else {
+    policy = run(withPolicy, N);
+    none = run(noPolicy, N);
+  }
   ratios.push(policy / none);
   best = { policy: Math.min(best.policy, policy), none: Math.min(best.none, none) };
 }
 ratios.sort((a, b) => a - b);
 const median = ratios[Math.floor(ratios.length / 2)];
-console.log(`DM_OP inject_msi, ${N} ops x 9 rounds, stub ioctl`);
+console.log(`DM_OP inject_msi, ${N} ops x ${ROUNDS} rounds, stub ioctl`);
 console.log(
   `  no policy (kernel model + encode):        ${Math.round(N / best.none).toLocaleString('en')} ops/s (best round)`,
 );

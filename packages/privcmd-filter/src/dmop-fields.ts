@@ -1,5 +1,3 @@
-import { PolicyError } from './error.js';
-
 /** XEN_DMOP_* op numbers 1..20 (xen/include/public/hvm/dm_op.h), by name. */
 export const DM_OP_NAMES = [
   'create_ioreq_server',
@@ -36,38 +34,9 @@ export function dmOpName(op: number): DmOpName | undefined {
   return DM_OP_NAMES[op - 1];
 }
 
-/**
- * Reads the fields the policy checks at their offsets in `struct xen_dm_op` (the union starts at 8),
- * little-endian. Plain byte reads: a DataView per request costs more than the whole policy.
- * Only for the policy: the full codec is dmop-abi's.
- */
-export class DmOpView {
-  readonly op: number;
-  readonly #b: Uint8Array;
-  constructor(buf: Uint8Array) {
-    if (buf.byteLength < XEN_DM_OP_SIZE) {
-      throw new PolicyError(
-        'BAD_PROFILE',
-        '/bufs/0',
-        `expected at least ${XEN_DM_OP_SIZE} bytes (struct xen_dm_op), got ${buf.byteLength}`,
-      );
-    }
-    this.#b = buf;
-    this.op = readU32(buf, 0);
-  }
-  u8(off: number): number {
-    return this.#b[8 + off] as number;
-  }
-  u16(off: number): number {
-    const b = this.#b;
-    return (b[8 + off] as number) | ((b[9 + off] as number) << 8);
-  }
-  u32(off: number): number {
-    return readU32(this.#b, 8 + off);
-  }
-  u64(off: number): bigint {
-    return readU64(this.#b, 8 + off);
-  }
+/** Little-endian reads with plain byte arithmetic: a DataView per request costs more than the whole policy. */
+export function readU16(b: Uint8Array, at: number): number {
+  return (b[at] as number) | ((b[at + 1] as number) << 8);
 }
 
 export function readU32(b: Uint8Array, at: number): number {

@@ -1,7 +1,7 @@
 import { readU32 } from './dmop-fields.js';
 import type { Decision } from './errno.js';
 import { PrivcmdModel, type PrivcmdModelOptions } from './model.js';
-import { decide, type PolicyContext, type PolicyProfile } from './policy.js';
+import { decideDmOp, type PolicyContext, type PolicyProfile } from './policy.js';
 
 /** A request refused before it reached the kernel (or the simulated hypervisor). */
 export interface DeniedRequest {
@@ -73,7 +73,7 @@ export class DmOpGate {
         bufSizes: bufs.map((b) => b.byteLength),
       });
     }
-    return decide({ domid, bufs }, this.#profile, this.#context, this.model);
+    return decideDmOp(domid, bufs, this.#profile, this.#context, this.model);
   }
 
   /** Counts the request and throws `PrivcmdDeniedError` when it may not pass. */

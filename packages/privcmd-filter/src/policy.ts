@@ -1,9 +1,9 @@
 import {
   DM_OP_NAMES,
   type DmOpName,
-  DmOpView,
   dmOpName,
   MODIFIED_MEMORY_EXTENT_SIZE,
+  readU16,
   readU32,
   readU64,
   XEN_DM_OP_SIZE,
@@ -176,23 +176,30 @@ export function decide(
   context: PolicyContext,
   model?: PrivcmdModel,
 ): Decision {
+  return decideDmOp(call.domid, call.bufs, profile, context, model);
+}
+
+/** `decide` without the call object, for the handles' hot path. */
+export function decideDmOp(
+  domid: number,
+  bufs: readonly Uint8Array[],
+  profile: PolicyProfile,
+  context: PolicyContext,
+  model?: PrivcmdModel,
+): Decision {
   if (model) {
-    const k = model.decide({
-      kind: 'dm_op',
-      dom: call.domid,
-      bufSizes: call.bufs.map((b) => b.byteLength),
-    });
-    if (!k.allowed || call.bufs.length === 0) return k;
+    const k = model.decide({ kind: 'dm_op', dom: domid, bufSizes: bufs.map((b) => b.byteLength) });
+    if (!k.allowed || bufs.length === 0) return k;
   }
   const { limits } = profile;
-  if (call.bufs.length > limits.maxBufs) {
+  if (bufs.length > limits.maxBufs) {
     return deny(
       'E2BIG',
-      `profile ${profile.name}: at most ${limits.maxBufs} buffers, got ${call.bufs.length}`,
+      `profile ${profile.name}: at most ${limits.maxBufs} buffers, got ${bufs.length}`,
     );
   }
-  for (let i = 0; i < call.bufs.length; i++) {
-    const size = call.bufs[i]?.byteLength ?? 0;
+  for (let i = 0; i < bufs.length; i++) {
+    const size = bufs[i]?.byteLength ?? 0;
     if (size > limits.maxBufSize) {
       return deny(
         'E2BIG',
@@ -200,7 +207,7 @@ export function decide(
       );
     }
   }
-  const first = call.bufs[0];
+  const first = bufs[0];
   if (first === undefined) return allow('DM_OP with no buffers does nothing');
   if (first.byteLength < XEN_DM_OP_SIZE) {
     return deny(
@@ -208,10 +215,10 @@ export function decide(
       `profile ${profile.name}: bufs[0] expected at least ${XEN_DM_OP_SIZE} bytes (struct xen_dm_op), got ${first.byteLength}`,
     );
   }
-  const v = new DmOpView(first);
-  const name = dmOpName(v.op);
+  const op = readU32(first, 0);
+  const name = dmOpName(op);
   if (name === undefined)
-    return deny('EPERM', `profile ${profile.name}: op ${v.op} is not a XEN_DMOP_* op`);
+    return deny('EPERM', `profile ${profile.name}: op ${op} is not a XEN_DMOP_* op`);
   const rule = profile.ops[name];
   if (rule === undefined)
     return deny('EPERM', `profile ${profile.name}: XEN_DMOP_${name} is not allowed`);
@@ -219,7 +226,7 @@ export function decide(
 
   switch (name) {
     case 'inject_msi': {
-      const addr = v.u64(8);
+      const addr = readU64(first, 16);
       if (rule.msiAddress && (addr < rule.msiAddress[0] || addr > rule.msiAddress[1])) {
         const [lo, hi] = rule.msiAddress;
         return refuse(
@@ -232,9 +239,9 @@ export function decide(
       break;
     }
     case 'set_mem_type': {
-      const nr = v.u32(0);
-      const memType = v.u16(4);
-      const firstPfn = v.u64(8);
+      const nr = readU32(first, 8);
+      const memType = readU16(first, 12);
+      const firstPfn = readU64(first, 16);
       if (rule.memTypes && !rule.memTypes.includes(memType)) {
         return refuse(
           profile,
@@ -256,8 +263,8 @@ export function decide(
       break;
     }
     case 'track_dirty_vram': {
-      const nr = v.u32(0);
-      const firstPfn = v.u64(8);
+      const nr = readU32(first, 8);
+      const firstPfn = readU64(first, 16);
       if (rule.maxPages !== undefined && nr > rule.maxPages)
         return refuse(profile, name, 'maxPages', `nr ${nr} is over ${rule.maxPages}`);
       if (rule.withinGuestMemory && !inGuest(memoryEnd, firstPfn, BigInt(nr))) {
@@ -271,9 +278,9 @@ export function decide(
       break;
     }
     case 'relocate_memory': {
-      const size = v.u32(0);
-      const src = v.u64(8);
-      const dst = v.u64(16);
+      const size = readU32(first, 8);
+      const src = readU64(first, 16);
+      const dst = readU64(first, 24);
       if (rule.maxPages !== undefined && size > rule.maxPages)
         return refuse(profile, name, 'maxPages', `size ${size} is over ${rule.maxPages}`);
       if (
@@ -290,7 +297,7 @@ export function decide(
       break;
     }
     case 'modified_memory': {
-      const nrExtents = v.u32(0);
+      const nrExtents = readU32(first, 8);
       if (rule.maxExtents !== undefined && nrExtents > rule.maxExtents) {
         return refuse(
           profile,
@@ -299,7 +306,7 @@ export function decide(
           `nr_extents ${nrExtents} is over ${rule.maxExtents}`,
         );
       }
-      const extents = call.bufs[1];
+      const extents = bufs[1];
       if (extents === undefined || extents.byteLength < nrExtents * MODIFIED_MEMORY_EXTENT_SIZE) {
         return deny(
           'EINVAL',
@@ -331,9 +338,9 @@ export function decide(
       break;
     }
     case 'pin_memory_cacheattr': {
-      const start = v.u64(0);
-      const last = v.u64(8);
-      const type = v.u32(16);
+      const start = readU64(first, 8);
+      const last = readU64(first, 16);
+      const type = readU32(first, 24);
       if (rule.cacheAttrs && !rule.cacheAttrs.includes(type)) {
         return refuse(
           profile,
@@ -354,9 +361,9 @@ export function decide(
     }
     case 'map_io_range_to_ioreq_server':
     case 'unmap_io_range_from_ioreq_server': {
-      const type = IO_RANGE_TYPES[v.u32(4)];
-      const start = v.u64(8);
-      const end = v.u64(16);
+      const type = IO_RANGE_TYPES[readU32(first, 12)];
+      const start = readU64(first, 16);
+      const end = readU64(first, 24);
       if (rule.withinDeclaredIoRanges) {
         const inside = context.ioRanges.some(
           (r) => r.type === type && r.start <= start && end <= r.end && start <= end,
@@ -366,35 +373,55 @@ export function decide(
             profile,
             name,
             'withinDeclaredIoRanges',
-            `${type ?? `type ${v.u32(4)}`} range 0x${start.toString(16)}..0x${end.toString(16)} is not inside a declared range`,
+            `${type ?? `type ${readU32(first, 12)}`} range 0x${start.toString(16)}..0x${end.toString(16)} is not inside a declared range`,
           );
         }
       }
       break;
     }
     case 'set_isa_irq_level':
-      if (rule.isaIrqMax !== undefined && v.u8(0) > rule.isaIrqMax) {
-        return refuse(profile, name, 'isaIrqMax', `isa_irq ${v.u8(0)} is over ${rule.isaIrqMax}`);
+      if (rule.isaIrqMax !== undefined && (first[8] as number) > rule.isaIrqMax) {
+        return refuse(
+          profile,
+          name,
+          'isaIrqMax',
+          `isa_irq ${first[8] as number} is over ${rule.isaIrqMax}`,
+        );
       }
       break;
     case 'set_pci_link_route':
-      if (rule.linkMax !== undefined && v.u8(0) > rule.linkMax)
-        return refuse(profile, name, 'linkMax', `link ${v.u8(0)} is over ${rule.linkMax}`);
-      if (rule.isaIrqMax !== undefined && v.u8(1) > rule.isaIrqMax) {
-        return refuse(profile, name, 'isaIrqMax', `isa_irq ${v.u8(1)} is over ${rule.isaIrqMax}`);
+      if (rule.linkMax !== undefined && (first[8] as number) > rule.linkMax)
+        return refuse(
+          profile,
+          name,
+          'linkMax',
+          `link ${first[8] as number} is over ${rule.linkMax}`,
+        );
+      if (rule.isaIrqMax !== undefined && (first[9] as number) > rule.isaIrqMax) {
+        return refuse(
+          profile,
+          name,
+          'isaIrqMax',
+          `isa_irq ${first[9] as number} is over ${rule.isaIrqMax}`,
+        );
       }
       break;
     case 'set_pci_intx_level':
-      if (rule.linkMax !== undefined && v.u8(4) > rule.linkMax)
-        return refuse(profile, name, 'linkMax', `intx ${v.u8(4)} is over ${rule.linkMax}`);
+      if (rule.linkMax !== undefined && (first[12] as number) > rule.linkMax)
+        return refuse(
+          profile,
+          name,
+          'linkMax',
+          `intx ${first[12] as number} is over ${rule.linkMax}`,
+        );
       break;
     case 'remote_shutdown':
-      if (rule.shutdownReasons && !rule.shutdownReasons.includes(v.u32(0))) {
+      if (rule.shutdownReasons && !rule.shutdownReasons.includes(readU32(first, 8))) {
         return refuse(
           profile,
           name,
           'shutdownReasons',
-          `reason ${v.u32(0)} is not one of ${rule.shutdownReasons.join(', ')}`,
+          `reason ${readU32(first, 8)} is not one of ${rule.shutdownReasons.join(', ')}`,
         );
       }
       break;
