@@ -62,7 +62,7 @@ export {
 } from './spawner.js';
 export type { LaunchPhase, LaunchRecord } from './state.js';
 export { sysSpawner, sysSpawnSpec } from './sys-spawner.js';
-export { pidsOfUid, procUidOps, type UidOps } from './uids.js';
+export { allocatorUidOps, pidsOfUid, procUidOps, type UidOps } from './uids.js';
 export {
   type ConfinementCheck,
   type ConfinementReport,

@@ -51,8 +51,8 @@ export type DestroyStep =
   | 'sigkill'
   | 'reap'
   | 'verify-empty'
-  | 'release-lease'
   | 'remove-jail'
+  | 'release-lease'
   | 'remove-state';
 
 export interface LauncherDeps {
@@ -394,7 +394,7 @@ export async function destroy(target: DestroyTarget, deps: LauncherDeps = {}): P
     await waitGone(pid, target.startTime, quitMs);
   }
   step('reap');
-  await uids.reap(p.uid);
+  await uids.reap(p.uid, target.lease);
   step('verify-empty');
   if (!(await uids.verifyEmpty(p.uid))) {
     throw new LauncherError(
@@ -405,8 +405,7 @@ export async function destroy(target: DestroyTarget, deps: LauncherDeps = {}): P
       },
     );
   }
-  step('release-lease');
-  if (target.lease !== null && target.lease !== undefined) await uids.release(target.lease);
+  // Before the release: the DM's /run is owned by its uid, and release verifies the uid owns nothing.
   step('remove-jail');
   const base = posix.dirname(p.paths.jail);
   if (existsSync(base)) {
@@ -414,6 +413,8 @@ export async function destroy(target: DestroyTarget, deps: LauncherDeps = {}): P
     const st = lstatSync(base);
     if (st.isDirectory()) rmSync(base, { recursive: true, force: true });
   }
+  step('release-lease');
+  if (target.lease !== null && target.lease !== undefined) await uids.release(target.lease);
   step('remove-state');
   removeRecord(p.paths.state);
 }

@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { type Lease, processesOfUid, type UidAllocator } from '@xen-depriv/uid-allocator';
 
 /**
  * What the launcher needs from `@xen-depriv/uid-allocator` for teardown. `lease` is whatever the
@@ -7,7 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 export interface UidOps {
   readonly name: string;
   /** Kills every process of `uid` (a fork loop included) and returns when none is left. */
-  reap(uid: number): Promise<void>;
+  reap(uid: number, lease: unknown): Promise<void>;
   /** True when no process runs with `uid` as any of its real, effective, saved or fs uid. */
   verifyEmpty(uid: number): Promise<boolean>;
   /** Gives the lease back; idempotent (a released lease is not an error). */
@@ -59,3 +60,31 @@ export const procUidOps: UidOps = {
   },
   async release() {},
 };
+
+const isLease = (x: unknown): x is Lease =>
+  typeof x === 'object' &&
+  x !== null &&
+  typeof (x as Lease).leaseId === 'string' &&
+  typeof (x as Lease).uid === 'number';
+
+/**
+ * Teardown through `@xen-depriv/uid-allocator`: its reaper (ruid reaper, euid target, never
+ * euid 0) for a per-domain lease, its process scan, and `release`, which verifies the uid empty
+ * (processes, SysV IPC, files in shared places) before the uid can serve another domain.
+ */
+export function allocatorUidOps(allocator: UidAllocator): UidOps {
+  return {
+    name: 'uid-allocator',
+    async reap(uid, lease) {
+      if (isLease(lease) && lease.uid === uid && lease.isolation === 'per-domain')
+        await allocator.reap(lease);
+      else await procUidOps.reap(uid, lease);
+    },
+    async verifyEmpty(uid) {
+      return processesOfUid(uid).length === 0;
+    },
+    async release(lease) {
+      if (isLease(lease)) await allocator.release(lease);
+    },
+  };
+}

@@ -1,10 +1,12 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isAvailable } from '@xen-depriv/sys';
+import { dynamicPoolScheme, UidAllocator } from '@xen-depriv/uid-allocator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  allocatorUidOps,
   type DmHandle,
   destroy,
   deviceModelSeccomp,
@@ -188,6 +190,26 @@ describe.skipIf(!runnable)(
         expect(pidsOfUid(uid)).toEqual([]);
       },
     );
+
+    it('with @xen-depriv/uid-allocator: the lease comes from acquire, destroy reaps and releases it', async () => {
+      const allocator = new UidAllocator({
+        scheme: dynamicPoolScheme({ first: 3_011_300, count: 8, reaperUid: 3_011_299 }),
+        stateDir: join(stateDir, 'alloc'),
+      });
+      const lease = await allocator.acquire(21);
+      expect(lease.uid).toBeGreaterThanOrEqual(3_011_300);
+      const uids = allocatorUidOps(allocator);
+      const p = plan({ domid: 21, binary: X86, stateDir }, caps, lease);
+      const h = await launch(p, { lease, uids });
+      handles.push(h);
+      expect(verifyConfinement(h.pid, p, { expectedRoot: h.root! }).ok).toBe(true);
+      expect(readdirSync(allocator.leaseDir)).toHaveLength(1);
+      await destroy(h, { uids });
+      expect(pidsOfUid(lease.uid)).toEqual([]);
+      expect(readdirSync(allocator.leaseDir)).toEqual([]);
+      expect(existsSync(join(stateDir, 'dm-21'))).toBe(false);
+      expect(existsSync(p.paths.state)).toBe(false);
+    });
 
     it('a real DM whose QMP reply exceeds the line cap is condemned and destroyed', async () => {
       const uid = 3_011_004;

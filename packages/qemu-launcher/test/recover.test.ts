@@ -36,8 +36,8 @@ const DESTROY_STEPS: DestroyStep[] = [
   'sigkill',
   'reap',
   'verify-empty',
-  'release-lease',
   'remove-jail',
+  'release-lease',
   'remove-state',
 ];
 
