@@ -485,6 +485,24 @@ describe.skipIf(missing !== undefined)(
       expect(t.filter((l) => l.includes('ENOSPC')).length).toBeGreaterThan(10);
     }, 60000);
 
+    it('a directory over 4096 bytes: DIRECTORY answers E2BIG, DIRECTORY_PART pages it', async () => {
+      const steps: Step[] = [];
+      for (let i = 0; i < 300; i++) {
+        steps.push({
+          on: 'd0',
+          type: W.XS_MKDIR,
+          payload: z(`/big/child-with-a-longish-name-${i}`),
+        });
+      }
+      steps.push({ on: 'd0', type: W.XS_DIRECTORY, payload: z('/big') });
+      for (const off of ['0', '4058', '4059', '4060', '9000', '-1', 'x']) {
+        steps.push({ on: 'd0', type: W.XS_DIRECTORY_PART, payload: z('/big', off) });
+      }
+      steps.push({ on: 'd0', type: W.XS_RM, payload: z('/big') });
+      const t = await same(steps, false);
+      expect(t.some((l) => l.includes('"E2BIG\\u0000"'))).toBe(true);
+    });
+
     const long = (n: number): string => `/${'a'.repeat(n - 1)}`;
     const errnoCases: [string, Step[], ConnName, W.XsErrno][] = [
       [
