@@ -28,9 +28,11 @@ export {
   physmapXenstorePath,
   type RegionKind,
   type Relocation,
+  readPhysmapEntries,
   type Translation,
   XC_PAGE_SIZE,
   type XenstoreEntry,
+  type XenstoreReader,
 } from './physmap.js';
 export {
   encodeMmapbatchV2,

@@ -582,3 +582,36 @@ export function physmapXenstorePath(domid: number): string {
   }
   return `/local/domain/0/device-model/${domid}/physmap`;
 }
+
+/** The two reads `readPhysmapEntries` needs; `XenstoreClient` of `@xen-depriv/xs-restrict` has them. */
+export interface XenstoreReader {
+  directory(path: string): Promise<string[]>;
+  read(path: string): Promise<Uint8Array>;
+}
+
+/**
+ * Reads the legacy physmap entries of `domid` from a xenstore (every key under
+ * `physmapXenstorePath(domid)`), for `Physmap.fromXenstore`. No physmap directory gives [].
+ */
+export async function readPhysmapEntries(
+  store: XenstoreReader,
+  domid: number,
+): Promise<XenstoreEntry[]> {
+  const base = physmapXenstorePath(domid);
+  let offsets: string[];
+  try {
+    offsets = await store.directory(base);
+  } catch (e) {
+    if (typeof e === 'object' && e !== null && 'code' in e && e.code === 'ENOENT') return [];
+    throw e;
+  }
+  const out: XenstoreEntry[] = [];
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  for (const offset of offsets) {
+    for (const key of await store.directory(`${base}/${offset}`)) {
+      const path = `${base}/${offset}/${key}`;
+      out.push({ path, value: decoder.decode(await store.read(path)) });
+    }
+  }
+  return out;
+}

@@ -114,7 +114,12 @@ describe('MapCache', () => {
   it('withMapping unlocks after the callback returns, throws, resolves or rejects', async () => {
     const { cache } = setup();
     const locks = () => cache.entries().reduce((n, e) => n + e.locks, 0);
-    expect(cache.withMapping(0, 4, (b) => (b.fill(5), locks()))).toBe(1);
+    expect(
+      cache.withMapping(0, 4, (b) => {
+        b.fill(5);
+        return locks();
+      }),
+    ).toBe(1);
     expect(locks()).toBe(0);
     expect(() =>
       cache.withMapping(0, 4, () => {
