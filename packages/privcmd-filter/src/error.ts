@@ -20,3 +20,14 @@ export class PolicyError extends Error {
     this.where = where;
   }
 }
+
+/** Prints a seen value for an error message; never throws (bigints, cycles). */
+export function show(value: unknown): string {
+  if (typeof value === 'bigint') return `${value}n`;
+  try {
+    const s = JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v));
+    return s === undefined ? String(value) : s.length > 120 ? `${s.slice(0, 117)}...` : s;
+  } catch {
+    return String(value);
+  }
+}

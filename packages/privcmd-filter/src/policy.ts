@@ -9,7 +9,7 @@ import {
   XEN_DM_OP_SIZE,
 } from './dmop-fields.js';
 import { allow, type Decision, deny } from './errno.js';
-import { PolicyError } from './error.js';
+import { PolicyError, show } from './error.js';
 import type { PrivcmdModel } from './model.js';
 
 /** An inclusive range of one `XEN_DMOP_IO_RANGE_*` type. */
@@ -82,7 +82,6 @@ const RULE_KEYS = new Set([
 const isObj = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
-const show = (v: unknown) => (typeof v === 'bigint' ? `${v}n` : JSON.stringify(v));
 
 /**
  * Checks that `data` is a well-formed profile (JSON-like; `msiAddress` bounds may be bigint or

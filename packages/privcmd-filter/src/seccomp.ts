@@ -1,4 +1,4 @@
-import { PolicyError } from './error.js';
+import { PolicyError, show } from './error.js';
 import { XEN_IOCTL_NAMES } from './ioctls.js';
 import { X86_64_SYSCALLS } from './syscalls-x86_64.js';
 
@@ -89,7 +89,7 @@ function actionValue(action: SeccompAction, where: string): number {
       throw new PolicyError(
         'BAD_ACTION',
         where,
-        `expected allow, kill_process, kill_thread, trap, log or {errno}, got ${JSON.stringify(action)}`,
+        `expected allow, kill_process, kill_thread, trap, log or {errno}, got ${show(action)}`,
       );
   }
 }
@@ -100,6 +100,39 @@ function actionValue(action: SeccompAction, where: string): number {
  * numbers refused), then the syscall number, then for ioctl the request number.
  */
 export function compileSeccomp(allowlist: SeccompAllowlist): Uint8Array {
+  // The allowlist may come from a JSON file: check its shape before trusting it.
+  const shape = allowlist as unknown as Record<string, unknown>;
+  if (typeof shape !== 'object' || shape === null) {
+    throw new PolicyError('BAD_ACTION', '/', `expected an allowlist object, got ${show(shape)}`);
+  }
+  for (const key of ['syscalls', 'ioctls', 'rules'] as const) {
+    const v = shape[key];
+    if ((key === 'syscalls' || v !== undefined) && !Array.isArray(v)) {
+      throw new PolicyError(
+        key === 'ioctls' ? 'BAD_IOCTL' : 'UNKNOWN_SYSCALL',
+        `/${key}`,
+        `expected an array, got ${show(v)}`,
+      );
+    }
+  }
+  allowlist.syscalls.forEach((name, i) => {
+    if (typeof name !== 'string') {
+      throw new PolicyError(
+        'UNKNOWN_SYSCALL',
+        `/syscalls/${i}`,
+        `expected an x86-64 syscall name, got ${show(name)}`,
+      );
+    }
+  });
+  allowlist.rules?.forEach((rule, i) => {
+    if (typeof rule !== 'object' || rule === null || typeof rule.syscall !== 'string') {
+      throw new PolicyError(
+        'UNKNOWN_SYSCALL',
+        `/rules/${i}`,
+        `expected { syscall, action }, got ${show(rule)}`,
+      );
+    }
+  });
   const def = actionValue(allowlist.defaultAction, '/defaultAction');
   const badArch = actionValue(allowlist.badArchAction ?? 'kill_process', '/badArchAction');
   const ioctlAct =
@@ -111,7 +144,7 @@ export function compileSeccomp(allowlist: SeccompAllowlist): Uint8Array {
       throw new PolicyError(
         'UNKNOWN_SYSCALL',
         `/syscalls/${i}`,
-        `expected an x86-64 syscall name, got ${JSON.stringify(name)}`,
+        `expected an x86-64 syscall name, got ${show(name)}`,
       );
     }
     numbers.add(nr);
@@ -123,7 +156,7 @@ export function compileSeccomp(allowlist: SeccompAllowlist): Uint8Array {
       throw new PolicyError(
         'UNKNOWN_SYSCALL',
         `/rules/${i}/syscall`,
-        `expected an x86-64 syscall name, got ${JSON.stringify(rule.syscall)}`,
+        `expected an x86-64 syscall name, got ${show(rule.syscall)}`,
       );
     }
     if (numbers.has(nr) || ruled.has(nr)) {

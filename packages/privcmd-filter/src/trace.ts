@@ -1,6 +1,6 @@
 import { dmOpName } from './dmop-fields.js';
 import type { Decision } from './errno.js';
-import { PolicyError } from './error.js';
+import { PolicyError, show } from './error.js';
 import {
   IOCTL_EVTCHN_BIND_INTERDOMAIN,
   IOCTL_EVTCHN_BIND_UNBOUND_PORT,
@@ -55,11 +55,11 @@ export function parseTrace(text: string): TraceRecord[] {
       throw new PolicyError(
         'BAD_TRACE',
         where,
-        `expected a JSON object, got ${JSON.stringify(line.slice(0, 80))}`,
+        `expected a JSON object, got ${show(line.slice(0, 80))}`,
       );
     }
     if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-      throw new PolicyError('BAD_TRACE', where, `expected a JSON object, got ${JSON.stringify(v)}`);
+      throw new PolicyError('BAD_TRACE', where, `expected a JSON object, got ${show(v)}`);
     }
     const r = v as Record<string, unknown>;
     for (const key of ['seq', 'pid', 'fd', 'request', 'ret', 'errno']) {
@@ -67,7 +67,7 @@ export function parseTrace(text: string): TraceRecord[] {
         throw new PolicyError(
           'BAD_TRACE',
           `${where}/${key}`,
-          `expected an integer, got ${JSON.stringify(r[key])}`,
+          `expected an integer, got ${show(r[key])}`,
         );
       }
     }
@@ -75,7 +75,7 @@ export function parseTrace(text: string): TraceRecord[] {
       throw new PolicyError(
         'BAD_TRACE',
         `${where}/dev`,
-        `expected privcmd, evtchn or gntdev, got ${JSON.stringify(r.dev)}`,
+        `expected privcmd, evtchn or gntdev, got ${show(r.dev)}`,
       );
     }
     out.push(r as unknown as TraceRecord);
@@ -114,11 +114,11 @@ export interface AuditOptions {
 
 const num = (r: TraceRecord, key: string): number => {
   const v = r[key];
-  if (typeof v !== 'number') {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) {
     throw new PolicyError(
       'BAD_TRACE',
       `seq ${r.seq}/${key}`,
-      `expected a number for ${XEN_IOCTL_NAMES.get(r.request)}, got ${JSON.stringify(v)}`,
+      `expected an integer for ${XEN_IOCTL_NAMES.get(r.request)}, got ${show(v)}`,
     );
   }
   return v;
@@ -129,7 +129,7 @@ function hexBytes(r: TraceRecord, i: number, v: unknown): Uint8Array {
     throw new PolicyError(
       'BAD_TRACE',
       `seq ${r.seq}/bufs/${i}`,
-      `expected the buffer as even-length lowercase hex, got ${JSON.stringify(v)}`,
+      `expected the buffer as even-length lowercase hex, got ${show(v)}`,
     );
   }
   return Uint8Array.from(Buffer.from(v, 'hex'));
@@ -248,7 +248,7 @@ export function auditTrace(
         throw new PolicyError(
           'BAD_TRACE',
           `seq ${r.seq}/bufs`,
-          `expected an array, got ${JSON.stringify(raw)}`,
+          `expected an array, got ${show(raw)}`,
         );
       const bufs = raw.map((b, i) => hexBytes(r, i, b));
       const dom = num(r, 'dom');
