@@ -640,8 +640,8 @@ export class XenstoreServer {
     try {
       this.dispatch(conn, m, reply);
     } catch (e) {
-      if (!(e instanceof XsFail)) throw e;
-      reply(XS_ERROR, `${e.errno}\0`);
+      // Anything but an XsFail is a bug of ours: answer EIO rather than take down every connection.
+      reply(XS_ERROR, e instanceof XsFail ? `${e.errno}\0` : 'EIO\0');
     }
   }
 
