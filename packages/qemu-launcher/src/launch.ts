@@ -308,6 +308,7 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     record({ phase: 'running', pid: dm.pid, startTime: handle.startTime, root: handle.root });
     if (deps.destroyOnQmpFailure !== false) {
       qmp.onFailure((e) => {
+        if (inFlight.has(handle)) return;
         handle.condemned = e;
         handle.destroyed = destroy(handle, { ...deps, beforeStep: undefined }).catch(
           () => undefined,
@@ -356,7 +357,19 @@ function sendSignal(target: DestroyTarget, pid: number, signal: 'SIGTERM' | 'SIG
  * verify it is empty → release the lease → remove jail, sockets and the state record. Every step
  * is idempotent, so a second destroy, or one after the launcher crashed, finishes the job.
  */
-export async function destroy(target: DestroyTarget, deps: LauncherDeps = {}): Promise<void> {
+export function destroy(target: DestroyTarget, deps: LauncherDeps = {}): Promise<void> {
+  // One teardown per target at a time: QEMU leaving on `quit` closes its QMP socket, which would
+  // otherwise condemn the DM and start a second, racing destroy.
+  const running = inFlight.get(target);
+  if (running) return running;
+  const done = destroyOnce(target, deps).finally(() => inFlight.delete(target));
+  inFlight.set(target, done);
+  return done;
+}
+
+const inFlight = new WeakMap<DestroyTarget, Promise<void>>();
+
+async function destroyOnce(target: DestroyTarget, deps: LauncherDeps): Promise<void> {
   const p = target.plan;
   const uids = deps.uids ?? procUidOps;
   const step = (s: DestroyStep) => deps.beforeStep?.(s);
