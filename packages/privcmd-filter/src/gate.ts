@@ -1,11 +1,13 @@
 import { readU32 } from './dmop-fields.js';
 import type { Decision } from './errno.js';
-import { PrivcmdModel, type PrivcmdModelOptions } from './model.js';
+import { PrivcmdModel, type PrivcmdModelOptions, type PrivcmdRequest } from './model.js';
 import { decideDmOp, type PolicyContext, type PolicyProfile } from './policy.js';
 
 /** A request refused before it reached the kernel (or the simulated hypervisor). */
 export interface DeniedRequest {
+  /** The domid the request targets (the handle's own for requests without one). */
   readonly domid: number;
+  /** The XEN_DMOP_* number of a denied DM_OP; undefined for other ioctls (the reason names them). */
   readonly op: number | undefined;
   readonly decision: Decision;
 }
@@ -51,6 +53,7 @@ export function checkGateOptions(name: string, options: GateOptions): void {
 
 /** The model + profile check in front of a DM_OP transport, with its counters. */
 export class DmOpGate {
+  readonly domid: number;
   readonly model: PrivcmdModel;
   readonly counts = { allowed: 0, denied: 0 };
   readonly #profile: PolicyProfile | null;
@@ -58,6 +61,7 @@ export class DmOpGate {
   readonly #onDenied: ((d: DeniedRequest) => void) | undefined;
 
   constructor(options: GateOptions) {
+    this.domid = options.domid;
     this.model = new PrivcmdModel(options.model);
     this.model.decide({ kind: 'restrict', domid: options.domid });
     this.#profile = options.profile;
@@ -87,6 +91,22 @@ export class DmOpGate {
     const first = bufs[0];
     const op = first && first.byteLength >= 4 ? readU32(first, 0) : undefined;
     this.#onDenied?.({ domid, op, decision: d });
+    throw new PrivcmdDeniedError(d);
+  }
+
+  /** Counts a non-DM_OP privcmd request the model decides, and throws when the kernel would refuse it. */
+  admitRequest(request: PrivcmdRequest): void {
+    const d = this.model.decide(request);
+    if (d.allowed) {
+      this.counts.allowed++;
+      return;
+    }
+    this.counts.denied++;
+    this.#onDenied?.({
+      domid: 'dom' in request ? request.dom : this.domid,
+      op: undefined,
+      decision: d,
+    });
     throw new PrivcmdDeniedError(d);
   }
 }

@@ -1,4 +1,5 @@
 import * as sys from '@xen-depriv/sys';
+import { decodePrivcmdIoctl } from './decode.js';
 import type { Decision } from './errno.js';
 import { checkGateOptions, DmOpGate, type GateOptions, PrivcmdDeniedError } from './gate.js';
 import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT } from './ioctls.js';
@@ -115,6 +116,29 @@ export class PrivcmdHandle {
       pointers.push({ offset: at, buffer: buf });
     }
     return this.#io.ioctl(this.fd, IOCTL_PRIVCMD_DM_OP, arg, pointers);
+  }
+
+  /**
+   * Any other privcmd ioctl on the restricted fd (MMAPBATCH_V2, MMAP_RESOURCE, ... for a foreign
+   * memory backend): the kernel model decides from the argument's fields first, and a denied
+   * request throws `PrivcmdDeniedError` without reaching the kernel. DM_OP goes through `dmOp`.
+   */
+  ioctl(request: number, arg: Uint8Array, pointers?: readonly IoctlPointer[]): number {
+    if (this.#closed) {
+      throw new PrivcmdDeniedError({
+        allowed: false,
+        errno: 9,
+        code: 'EBADF',
+        reason: 'PrivcmdHandle is closed',
+      });
+    }
+    if (request === IOCTL_PRIVCMD_DM_OP) {
+      throw new TypeError(
+        'PrivcmdHandle.ioctl: expected a request other than IOCTL_PRIVCMD_DM_OP (use dmOp, which sees the buffers)',
+      );
+    }
+    this.#gate.admitRequest(decodePrivcmdIoctl(request, arg));
+    return this.#io.ioctl(this.fd, request, arg, pointers);
   }
 
   close(): void {

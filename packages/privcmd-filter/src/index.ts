@@ -1,4 +1,5 @@
 export { deviceModelAllowlist } from './allowlist.js';
+export { decodePrivcmdIoctl } from './decode.js';
 export { DM_OP_NAMES, type DmOpName, dmOpName, XEN_DM_OP_SIZE } from './dmop-fields.js';
 export { type Decision, type ErrnoCode, LINUX_ERRNO } from './errno.js';
 export { PolicyError, type PolicyErrorCode } from './error.js';

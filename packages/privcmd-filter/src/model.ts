@@ -98,7 +98,9 @@ export class PrivcmdModel {
         const name =
           request.kind === 'mmapbatch' ? 'IOCTL_PRIVCMD_MMAPBATCH' : 'IOCTL_PRIVCMD_MMAPBATCH_V2';
         if (other(request.dom)) return deny('EPERM', otherReason(name, request.dom));
-        if (request.num <= 0) return deny('EINVAL', `${name}: num must be > 0, got ${request.num}`);
+        // Both versions are copied into a privcmd_mmapbatch_v2 whose num is unsigned: `m.num <= 0`
+        // refuses only 0 (a negative v1 num is a huge count, refused later by access_ok, EFAULT).
+        if (request.num >>> 0 === 0) return deny('EINVAL', `${name}: num must not be 0`);
         return allow(`${name} of ${request.num} frames of domid ${request.dom}`);
       }
       case 'dm_op': {

@@ -80,10 +80,12 @@ describe('PrivcmdModel (model of drivers/xen/privcmd.c): one example per errno',
     m.decide({ kind: 'restrict', domid: 1 });
     expect(m.decide({ kind: 'dm_op', dom: 2, bufSizes: [] }).errno).toBe(1);
   });
-  it('MMAPBATCH with num <= 0 is EINVAL; MMAP_RESOURCE with only one of addr/num is EINVAL', () => {
+  it('MMAPBATCH with num == 0 (as unsigned) is EINVAL; MMAP_RESOURCE with only one of addr/num is EINVAL', () => {
     const m = new PrivcmdModel();
     expect(m.decide({ kind: 'mmapbatch_v2', dom: 1, num: 0 }).errno).toBe(22);
-    expect(m.decide({ kind: 'mmapbatch', dom: 1, num: -1 }).errno).toBe(22);
+    expect(m.decide({ kind: 'mmapbatch', dom: 1, num: 0 }).errno).toBe(22);
+    // privcmd.c copies v1 into the v2 struct, whose num is unsigned: -1 is not "<= 0" there.
+    expect(m.decide({ kind: 'mmapbatch', dom: 1, num: -1 }).errno).toBe(0);
     expect(
       m.decide({ kind: 'mmap_resource', dom: 1, type: 0, id: 0, idx: 0, num: 2, addr: 0n }).errno,
     ).toBe(22);
@@ -169,7 +171,7 @@ const TABLE: readonly Row[] = [
   [(r) => r.kind === 'dm_op' && r.bufSizes.length === 0, 0],
   [(r, _s, p) => r.kind === 'dm_op' && r.bufSizes.length > p.maxBufs, 7],
   [(r, _s, p) => r.kind === 'dm_op' && r.bufSizes.some((b) => b > p.maxSize), 7],
-  [(r) => (r.kind === 'mmapbatch' || r.kind === 'mmapbatch_v2') && r.num <= 0, 22],
+  [(r) => (r.kind === 'mmapbatch' || r.kind === 'mmapbatch_v2') && r.num % 2 ** 32 === 0, 22],
   [(r) => r.kind === 'mmap_resource' && (r.addr === 0n) !== (r.num === 0), 22],
 ];
 function tableErrno(r: PrivcmdRequest, s: TableState, p: Params): number {
