@@ -109,10 +109,12 @@ export class PrivcmdForeignMemory implements ForeignMemory {
     const errors = new Int32Array(num);
     const bytes = new Uint8Array(ab);
     try {
-      this.#batch(domid, bytes, arr, errors, 0, num);
+      // As libxenforeignmemory: retry only when the kernel answered ENOENT for the call, then
+      // pass over the frames while any is still paged out.
+      const paged = this.#batch(domid, bytes, arr, errors, 0, num);
       for (
         let attempt = 1;
-        attempt <= this.#pagedRetries && errors.includes(ERR_ENOENT);
+        paged && attempt <= this.#pagedRetries && errors.includes(ERR_ENOENT);
         attempt++
       ) {
         this.#onPagedRetry?.(attempt);
@@ -150,6 +152,7 @@ export class PrivcmdForeignMemory implements ForeignMemory {
     };
   }
 
+  /** One MMAPBATCH_V2 over frames [from, from + count); true when the kernel answered ENOENT. */
   #batch(
     domid: number,
     bytes: Uint8Array,
@@ -157,7 +160,7 @@ export class PrivcmdForeignMemory implements ForeignMemory {
     errors: Int32Array,
     from: number,
     count: number,
-  ): void {
+  ): boolean {
     const arg = encodeMmapbatchV2(count, domid);
     const pointers = [
       { offset: 8, buffer: bytes.subarray(from * XC_PAGE_SIZE, (from + count) * XC_PAGE_SIZE) },
@@ -166,9 +169,10 @@ export class PrivcmdForeignMemory implements ForeignMemory {
     ];
     try {
       this.#io.ioctl(this.fd, IOCTL_PRIVCMD_MMAPBATCH_V2, arg, pointers);
+      return false;
     } catch (e) {
       // ENOENT: the call went through and some frames are paged out (see `errors`).
-      if (errnoOf(e) === ENOENT) return;
+      if (errnoOf(e) === ENOENT) return true;
       throw new ForeignMemoryError(
         'MAP_FAILED',
         `PrivcmdForeignMemory.map: IOCTL_PRIVCMD_MMAPBATCH_V2 of ${count} frames for domid ${domid} failed: ${(e as Error).message}`,
