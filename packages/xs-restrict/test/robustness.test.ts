@@ -1,6 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { XenstoreClient } from '../src/client.js';
 import { XenstoreServer } from '../src/server.js';
 import {
   encodeMessage,
@@ -161,5 +163,24 @@ describe('XenstoreServer robustness over unix sockets', () => {
     expect(half.closed).toBe(false);
     expect(server.connectionCount).toBe(2);
     for (const c of [good, half]) c.close();
+  });
+  it('a watcher that never reads is closed once its queue passes maxOutputBytes; the writer is unaffected', async () => {
+    const small = new XenstoreServer({ maxOutputBytes: 16384 });
+    const p = `${dir}/small`;
+    await small.listen(p);
+    const lazy = net.createConnection(p);
+    await new Promise<void>((r) => lazy.once('connect', () => r()));
+    lazy.on('error', () => undefined);
+    lazy.write(encodeMessage(4 /* XS_WATCH */, 1, 0, `/flood\0${'t'.repeat(2000)}\0`));
+    lazy.pause();
+    const writer = await XenstoreClient.connect({ path: p });
+    let i = 0;
+    while (small.connectionCount > 1) await writer.write('/flood/x', String(i++));
+    // the server dropped the lazy watcher; the writer's view is intact
+    expect(i).toBeGreaterThan(0);
+    expect(await writer.readString('/flood/x')).toBe(String(i - 1));
+    lazy.destroy();
+    writer.close();
+    await small.close();
   });
 });
