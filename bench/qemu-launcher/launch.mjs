@@ -19,6 +19,8 @@ import {
 } from '../../packages/qemu-launcher/dist/index.js';
 
 const X86 = '/usr/bin/qemu-system-x86_64';
+// The jail has no /dev/kvm: pin TCG everywhere so every variant starts the same accelerator.
+const ACCEL = ['-accel', 'tcg'];
 const rounds = Number(process.argv[2] ?? 15);
 const stormSize = Number(process.argv[3] ?? 64);
 const stateDir = mkdtempSync(join(tmpdir(), 'ql-bench-'));
@@ -62,6 +64,7 @@ async function bare(extraArgs = [], tag = 'bare') {
       'none',
       '-machine',
       'none',
+      ...ACCEL,
       ...extraArgs,
     ],
     { stdio: ['ignore', 'ignore', 'ignore', fd] },
@@ -100,7 +103,10 @@ async function libxlWay() {
 
 async function confined(mode, spawner) {
   const uid = nextUid++;
-  const p = plan({ domid: uid % 30000, binary: X86, stateDir, mode }, caps, { uid, gid: uid });
+  const p = plan({ domid: uid % 30000, binary: X86, stateDir, mode, args: ACCEL }, caps, {
+    uid,
+    gid: uid,
+  });
   const t0 = performance.now();
   const h = await launch(p, { spawner });
   const ms = performance.now() - t0;
