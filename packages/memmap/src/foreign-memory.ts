@@ -148,7 +148,14 @@ export class InMemoryForeignMemory implements ForeignMemory {
     this.domid = options.domid;
     this.frames = options.frames;
     const size = options.frames * XC_PAGE_SIZE;
-    this.#backing = new ResizableArrayBuffer(size, { maxByteLength: size + IN_MEMORY_SLACK });
+    try {
+      this.#backing = new ResizableArrayBuffer(size, { maxByteLength: size + IN_MEMORY_SLACK });
+    } catch (e) {
+      throw new ForeignMemoryError(
+        'INVALID_ARGUMENT',
+        `InMemoryForeignMemory: expected a guest this process can allocate, ${options.frames} frames failed: ${(e as Error).message}`,
+      );
+    }
     this.memory = new Uint8Array(this.#backing, 0, size);
     this.#isPopulated = options.isPopulated ?? (() => true);
   }
