@@ -30,6 +30,7 @@ describe.skipIf(!canBuild)(
   () => {
     let dir = '';
     let text = '';
+    let tracePath = '';
     beforeAll(() => {
       dir = mkdtempSync(join(tmpdir(), 'pf-trace-'));
       execFileSync('make', [
@@ -50,6 +51,7 @@ describe.skipIf(!canBuild)(
         },
       });
       text = readFileSync(trace, 'utf8');
+      tracePath = trace;
     });
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -95,6 +97,29 @@ describe.skipIf(!canBuild)(
         deniedByProfile: 1,
       });
     });
+
+    it.skipIf(!existsSync(join(__dirname, '..', 'dist', 'index.js')))(
+      'tools/privcmd-trace/audit.mjs prints the same report and exits 1 on denials (needs the built dist)',
+      () => {
+        const r = spawnSync(
+          process.execPath,
+          [
+            join(TOOL, 'audit.mjs'),
+            tracePath,
+            '--mem-end-gfn',
+            '0x40000',
+            '--io',
+            'port:0x1f0-0x1f7',
+          ],
+          { encoding: 'utf8' },
+        );
+        expect(r.status).toBe(1);
+        expect(r.stdout.split('\n')[0]).toBe(
+          "profile qemu-xen-hvm: 12 requests, 8 allowed, 2 denied by the kernel's rules, 2 by the profile",
+        );
+        expect(r.stdout).toContain('by kernel: EACCES IOCTL_EVTCHN_BIND_INTERDOMAIN');
+      },
+    );
   },
 );
 
