@@ -335,7 +335,9 @@ export class QmpClient {
       this.protocolError(`QMP: expected a JSON object per line, saw ${line.slice(0, 80)}`);
       return;
     }
-    if (this.onGreeting) {
+    // QEMU 7.2 can emit an event (RESUME at start-up) on a freshly accepted connection before its
+    // greeting; such events are queued under the usual limits, anything else must be the greeting.
+    if (this.onGreeting && typeof msg.event !== 'string') {
       const g = this.onGreeting;
       this.onGreeting = null;
       g(msg);

@@ -198,6 +198,19 @@ describe('QmpClient against fake QMP peers over unix sockets', () => {
     expect(e.code).toBe('EQMP_PROTOCOL');
   });
 
+  it('events before the greeting (QEMU start-up race) are queued, not mistaken for it', async () => {
+    const path = await fakePeer(answerCapabilities, { greet: false });
+    servers[0]!.on('connection', (peer: Socket) =>
+      peer.write(
+        `{"timestamp": {"seconds": 1, "microseconds": 0}, "event": "RESUME"}\r\n${GREETING}`,
+      ),
+    );
+    const qmp = await QmpClient.connect(path);
+    expect(qmp.greeting.package).toBe('fake');
+    expect(qmp.takeEvents().map((e) => e.event)).toEqual(['RESUME']);
+    qmp.close();
+  });
+
   it('an event flood keeps only maxEvents, counting the dropped ones', async () => {
     const path = await fakePeer((peer, c) => {
       if (c.execute === 'query-status') {
