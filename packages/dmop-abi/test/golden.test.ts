@@ -338,5 +338,7 @@ describe('regeneration', () => {
         rmSync(dir, { recursive: true, force: true });
       }
     },
+    // Three gcc builds on a busy 2-core machine: not a performance bound, only vitest's default of 5 s is too short.
+    120_000,
   );
 });
