@@ -83,7 +83,19 @@ describe.skipIf(!runnable)(
         caps,
         { uid, gid: uid },
       );
-      const h = await launch(p, { spawner: utilLinuxSpawner });
+      // Before the seal the stand-in node is there and the DM's uid can open it: the check below can fail.
+      let beforeSeal: ReturnType<typeof runInJail> | undefined;
+      let dmPid = 0;
+      const h = await launch(p, {
+        spawner: utilLinuxSpawner,
+        beforeStep: (s) => {
+          if (s === 'seal-jail')
+            beforeSeal = runInJail(dmPid, uid, ['/usr/bin/sh', '-c', 'exec 3</dev/xen/privcmd']);
+          if (s === 'qmp-connect')
+            dmPid = Number(JSON.parse(readFileSync(p.paths.state, 'utf8')).pid);
+        },
+      });
+      expect(beforeSeal?.status).toBe(0);
       expect(h.spawner).toBe('util-linux');
       handles.push(h);
       const report = verifyConfinement(h.pid, p, { expectedRoot: h.root! });
