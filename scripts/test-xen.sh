@@ -58,7 +58,7 @@ else
 fi
 
 set +e
-"$lab/boot.sh" "$art" --share "$repo" --timeout 600 --log "$art/last-boot.log" -- \
+"$lab/boot.sh" "$art" --share "$repo" --timeout 420 --log "$art/last-boot.log" -- \
   "cd /mnt/host && XEN_TEST_FILTER='$filter' node test/xen/dom0-runner.mjs"
 rc=$?
 set -e

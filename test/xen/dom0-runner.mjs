@@ -1,12 +1,38 @@
 // Runs inside the lab's dom0 (real Xen 4.17, real privcmd and xenstored), from the repository
 // shared over 9p: loads every test/xen/*.xen.mjs, runs its tests one after another, prints one
 // line per test and writes a vitest-compatible JSON report to reports/xen.json on the share.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const here = import.meta.dirname;
+
+// The tests run in a child process: a test may leave a blocking read on a Xen device in libuv's
+// thread pool (a xenbus read has no timeout), and Node's exit waits for those threads. The
+// parent ends the child by pid once it has said it is done.
+if (process.argv[2] !== '--child') {
+  const child = spawn(process.execPath, [import.meta.filename, '--child'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
+  });
+  let done = false;
+  child.stdout.on('data', (chunk) => {
+    process.stdout.write(chunk);
+    if (!done && chunk.toString().includes('xen-tier: done')) {
+      done = true;
+      setTimeout(() => child.kill('SIGKILL'), 2000).unref();
+    }
+  });
+  const [code, signal] = await new Promise((resolve) =>
+    child.on('exit', (c, s) => resolve([c, s])),
+  );
+  if (!(done && signal === 'SIGKILL')) process.exit(code ?? 1);
+  const { readFileSync } = await import('node:fs');
+  const report = JSON.parse(readFileSync(join(here, '..', '..', 'reports', 'xen.json'), 'utf8'));
+  process.exit(report.numFailedTests === 0 && report.numPassedTests > 0 ? 0 : 1);
+}
+
 const repo = join(here, '..', '..');
 const only = process.env.XEN_TEST_FILTER ?? '';
 
