@@ -231,6 +231,8 @@ export class XenstoreConnection {
     for (const m of msgs) {
       if (this.closed) return;
       this.server.handle(this, m);
+      // xenstored writes its queue out between requests, so only events of one request merge.
+      this.pendingEvents = [];
     }
     // One write for all the replies to one read: pipelined clients cost one syscall, not one per reply.
     this.flush();
@@ -243,7 +245,7 @@ export class XenstoreConnection {
   queueEvent(path: string, token: string): void {
     const payload = `${path}\0${token}\0`;
     if (Buffer.byteLength(payload) > XENSTORE_PAYLOAD_MAX) return;
-    // xenstored drops an event identical to one still queued (send_event); ours are queued until the request's replies are flushed.
+    // xenstored drops an event identical to one still queued (send_event): within one request here.
     if (!path.startsWith('@') && this.pendingEvents.includes(payload)) return;
     this.pendingEvents.push(payload);
     this.pending.push(encodeMessage(XS_WATCH_EVENT, 0, 0, payload));

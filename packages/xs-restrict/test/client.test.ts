@@ -63,7 +63,7 @@ async function exercise(
   await client.rm(base);
 }
 
-describe('XenstoreClient against XenstoreServer', () => {
+describe('XenstoreClient against XenstoreServer', { timeout: 120000 }, () => {
   let dir = '';
   let server: XenstoreServer;
   beforeAll(async () => {

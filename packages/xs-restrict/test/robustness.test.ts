@@ -35,7 +35,7 @@ function attach(server: XenstoreServer, domid = 0) {
   return { conn, out, closed: () => closedByServer };
 }
 
-describe('XenstoreServer robustness (in-memory connections)', () => {
+describe('XenstoreServer robustness (in-memory connections)', { timeout: 120000 }, () => {
   it('a 4 GiB length field closes that connection at once, buffering nothing; a sibling is unaffected', () => {
     const s = new XenstoreServer();
     const bad = attach(s);
@@ -130,7 +130,7 @@ describe('XenstoreServer robustness (in-memory connections)', () => {
   });
 });
 
-describe('XenstoreServer robustness over unix sockets', () => {
+describe('XenstoreServer robustness over unix sockets', { timeout: 120000 }, () => {
   let dir = '';
   let server: XenstoreServer;
   beforeAll(async () => {

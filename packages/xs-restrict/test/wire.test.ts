@@ -54,7 +54,7 @@ describe('wire: header and constants', () => {
   });
 });
 
-describe('wire: streaming parser', () => {
+describe('wire: streaming parser', { timeout: 120000 }, () => {
   it('parses a stream split at every offset (two messages, all cut points)', () => {
     const a = encodeMessage(XS_READ, 1, 0, '/local/domain/0\0');
     const b = encodeMessage(XS_WRITE, 2, 9, Buffer.from('/x\0\x00\xff'));
@@ -166,7 +166,7 @@ describe('wire: paths (is_valid_nodename)', () => {
   });
 });
 
-describe('wire: permission strings', () => {
+describe('wire: permission strings', { timeout: 120000 }, () => {
   it.each([
     ['n0', { perm: 'n', domid: 0 }],
     ['r5', { perm: 'r', domid: 5 }],
