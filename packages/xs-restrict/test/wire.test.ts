@@ -19,6 +19,8 @@ import {
 
 /** Cases per fast-check property; XSR_FUZZ_RUNS=1000000 for the long run (see README). */
 const RUNS = Number(process.env.XSR_FUZZ_RUNS ?? 40000);
+/** Only a hang guard: about 1 ms per case, so the 10^6 long run fits too. */
+const FUZZ_TIMEOUT = Math.max(120000, RUNS);
 
 const message = fc.record({
   type: fc.integer({ min: 0, max: 0xffffffff }),
@@ -54,7 +56,7 @@ describe('wire: header and constants', () => {
   });
 });
 
-describe('wire: streaming parser', { timeout: 120000 }, () => {
+describe('wire: streaming parser', { timeout: FUZZ_TIMEOUT }, () => {
   it('parses a stream split at every offset (two messages, all cut points)', () => {
     const a = encodeMessage(XS_READ, 1, 0, '/local/domain/0\0');
     const b = encodeMessage(XS_WRITE, 2, 9, Buffer.from('/x\0\x00\xff'));
@@ -166,7 +168,7 @@ describe('wire: paths (is_valid_nodename)', () => {
   });
 });
 
-describe('wire: permission strings', { timeout: 120000 }, () => {
+describe('wire: permission strings', { timeout: FUZZ_TIMEOUT }, () => {
   it.each([
     ['n0', { perm: 'n', domid: 0 }],
     ['r5', { perm: 'r', domid: 5 }],
