@@ -35,8 +35,6 @@ export {
   type XenstoreReader,
 } from './physmap.js';
 export {
-  encodeMmapbatchV2,
-  IOCTL_PRIVCMD_MMAPBATCH_V2,
   PrivcmdForeignMemory,
   type PrivcmdForeignMemoryOptions,
   type PrivcmdMapIo,

@@ -1,3 +1,4 @@
+import { encodePrivcmdMmapbatchV2, IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
 import * as sys from '@xen-depriv/sys';
 import {
   checkMapArgs,
@@ -8,13 +9,6 @@ import {
 } from './foreign-memory.js';
 import { XC_PAGE_SIZE } from './physmap.js';
 
-/** _IOC(_IOC_NONE, 'P', 4, sizeof(privcmd_mmapbatch_v2_t)) from Linux's include/uapi/xen/privcmd.h. */
-export const IOCTL_PRIVCMD_MMAPBATCH_V2 = 0x00205004;
-/**
- * sizeof(struct privcmd_mmapbatch_v2) on x86-64: {unsigned int num @0; domid_t dom @4;
- * (2 bytes padding) __u64 addr @8; const xen_pfn_t *arr @16; int *err @24}.
- */
-export const PRIVCMD_MMAPBATCH_V2_SIZE = 32;
 const ENOENT = 2;
 
 /** The OS calls the backend makes: `@xen-depriv/sys` on a real host, a recorder in tests. */
@@ -53,18 +47,6 @@ const SYS_IO: PrivcmdMapIo = {
 };
 
 /**
- * Encodes `struct privcmd_mmapbatch_v2` with the pointer slots zero; the caller patches `addr`,
- * `arr` and `err` (offsets 8, 16, 24) through sys.ioctl's pointer list.
- */
-export function encodeMmapbatchV2(num: number, domid: number): Uint8Array {
-  const arg = new Uint8Array(PRIVCMD_MMAPBATCH_V2_SIZE);
-  const v = new DataView(arg.buffer);
-  v.setUint32(0, num, true);
-  v.setUint16(4, domid, true);
-  return arg;
-}
-
-/**
  * Foreign memory through a privcmd fd, as libxenforeignmemory's Linux backend does it: mmap the
  * fd for the frame count (MAP_SHARED), then IOCTL_PRIVCMD_MMAPBATCH_V2 with the gfn array and an
  * error array the kernel fills per frame (0 or -errno). A whole-call failure unmaps and throws.
@@ -92,7 +74,48 @@ export class PrivcmdForeignMemory implements ForeignMemory {
         'PrivcmdForeignMemory.map: expected an open handle, got a closed one',
       );
     checkMapArgs('PrivcmdForeignMemory', this.domid, domid, gfns, prot);
-    const num = gfns.length;
+    const arr = new BigUint64Array(gfns.length);
+    for (let i = 0; i < gfns.length; i++) arr[i] = BigInt(gfns[i] as number);
+    return this.#map(domid, gfns.slice(), arr, prot);
+  }
+
+  /**
+   * `map` for raw 64-bit xen_pfn_t values, passed to the kernel unchecked as libxenforeignmemory
+   * passes them (`gfns` of the result holds them as numbers, exact only below 2^53).
+   */
+  mapPfns(domid: number, pfns: readonly bigint[], prot: number): ForeignMapping {
+    if (this.#closed)
+      throw new ForeignMemoryError(
+        'CLOSED',
+        'PrivcmdForeignMemory.mapPfns: expected an open handle, got a closed one',
+      );
+    if (!Array.isArray(pfns)) {
+      throw new ForeignMemoryError(
+        'INVALID_ARGUMENT',
+        `PrivcmdForeignMemory.mapPfns: expected an array of bigint, got ${typeof pfns}`,
+      );
+    }
+    const arr = BigUint64Array.from(pfns, (p, i) => {
+      if (typeof p !== 'bigint' || p < 0n || p >= 1n << 64n) {
+        throw new ForeignMemoryError(
+          'INVALID_ARGUMENT',
+          `PrivcmdForeignMemory.mapPfns: expected pfns[${i}] a bigint in 0..2^64-1, got ${String(p)}`,
+        );
+      }
+      return p;
+    });
+    checkMapArgs(
+      'PrivcmdForeignMemory',
+      this.domid,
+      domid,
+      Array.from(arr, () => 0),
+      prot,
+    );
+    return this.#map(domid, Array.from(arr, Number), arr, prot);
+  }
+
+  #map(domid: number, gfns: readonly number[], arr: BigUint64Array, prot: number): ForeignMapping {
+    const num = arr.length;
     const io = this.#io;
     let ab: ArrayBuffer;
     try {
@@ -104,8 +127,6 @@ export class PrivcmdForeignMemory implements ForeignMemory {
         errnoOf(e),
       );
     }
-    const arr = new BigUint64Array(num);
-    for (let i = 0; i < num; i++) arr[i] = BigInt(gfns[i] as number);
     const errors = new Int32Array(num);
     const bytes = new Uint8Array(ab);
     try {
@@ -137,7 +158,7 @@ export class PrivcmdForeignMemory implements ForeignMemory {
     let unmapped = false;
     return {
       domid,
-      gfns: gfns.slice(),
+      gfns,
       errors,
       bytes,
       unmap() {
@@ -161,7 +182,8 @@ export class PrivcmdForeignMemory implements ForeignMemory {
     from: number,
     count: number,
   ): boolean {
-    const arg = encodeMmapbatchV2(count, domid);
+    // addr, arr and err stay 0 here: sys.ioctl patches the three pointers in for the call.
+    const arg = encodePrivcmdMmapbatchV2({ num: count, dom: domid, addr: 0n, arr: 0n, err: 0n });
     const pointers = [
       { offset: 8, buffer: bytes.subarray(from * XC_PAGE_SIZE, (from + count) * XC_PAGE_SIZE) },
       { offset: 16, buffer: new Uint8Array(arr.buffer, from * 8, count * 8) },

@@ -1,10 +1,10 @@
+import { IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
 import * as sys from '@xen-depriv/sys';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   type ForeignMemory,
   InMemoryForeignMemory,
-  IOCTL_PRIVCMD_MMAPBATCH_V2,
   MapCache,
   MapCacheError,
   MemfdForeignMemory,

@@ -1,20 +1,16 @@
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
 import {
   IOCTL_PRIVCMD_MMAPBATCH_V2 as FILTER_MMAPBATCH_V2,
   PrivcmdHandle,
 } from '@xen-depriv/privcmd-filter';
 import * as sys from '@xen-depriv/sys';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  IOCTL_PRIVCMD_MMAPBATCH_V2,
-  MapCache,
-  PrivcmdForeignMemory,
-  type PrivcmdMapIo,
-} from '../src/index.js';
+import { MapCache, PrivcmdForeignMemory, type PrivcmdMapIo } from '../src/index.js';
 
 const run = promisify(execFile);
 const ENOENT = 2;
@@ -32,6 +28,22 @@ const hasCapture =
   ).status === 0;
 
 type Line = Record<string, unknown>;
+
+/** Golden vectors captured from Debian's libraries by tools/dmop-capture (owned by dmop-abi). */
+const DMOP_VECTORS = join(__dirname, '../../dmop-abi/test/vectors/vectors.json');
+interface GoldenVector {
+  fn: string;
+  args: { domid: number; prot: number; arr: string[] };
+  ioctls: {
+    request: number;
+    arg: string;
+    dom: number;
+    num: number;
+    arr: string;
+    replyErr: string;
+  }[];
+  outputs: { err: number[] };
+}
 
 const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 
@@ -154,6 +166,44 @@ describe('PrivcmdForeignMemory', () => {
         ]);
         expect(retries).toEqual([1, 2]);
       });
+    },
+  );
+
+  it.skipIf(!existsSync(DMOP_VECTORS))(
+    'xenforeignmemory_map golden vector of the dmop-abi capture harness: same ioctl, struct, pfn array and per-frame errors',
+    () => {
+      const { vectors } = JSON.parse(readFileSync(DMOP_VECTORS, 'utf8')) as {
+        vectors: GoldenVector[];
+      };
+      const v = vectors.find((x) => x.fn === 'xenforeignmemory_map');
+      expect(v).toBeDefined();
+      const golden = v as GoldenVector;
+      const replies = golden.ioctls.map((c) => c.replyErr);
+      const seen: { request: number; arg: string; num: number; dom: number; arr: string }[] = [];
+      const io: PrivcmdMapIo = {
+        mmap: (_fd, length) => new ArrayBuffer(length),
+        munmap: () => {},
+        ioctl: (_fd, request, arg, pointers) => {
+          const p = new Map((pointers ?? []).map((x) => [x.offset, x.buffer]));
+          const num = new DataView(arg.buffer, arg.byteOffset).getUint32(0, true);
+          const dom = new DataView(arg.buffer, arg.byteOffset).getUint16(4, true);
+          seen.push({ request, arg: hex(arg), num, dom, arr: hex(p.get(16) as Uint8Array) });
+          (p.get(24) as Uint8Array).set(Buffer.from(replies.shift() as string, 'hex'));
+          return 0;
+        },
+      };
+      const fm = new PrivcmdForeignMemory({ handle: { fd: 9, domid: golden.args.domid }, io });
+      const m = fm.mapPfns(golden.args.domid, golden.args.arr.map(BigInt), golden.args.prot);
+      expect(seen).toEqual(
+        golden.ioctls.map((c) => ({
+          request: c.request,
+          arg: c.arg,
+          num: c.num,
+          dom: c.dom,
+          arr: c.arr,
+        })),
+      );
+      expect(Array.from(m.errors)).toEqual(golden.outputs.err);
     },
   );
 
