@@ -485,6 +485,35 @@ describe.skipIf(missing !== undefined)(
       expect(t.filter((l) => l.includes('ENOSPC')).length).toBeGreaterThan(10);
     }, 60000);
 
+    it('watch delivery to guests: permission changes, transaction commits, removals', async () => {
+      await same([
+        { on: 'd0', type: W.XS_WRITE, payload: `${z('/shared/a')}1` },
+        { on: 'd0', type: W.XS_SET_PERMS, payload: z('/shared', 'n0', 'r1') },
+        { on: 'd0', type: W.XS_SET_PERMS, payload: z('/shared/a', 'n0', 'r1', 'r2') },
+        { on: 'd1', type: W.XS_WATCH, payload: z('/shared', 'g1') },
+        { on: 'd2', type: W.XS_WATCH, payload: z('/shared', 'g2') },
+        { on: 'd1', type: W.XS_WATCH, payload: z('home', 'h1') },
+        { on: 'd0', type: W.XS_WRITE, payload: `${z('/shared/a')}2` },
+        { on: 'd0', type: W.XS_WRITE, payload: `${z('/shared/b')}hidden-from-2` },
+        { on: 'd0', type: W.XS_SET_PERMS, payload: z('/shared/a', 'n0') },
+        { on: 'd0', type: W.XS_WRITE, payload: `${z('/shared/a')}3` },
+        { on: 'd0', type: W.XS_TRANSACTION_START, payload: z('') },
+        { on: 'd0', type: W.XS_WRITE, payload: `${z('/shared/c')}t`, tx: 'T' },
+        { on: 'd0', type: W.XS_WRITE, payload: `${z('/local/domain/1/home/x')}t`, tx: 'T' },
+        { on: 'd0', type: W.XS_RM, payload: z('/shared/b'), tx: 'T' },
+        { on: 'd0', type: W.XS_WRITE, payload: `${z('/shared/c')}t2`, tx: 'T' },
+        { on: 'd0', type: W.XS_TRANSACTION_END, payload: z('T'), tx: 'T' },
+        { on: 'd1', type: W.XS_TRANSACTION_START, payload: z('') },
+        { on: 'd1', type: W.XS_WRITE, payload: `${z('home/y')}1`, tx: 'T' },
+        { on: 'd1', type: W.XS_RM, payload: z('home/x'), tx: 'T' },
+        { on: 'd1', type: W.XS_TRANSACTION_END, payload: z('T'), tx: 'T' },
+        { on: 'd0', type: W.XS_RM, payload: z('/shared') },
+        { on: 'd1', type: W.XS_RESET_WATCHES, payload: z('') },
+        { on: 'd2', type: W.XS_RESET_WATCHES, payload: z('') },
+        { on: 'd1', type: W.XS_RM, payload: z('home') },
+      ]);
+    });
+
     it('a directory over 4096 bytes: DIRECTORY answers E2BIG, DIRECTORY_PART pages it', async () => {
       const steps: Step[] = [];
       for (let i = 0; i < 300; i++) {
