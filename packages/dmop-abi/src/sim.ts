@@ -1,0 +1,524 @@
+// A hypervisor-side model of DM_OP (Xen 4.17, x86 HVM) for tests: it decodes the same bytes the
+// real hypercall receives and applies the checks Xen applies, in Xen's order, returning Xen's
+// errno. Each rule cites the function of xen/arch/x86/hvm/dm.c, xen/common/ioreq.c,
+// xen/common/dm.c, xen/common/rangeset.c, xen/arch/x86/hvm/irq.c or hvm/mtrr.c it comes from.
+import { Errno } from './errors.js';
+import {
+  DM_OP_NAMES,
+  DM_OPS,
+  type DmOpName,
+  HVM_IOREQSRV_BUFIOREQ_ATOMIC,
+  HVM_IOREQSRV_BUFIOREQ_OFF,
+  HVMMEM_ioreq_server,
+  HVMMEM_unused,
+  MODIFIED_MEMORY_EXTENT,
+  XEN_DM_OP_UNION_OFFSET,
+  XEN_DMOP_DELETE_MEM_CACHEATTR,
+  XEN_DMOP_IOREQ_MEM_ACCESS_WRITE,
+  XEN_DMOP_no_gfns,
+} from './layout.js';
+
+/** include/xen/sched.h MAX_NR_IOREQ_SERVERS. */
+export const MAX_NR_IOREQ_SERVERS = 8;
+/** include/xen/ioreq.h MAX_NR_IO_RANGES: the rangeset_limit of each server's rangesets. */
+export const MAX_NR_IO_RANGES = 256;
+/** track_dirty_vram() refuses more than 1 GiB of 4 KiB frames. */
+export const MAX_DIRTY_VRAM_FRAMES = (1 << 30) >> 12;
+/** hvm_set_mem_pinned_cacheattr(): at most 64 pinned ranges ("the limit is arbitrary"). */
+export const MAX_PINNED_CACHEATTR_RANGES = 64;
+
+/** p2m types the model tracks per gfn (the HVMMEM_* types map onto the first five). */
+export type P2mType = 'ram_rw' | 'ram_ro' | 'mmio_dm' | 'invalid' | 'ioreq_server';
+const HVMMEM_TO_P2M: readonly P2mType[] = [
+  'ram_rw',
+  'ram_ro',
+  'mmio_dm',
+  'invalid',
+  'ioreq_server',
+];
+
+export interface HvmDomainOptions {
+  /** d->max_vcpus; default 2. */
+  vcpus?: number;
+  /** Frames of RAM from gfn 0; the highest is domain_get_maximum_gpfn(). Default 0x1000. */
+  memoryPages?: number;
+  /** Hardware-assisted paging (hap_enabled()); default true. */
+  hap?: boolean;
+  /** Log-dirty mode (paging_mode_log_dirty()) for modified_memory; default true. */
+  logDirty?: boolean;
+}
+
+export interface SimIoreqServer {
+  readonly id: number;
+  /** The domain that created it (s->emulator); only it may use the server. */
+  readonly emulator: number;
+  readonly bufioreqHandling: number;
+  enabled: boolean;
+  readonly ioreqGfn: bigint;
+  readonly bufioreqGfn: bigint;
+  readonly bufioreqPort: number;
+  /** Inclusive ranges per XEN_DMOP_IO_RANGE_* type (port, memory, pci), sorted, merged like a rangeset. */
+  readonly ranges: readonly [bigint, bigint][][];
+}
+
+export type SimInterrupt =
+  | { kind: 'pci_intx'; device: number; intx: number; level: number }
+  | { kind: 'isa_irq'; isaIrq: number; level: number }
+  | { kind: 'msi'; addr: bigint; data: number };
+
+export interface SimEvent {
+  vector: number;
+  type: number;
+  insnLen: number;
+  errorCode: number;
+  cr2: bigint;
+}
+
+export interface SimDomain {
+  readonly domid: number;
+  readonly hvm: boolean;
+  readonly vcpus: number;
+  readonly maxGpfn: bigint;
+  readonly hap: boolean;
+  readonly logDirty: boolean;
+  readonly ioreqServers: Map<number, SimIoreqServer>;
+  /** The ioreq server p2m_ioreq_server pages are forwarded to (map_mem_type_to_ioreq_server). */
+  ioreqMemType: { id: number; flags: number } | null;
+  /** Overrides of the default p2m type (ram_rw below memoryPages, invalid above). */
+  readonly p2m: Map<bigint, P2mType>;
+  readonly dirty: Set<bigint>;
+  /** Frames reported dirty to track_dirty_vram since it last read them. */
+  readonly vramDirty: Set<bigint>;
+  readonly interrupts: SimInterrupt[];
+  /** Pending injected event per vcpu (inject_event). */
+  readonly pendingEvents: (SimEvent | null)[];
+  readonly pciLinkRoute: number[];
+  readonly pinnedCacheattr: { start: bigint; end: bigint; type: number }[];
+  shutdownReason: number | null;
+}
+
+const E = Errno;
+
+function p2mIsRam(t: P2mType): boolean {
+  return t === 'ram_rw' || t === 'ram_ro';
+}
+function p2mIsHole(t: P2mType): boolean {
+  return t === 'mmio_dm' || t === 'invalid';
+}
+
+/**
+ * The simulated hypervisor. `dmOp(domid, bufs)` is a DmOpTransport: it answers as dom0 would be
+ * answered. `dmOpAs(caller, domid, bufs)` answers a call made from another domain (a stub domain
+ * emulator), which matters for ioreq servers owned by their creator.
+ */
+export class SimHypervisor {
+  readonly domains = new Map<number, SimDomain>();
+  #nextDomid = 1;
+
+  /** Creates an HVM guest and returns its domid. */
+  createHvmDomain(options: HvmDomainOptions = {}): number {
+    return this.#create(true, options);
+  }
+
+  /** Creates a PV guest: DM_OP refuses it (is_hvm_domain() is false). */
+  createPvDomain(): number {
+    return this.#create(false, {});
+  }
+
+  #create(hvm: boolean, o: HvmDomainOptions): number {
+    const domid = this.#nextDomid++;
+    const vcpus = o.vcpus ?? 2;
+    this.domains.set(domid, {
+      domid,
+      hvm,
+      vcpus,
+      maxGpfn: BigInt((o.memoryPages ?? 0x1000) - 1),
+      hap: o.hap ?? true,
+      logDirty: o.logDirty ?? true,
+      ioreqServers: new Map(),
+      ioreqMemType: null,
+      p2m: new Map(),
+      dirty: new Set(),
+      vramDirty: new Set(),
+      interrupts: [],
+      pendingEvents: Array.from({ length: vcpus }, () => null),
+      pciLinkRoute: [0, 0, 0, 0],
+      pinnedCacheattr: [],
+      shutdownReason: null,
+    });
+    return domid;
+  }
+
+  /** The state of a domain, for assertions; throws if there is none. */
+  domain(domid: number): SimDomain {
+    const d = this.domains.get(domid);
+    if (d === undefined) throw new RangeError(`SimHypervisor: no domain ${domid}`);
+    return d;
+  }
+
+  /** The p2m type of `gfn` in `domid`. */
+  p2mType(domid: number, gfn: bigint): P2mType {
+    const d = this.domain(domid);
+    return d.p2m.get(gfn) ?? (gfn <= d.maxGpfn ? 'ram_rw' : 'invalid');
+  }
+
+  /** Simulates a guest write to `gfn`, seen by track_dirty_vram. */
+  guestWrite(domid: number, gfn: bigint): void {
+    this.domain(domid).vramDirty.add(gfn);
+  }
+
+  dmOp(domid: number, bufs: Uint8Array[]): number {
+    return this.dmOpAs(0, domid, bufs);
+  }
+
+  dmOpAs(caller: number, domid: number, bufs: Uint8Array[]): number {
+    // do_dm_op(): at most two buffers (struct dmop_args has buf[2]).
+    if (bufs.length > 2) return -E.E2BIG;
+    // dm_op(): rcu_lock_remote_domain_by_id() fails with ESRCH for a domain that does not exist.
+    const d = this.domains.get(domid);
+    if (d === undefined) return -E.ESRCH;
+    // rcu_lock_remote_domain_by_id(): a domain may not target itself (EPERM).
+    if (domid === caller) return -E.EPERM;
+    // dm_op(): only HVM guests have device models.
+    if (!d.hvm) return -E.EINVAL;
+    const head = bufs[0];
+    // dm_op(): the header (op, pad) must fit in buf[0], else EFAULT.
+    if (head === undefined || head.byteLength < XEN_DM_OP_UNION_OFFSET) return -E.EFAULT;
+    const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
+    const number = v.getUint32(0, true);
+    // dm_op(): op >= ARRAY_SIZE(op_size) is EOPNOTSUPP.
+    if (number > 20) return -E.EOPNOTSUPP;
+    const name = DM_OP_NAMES[number];
+    // dm_op(): op_size[] has no entry for 0 or set_irq_level (an Arm op): after the pad check they
+    // fall through to ioreq_server_dm_op(), whose default is EOPNOTSUPP.
+    if (name === undefined || name === 'set_irq_level') {
+      return v.getUint32(4, true) !== 0 ? -E.EINVAL : -E.EOPNOTSUPP;
+    }
+    const layout = DM_OPS[name];
+    // dm_op(): the op's struct must fit in buf[0], else EFAULT.
+    if (head.byteLength < XEN_DM_OP_UNION_OFFSET + layout.size) return -E.EFAULT;
+    // dm_op(): a non-zero xen_dm_op.pad is EINVAL.
+    if (v.getUint32(4, true) !== 0) return -E.EINVAL;
+    // Each op handler (ioreq_server_dm_op() and dm_op()) refuses non-zero padding with EINVAL.
+    for (const [offset, width] of layout.pads) {
+      for (let i = 0; i < width; i++) {
+        if (head[XEN_DM_OP_UNION_OFFSET + offset + i] !== 0) return -E.EINVAL;
+      }
+    }
+    return this.#dispatch(caller, d, name, v, bufs);
+  }
+
+  #dispatch(caller: number, d: SimDomain, name: DmOpName, v: DataView, bufs: Uint8Array[]): number {
+    const U = XEN_DM_OP_UNION_OFFSET;
+    const u8 = (o: number) => v.getUint8(U + o);
+    const u16 = (o: number) => v.getUint16(U + o, true);
+    const u32 = (o: number) => v.getUint32(U + o, true);
+    const u64 = (o: number) => v.getBigUint64(U + o, true);
+    switch (name) {
+      case 'create_ioreq_server': {
+        // ioreq_server_create(): handle_bufioreq above HVM_IOREQSRV_BUFIOREQ_ATOMIC is EINVAL.
+        const handling = u8(0);
+        if (handling > HVM_IOREQSRV_BUFIOREQ_ATOMIC) return -E.EINVAL;
+        let id = 0;
+        while (id < MAX_NR_IOREQ_SERVERS && d.ioreqServers.has(id)) id++;
+        // ioreq_server_create(): every slot taken is ENOSPC.
+        if (id >= MAX_NR_IOREQ_SERVERS) return -E.ENOSPC;
+        const withBuf = handling !== HVM_IOREQSRV_BUFIOREQ_OFF;
+        d.ioreqServers.set(id, {
+          id,
+          emulator: caller,
+          bufioreqHandling: handling,
+          enabled: false,
+          ioreqGfn: d.maxGpfn + 1n + BigInt(2 * id),
+          bufioreqGfn: withBuf ? d.maxGpfn + 2n + BigInt(2 * id) : 0n,
+          bufioreqPort: withBuf ? 64 + id : 0,
+          ranges: [[], [], []],
+        });
+        v.setUint16(U + 4, id, true);
+        return 0;
+      }
+      case 'get_ioreq_server_info': {
+        // ioreq_server_dm_op(): flags other than XEN_DMOP_no_gfns are EINVAL.
+        const flags = u16(2);
+        if ((flags & ~XEN_DMOP_no_gfns) !== 0) return -E.EINVAL;
+        const s = this.#server(caller, d, u16(0));
+        if (typeof s === 'number') return s;
+        if ((flags & XEN_DMOP_no_gfns) === 0) v.setBigUint64(U + 8, s.ioreqGfn, true);
+        // ioreq_server_get_info(): the buffered page and port only exist with HANDLE_BUFIOREQ(s).
+        if (s.bufioreqHandling !== HVM_IOREQSRV_BUFIOREQ_OFF) {
+          if ((flags & XEN_DMOP_no_gfns) === 0) v.setBigUint64(U + 16, s.bufioreqGfn, true);
+          v.setUint32(U + 4, s.bufioreqPort, true);
+        }
+        return 0;
+      }
+      case 'map_io_range_to_ioreq_server':
+      case 'unmap_io_range_from_ioreq_server': {
+        const start = u64(8);
+        const end = u64(16);
+        // ioreq_server_map_io_range()/unmap: start > end is EINVAL before the server lookup.
+        if (start > end) return -E.EINVAL;
+        const s = this.#server(caller, d, u16(0));
+        if (typeof s === 'number') return s;
+        const set = s.ranges[u32(4)];
+        // ...an unknown XEN_DMOP_IO_RANGE_* type is EINVAL.
+        if (set === undefined) return -E.EINVAL;
+        return name === 'map_io_range_to_ioreq_server'
+          ? rangeAdd(set, start, end)
+          : rangeRemove(set, start, end);
+      }
+      case 'set_ioreq_server_state': {
+        const s = this.#server(caller, d, u16(0));
+        if (typeof s === 'number') return s;
+        s.enabled = u8(2) !== 0;
+        return 0;
+      }
+      case 'destroy_ioreq_server': {
+        const s = this.#server(caller, d, u16(0));
+        if (typeof s === 'number') return s;
+        d.ioreqServers.delete(s.id);
+        if (d.ioreqMemType?.id === s.id) d.ioreqMemType = null;
+        return 0;
+      }
+      case 'track_dirty_vram': {
+        const nr = u32(0);
+        const first = u64(8);
+        // dm_op(): track_dirty_vram needs the bitmap buffer.
+        if (bufs.length < 2) return -E.EINVAL;
+        // track_dirty_vram(): more than 1 GiB of frames, or a bitmap too small, is EINVAL.
+        if (nr > MAX_DIRTY_VRAM_FRAMES) return -E.EINVAL;
+        const bitmap = bufs[1] as Uint8Array;
+        if (Math.ceil(nr / 8) > bitmap.byteLength) return -E.EINVAL;
+        bitmap.fill(0, 0, Math.ceil(nr / 8));
+        for (let i = 0; i < nr; i++) {
+          const gfn = first + BigInt(i);
+          if (d.vramDirty.delete(gfn)) bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
+        }
+        return 0;
+      }
+      case 'set_pci_intx_level': {
+        const [domain, bus, device, intx, level] = [u16(0), u8(2), u8(3), u8(4), u8(5)];
+        // set_pci_intx_level(): only segment 0 bus 0, device <= 0x1f, INTA..INTD, level 0 or 1.
+        if (domain !== 0 || bus !== 0 || device > 0x1f || intx > 3 || level > 1) return -E.EINVAL;
+        d.interrupts.push({ kind: 'pci_intx', device, intx, level });
+        return 0;
+      }
+      case 'set_isa_irq_level': {
+        // set_isa_irq_level(): IRQ 0..15, level 0 or 1.
+        const [isaIrq, level] = [u8(0), u8(1)];
+        if (isaIrq > 15 || level > 1) return -E.EINVAL;
+        d.interrupts.push({ kind: 'isa_irq', isaIrq, level });
+        return 0;
+      }
+      case 'set_pci_link_route': {
+        // hvm_set_pci_link_route(): link 0..3, ISA IRQ 0..15.
+        const [link, isaIrq] = [u8(0), u8(1)];
+        if (link > 3 || isaIrq > 15) return -E.EINVAL;
+        d.pciLinkRoute[link] = isaIrq;
+        return 0;
+      }
+      case 'modified_memory':
+        return this.#modifiedMemory(d, v, bufs);
+      case 'set_mem_type':
+        return this.#setMemType(d, u16(4), u64(8), u32(0));
+      case 'inject_event': {
+        const vcpuid = u32(0);
+        // inject_event(): an absent vcpu is EINVAL; one with an event still pending is EBUSY.
+        if (vcpuid >= d.vcpus) return -E.EINVAL;
+        if (d.pendingEvents[vcpuid] !== null) return -E.EBUSY;
+        d.pendingEvents[vcpuid] = {
+          vector: u8(4),
+          type: u8(5),
+          insnLen: u8(6),
+          errorCode: u32(8),
+          cr2: u64(16),
+        };
+        return 0;
+      }
+      case 'inject_msi':
+        // hvm_inject_msi() logs and drops what it cannot deliver: the hypercall succeeds.
+        d.interrupts.push({ kind: 'msi', addr: u64(8), data: u32(0) });
+        return 0;
+      case 'map_mem_type_to_ioreq_server': {
+        // dm_op(): without HAP there is no p2m_ioreq_server.
+        if (!d.hap) return -E.EOPNOTSUPP;
+        const [id, type, flags] = [u16(0), u16(2), u32(4)];
+        // ioreq_server_map_mem_type(): only HVMMEM_ioreq_server, only write forwarding.
+        if (type !== HVMMEM_ioreq_server) return -E.EINVAL;
+        if ((flags & ~XEN_DMOP_IOREQ_MEM_ACCESS_WRITE) !== 0) return -E.EINVAL;
+        const s = this.#server(caller, d, id);
+        if (typeof s === 'number') return s;
+        // arch_ioreq_server_map_mem_type()/p2m_set_ioreq_server(): another server holding the type is EBUSY.
+        if (flags !== 0 && d.ioreqMemType !== null && d.ioreqMemType.id !== id) return -E.EBUSY;
+        if (flags === 0) {
+          if (d.ioreqMemType?.id === id) d.ioreqMemType = null;
+          // dm_op(): unmapping resets the remaining p2m_ioreq_server pages to ram_rw.
+          for (const [gfn, t] of d.p2m) if (t === 'ioreq_server') d.p2m.delete(gfn);
+        } else {
+          d.ioreqMemType = { id, flags };
+        }
+        return 0;
+      }
+      case 'remote_shutdown':
+        // domain_shutdown(): any reason is accepted.
+        d.shutdownReason = u32(0);
+        return 0;
+      case 'relocate_memory':
+        return this.#relocate(d, u32(0), u64(8), u64(16));
+      case 'pin_memory_cacheattr':
+        return pinCacheattr(d, u64(0), u64(8), u32(16));
+      case 'nr_vcpus':
+        v.setUint32(U, d.vcpus, true);
+        return 0;
+      default:
+        return -E.EOPNOTSUPP;
+    }
+  }
+
+  /** get_ioreq_server() then the s->emulator == current->domain check of every ioreq op. */
+  #server(caller: number, d: SimDomain, id: number): SimIoreqServer | number {
+    const s = d.ioreqServers.get(id);
+    if (s === undefined) return -E.ENOENT;
+    if (s.emulator !== caller) return -E.EPERM;
+    return s;
+  }
+
+  #modifiedMemory(d: SimDomain, v: DataView, bufs: Uint8Array[]): number {
+    // modified_memory(): nothing to record outside log-dirty mode.
+    if (!d.logDirty) return 0;
+    const nrExtents = v.getUint32(XEN_DM_OP_UNION_OFFSET, true);
+    const body = bufs[1];
+    // modified_memory(): an extents buffer shorter than nr_extents entries is EINVAL.
+    if (
+      body === undefined ||
+      Math.floor(body.byteLength / MODIFIED_MEMORY_EXTENT.size) < nrExtents
+    ) {
+      return -E.EINVAL;
+    }
+    const ev = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    // Xen walks the extents from the last one down, checking each as it goes.
+    for (let i = nrExtents - 1; i >= 0; i--) {
+      const at = i * MODIFIED_MEMORY_EXTENT.size;
+      const nr = ev.getUint32(at, true);
+      // modified_memory(): extent.pad must be zero.
+      if (ev.getUint32(at + 4, true) !== 0) return -E.EINVAL;
+      const first = ev.getBigUint64(at + 8, true);
+      const end = (first + BigInt(nr)) & 0xffffffffffffffffn;
+      // modified_memory(): an empty or wrapping extent, or one past the highest gfn, is EINVAL.
+      if (end <= first || end > d.maxGpfn) return -E.EINVAL;
+      for (let g = first; g < end; g++) d.dirty.add(g);
+      v.setUint32(XEN_DM_OP_UNION_OFFSET, i, true);
+    }
+    return 0;
+  }
+
+  #setMemType(d: SimDomain, memType: number, first: bigint, nr: number): number {
+    const last = (first + BigInt(nr) - 1n) & 0xffffffffffffffffn;
+    // set_mem_type(): a wrapping range or one past domain_get_maximum_gpfn() is EINVAL.
+    if (first > last || last > d.maxGpfn) return -E.EINVAL;
+    // set_mem_type(): unknown types and HVMMEM_unused are EINVAL.
+    if (memType >= HVMMEM_TO_P2M.length || memType === HVMMEM_unused) return -E.EINVAL;
+    const target = HVMMEM_TO_P2M[memType] as P2mType;
+    if (memType === HVMMEM_ioreq_server) {
+      // set_mem_type(): p2m_ioreq_server needs HAP, and a server that claimed the type.
+      if (!d.hap) return -E.EOPNOTSUPP;
+      if (d.ioreqMemType === null) return -E.EINVAL;
+    }
+    for (let g = first; g <= last; g++) {
+      const old = d.p2m.get(g) ?? (g <= d.maxGpfn ? 'ram_rw' : 'invalid');
+      // allow_p2m_type_change(): the transitions Xen permits; a refusal stops the loop with EINVAL.
+      const allowed =
+        target === 'ioreq_server'
+          ? old === 'ram_rw'
+          : old === 'ioreq_server'
+            ? target === 'ram_rw'
+            : p2mIsRam(old) || (p2mIsHole(old) && target === 'mmio_dm');
+      if (!allowed) return -E.EINVAL;
+      if (target === 'ram_rw' && g <= d.maxGpfn) d.p2m.delete(g);
+      else d.p2m.set(g, target);
+    }
+    return 0;
+  }
+
+  #relocate(d: SimDomain, size: number, src: bigint, dst: bigint): number {
+    // xenmem_add_to_physmap() (XENMAPSPACE_gmfn_range): every source frame must be RAM.
+    for (let i = 0n; i < BigInt(size); i++) {
+      const t = d.p2m.get(src + i) ?? (src + i <= d.maxGpfn ? 'ram_rw' : 'invalid');
+      if (!p2mIsRam(t)) return -E.EINVAL;
+    }
+    for (let i = 0n; i < BigInt(size); i++) {
+      const t = d.p2m.get(src + i) ?? 'ram_rw';
+      d.p2m.set(src + i, 'invalid');
+      d.p2m.set(dst + i, t);
+    }
+    return 0;
+  }
+}
+
+/** rangeset_add_range() after ioreq_server_map_io_range()'s overlap check. */
+function rangeAdd(set: [bigint, bigint][], start: bigint, end: bigint): number {
+  // ioreq_server_map_io_range(): overlapping an existing range is EEXIST.
+  if (set.some(([s, e]) => s <= end && start <= e)) return -E.EEXIST;
+  const before = set.findIndex(([, e]) => e + 1n === start);
+  const after = set.findIndex(([s]) => end + 1n === s);
+  if (before >= 0 && after >= 0) {
+    (set[before] as [bigint, bigint])[1] = (set[after] as [bigint, bigint])[1];
+    set.splice(after, 1);
+  } else if (before >= 0) {
+    (set[before] as [bigint, bigint])[1] = end;
+  } else if (after >= 0) {
+    (set[after] as [bigint, bigint])[0] = start;
+  } else {
+    // alloc_range(): a rangeset at its limit (MAX_NR_IO_RANGES) cannot take a new range: ENOMEM.
+    if (set.length >= MAX_NR_IO_RANGES) return -E.ENOMEM;
+    set.push([start, end]);
+    set.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  }
+  return 0;
+}
+
+/** rangeset_remove_range() after ioreq_server_unmap_io_range()'s containment check. */
+function rangeRemove(set: [bigint, bigint][], start: bigint, end: bigint): number {
+  const i = set.findIndex(([s, e]) => s <= start && end <= e);
+  // ioreq_server_unmap_io_range(): a range not wholly mapped is ENOENT.
+  if (i < 0) return -E.ENOENT;
+  const [s, e] = set[i] as [bigint, bigint];
+  if (s < start && end < e) {
+    // rangeset_remove_range(): splitting needs a new range, which a full rangeset refuses.
+    if (set.length >= MAX_NR_IO_RANGES) return -E.ENOMEM;
+    set.splice(i, 1, [s, start - 1n], [end + 1n, e]);
+  } else if (s < start) {
+    set[i] = [s, start - 1n];
+  } else if (end < e) {
+    set[i] = [end + 1n, e];
+  } else {
+    set.splice(i, 1);
+  }
+  return 0;
+}
+
+const CACHEATTR_TYPES = new Set([0, 1, 4, 5, 6, 7]);
+/** hvm_set_mem_pinned_cacheattr() with paddr_bits = 52. */
+function pinCacheattr(d: SimDomain, start: bigint, end: bigint, type: number): number {
+  // A range ending before it starts, or gfns beyond paddr_bits, is EINVAL.
+  if (end < start || (start | end) >> 52n !== 0n) return -E.EINVAL;
+  const list = d.pinnedCacheattr;
+  if (type === XEN_DMOP_DELETE_MEM_CACHEATTR) {
+    const i = list.findIndex((r) => r.start === start && r.end === end);
+    // Deleting a range that was never pinned is ENOENT.
+    if (i < 0) return -E.ENOENT;
+    list.splice(i, 1);
+    return 0;
+  }
+  // Only the PAT types UC, WC, WT, WP, WB and UC- are accepted.
+  if (!CACHEATTR_TYPES.has(type)) return -E.EINVAL;
+  const same = list.find((r) => r.start === start && r.end === end);
+  if (same !== undefined) {
+    same.type = type;
+    return 0;
+  }
+  // Overlapping a different pinned range is EBUSY; more than 64 ranges is ENOSPC.
+  if (list.some((r) => r.start <= end && start <= r.end)) return -E.EBUSY;
+  if (list.length >= MAX_PINNED_CACHEATTR_RANGES) return -E.ENOSPC;
+  list.push({ start, end, type });
+  return 0;
+}
