@@ -407,9 +407,9 @@ async function destroyOnce(target: DestroyTarget, deps: LauncherDeps): Promise<v
     await waitGone(pid, target.startTime, quitMs);
   }
   step('reap');
-  await uids.reap(p.uid, target.lease);
+  const provedEmpty = await uids.reap(p.uid, target.lease);
   step('verify-empty');
-  if (!(await uids.verifyEmpty(p.uid))) {
+  if (!provedEmpty && !(await uids.verifyEmpty(p.uid))) {
     throw new LauncherError(
       'EDESTROY',
       `uid ${p.uid}: expected no process after the reaper, saw some`,

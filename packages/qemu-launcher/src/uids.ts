@@ -7,8 +7,11 @@ import { type Lease, processesOfUid, type UidAllocator } from '@xen-depriv/uid-a
  */
 export interface UidOps {
   readonly name: string;
-  /** Kills every process of `uid` (a fork loop included) and returns when none is left. */
-  reap(uid: number, lease: unknown): Promise<void>;
+  /**
+   * Kills every process of `uid` (a fork loop included). Resolves true when its own last scan
+   * found the uid empty (the separate verifyEmpty scan is then skipped).
+   */
+  reap(uid: number, lease: unknown): Promise<boolean>;
   /** True when no process runs with `uid` as any of its real, effective, saved or fs uid. */
   verifyEmpty(uid: number): Promise<boolean>;
   /** Gives the lease back; idempotent (a released lease is not an error). */
@@ -44,7 +47,7 @@ export const procUidOps: UidOps = {
       throw new RangeError(`reap: expected a DM uid >= 1000, saw ${uid}`);
     for (let round = 0; round < 200; round++) {
       const pids = pidsOfUid(uid);
-      if (pids.length === 0) return;
+      if (pids.length === 0) return true;
       for (const pid of pids) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -54,6 +57,7 @@ export const procUidOps: UidOps = {
       }
       await new Promise((r) => setTimeout(r, 5));
     }
+    return false;
   },
   async verifyEmpty(uid) {
     return pidsOfUid(uid).length === 0;
@@ -76,9 +80,11 @@ export function allocatorUidOps(allocator: UidAllocator): UidOps {
   return {
     name: 'uid-allocator',
     async reap(uid, lease) {
-      if (isLease(lease) && lease.uid === uid && lease.isolation === 'per-domain')
+      if (isLease(lease) && lease.uid === uid && lease.isolation === 'per-domain') {
         await allocator.reap(lease);
-      else await procUidOps.reap(uid, lease);
+        return false;
+      }
+      return procUidOps.reap(uid, lease);
     },
     async verifyEmpty(uid) {
       return processesOfUid(uid).length === 0;
