@@ -1,3 +1,4 @@
+import { describeValue } from './describe.js';
 import { XC_PAGE_SIZE } from './physmap.js';
 
 /** PROT_READ and PROT_WRITE as in <sys/mman.h>. */
@@ -70,7 +71,7 @@ export function checkMapArgs(
   if (!Number.isInteger(domid) || domid < 0 || domid >= 0x7ff0) {
     throw new ForeignMemoryError(
       'INVALID_ARGUMENT',
-      `${who}.map: expected a guest domid 0..32751, got ${String(domid)}`,
+      `${who}.map: expected a guest domid 0..32751, got ${describeValue(domid)}`,
     );
   }
   if (domid !== ownDomid) {
@@ -92,14 +93,14 @@ export function checkMapArgs(
     if (typeof g !== 'number' || !Number.isInteger(g) || g < 0 || g >= MAX_GFN) {
       throw new ForeignMemoryError(
         'INVALID_ARGUMENT',
-        `${who}.map: expected gfns[${i}] in 0..2^40-1, got ${String(g)}`,
+        `${who}.map: expected gfns[${i}] in 0..2^40-1, got ${describeValue(g)}`,
       );
     }
   }
   if (prot !== PROT_READ && prot !== (PROT_READ | PROT_WRITE)) {
     throw new ForeignMemoryError(
       'INVALID_ARGUMENT',
-      `${who}.map: expected prot PROT_READ (1) or PROT_READ|PROT_WRITE (3), got ${String(prot)}`,
+      `${who}.map: expected prot PROT_READ (1) or PROT_READ|PROT_WRITE (3), got ${describeValue(prot)}`,
     );
   }
 }
@@ -142,7 +143,7 @@ export class InMemoryForeignMemory implements ForeignMemory {
     ) {
       throw new ForeignMemoryError(
         'INVALID_ARGUMENT',
-        `InMemoryForeignMemory: expected 1..${MAX_FRAMES_PER_MAP * 4} frames, got ${String(options.frames)}`,
+        `InMemoryForeignMemory: expected 1..${MAX_FRAMES_PER_MAP * 4} frames, got ${describeValue(options.frames)}`,
       );
     }
     this.domid = options.domid;
@@ -171,7 +172,7 @@ export class InMemoryForeignMemory implements ForeignMemory {
     if (gap >= 0) {
       throw new ForeignMemoryError(
         'NONCONTIGUOUS',
-        `InMemoryForeignMemory.map: expected consecutive gfns, got ${String(gfns[gap - 1])} then ${String(gfns[gap])} at index ${gap}`,
+        `InMemoryForeignMemory.map: expected consecutive gfns, got ${describeValue(gfns[gap - 1])} then ${describeValue(gfns[gap])} at index ${gap}`,
       );
     }
     const first = gfns[0] as number;

@@ -1,3 +1,4 @@
+import { describeValue } from './describe.js';
 import {
   type ForeignMapping,
   type ForeignMemory,
@@ -125,7 +126,7 @@ export class MapCache {
     if (!Number.isInteger(shift) || shift < XC_PAGE_SHIFT || shift > 30) {
       throw new MapCacheError(
         'INVALID_ARGUMENT',
-        `MapCache: expected bucketShift 12..30, got ${String(shift)}`,
+        `MapCache: expected bucketShift 12..30, got ${describeValue(shift)}`,
       );
     }
     const bucketSize = 2 ** shift;
@@ -133,20 +134,20 @@ export class MapCache {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < bucketSize || maxBytes % bucketSize !== 0) {
       throw new MapCacheError(
         'INVALID_ARGUMENT',
-        `MapCache: expected maxBytes a non-zero multiple of the ${bucketSize}-byte bucket, got ${String(maxBytes)}`,
+        `MapCache: expected maxBytes a non-zero multiple of the ${bucketSize}-byte bucket, got ${describeValue(maxBytes)}`,
       );
     }
     const prot = options.prot ?? PROT_READ | PROT_WRITE;
     if (prot !== PROT_READ && prot !== (PROT_READ | PROT_WRITE)) {
       throw new MapCacheError(
         'INVALID_ARGUMENT',
-        `MapCache: expected prot 1 or 3, got ${String(prot)}`,
+        `MapCache: expected prot 1 or 3, got ${describeValue(prot)}`,
       );
     }
     if (!Number.isInteger(options.domid) || options.domid < 0 || options.domid >= 0x7ff0) {
       throw new MapCacheError(
         'INVALID_ARGUMENT',
-        `MapCache: expected a guest domid 0..32751, got ${String(options.domid)}`,
+        `MapCache: expected a guest domid 0..32751, got ${describeValue(options.domid)}`,
       );
     }
     this.domid = options.domid;
@@ -181,7 +182,7 @@ export class MapCache {
     ) {
       throw new MapCacheError(
         'INVALID_ARGUMENT',
-        `MapCache.translate: expected gpa >= 0, size >= 1 and gpa + size <= 2^52, got gpa ${String(gpa)} size ${String(size)}`,
+        `MapCache.translate: expected gpa >= 0, size >= 1 and gpa + size <= 2^52, got gpa ${describeValue(gpa)} size ${describeValue(size)}`,
       );
     }
     const bucketSize = this.bucketSize;
@@ -231,7 +232,7 @@ export class MapCache {
     if (rec === undefined) {
       throw new MapCacheError(
         'NOT_LOCKED',
-        `MapCache.unlock: expected a view returned by translate(gpa, size, true) and still locked, got ${describeView(view)}`,
+        `MapCache.unlock: expected a view returned by translate(gpa, size, true) and still locked, got ${describeValue(view)} not locked in this mapcache`,
       );
     }
     rec.count--;
@@ -355,7 +356,12 @@ export class MapCache {
     try {
       mapping = this.#fm.map(this.domid, gfns, this.#prot);
     } catch (e) {
-      const detail = e instanceof ForeignMemoryError ? `${e.code}: ${e.message}` : String(e);
+      const detail =
+        e instanceof ForeignMemoryError
+          ? `${e.code}: ${e.message}`
+          : e instanceof Error
+            ? e.message
+            : describeValue(e);
       throw new MapCacheError(
         'MAP_FAILED',
         `MapCache.translate: mapping ${frames} frames at gfn ${first} failed (${detail})`,
@@ -428,10 +434,4 @@ function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
     v !== null &&
     typeof (v as { then?: unknown }).then === 'function'
   );
-}
-
-function describeView(v: unknown): string {
-  if (v instanceof Uint8Array)
-    return `a ${v.byteLength}-byte Uint8Array not locked in this mapcache`;
-  return typeof v === 'object' ? String(v) : `${typeof v} ${String(v)}`;
 }

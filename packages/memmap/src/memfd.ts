@@ -1,5 +1,6 @@
 import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import * as sys from '@xen-depriv/sys';
+import { describeValue } from './describe.js';
 import {
   checkMapArgs,
   ERR_EINVAL,
@@ -42,7 +43,7 @@ export class MemfdForeignMemory implements ForeignMemory {
     if (!Number.isInteger(options.frames) || options.frames <= 0 || options.frames >= 2 ** 40) {
       throw new ForeignMemoryError(
         'INVALID_ARGUMENT',
-        `MemfdForeignMemory: expected 1..2^40-1 frames, got ${String(options.frames)}`,
+        `MemfdForeignMemory: expected 1..2^40-1 frames, got ${describeValue(options.frames)}`,
       );
     }
     if (!sys.isAvailable()) {
@@ -100,7 +101,7 @@ export class MemfdForeignMemory implements ForeignMemory {
     ) {
       throw new ForeignMemoryError(
         'INVALID_ARGUMENT',
-        `MemfdForeignMemory.${what}: expected a range inside the ${this.frames * XC_PAGE_SIZE}-byte guest, got ${String(gpa)}+${String(length)}`,
+        `MemfdForeignMemory.${what}: expected a range inside the ${this.frames * XC_PAGE_SIZE}-byte guest, got ${describeValue(gpa)}+${describeValue(length)}`,
       );
     }
   }
@@ -116,7 +117,7 @@ export class MemfdForeignMemory implements ForeignMemory {
     if (gap >= 0) {
       throw new ForeignMemoryError(
         'NONCONTIGUOUS',
-        `MemfdForeignMemory.map: expected consecutive gfns, got ${String(gfns[gap - 1])} then ${String(gfns[gap])} at index ${gap}`,
+        `MemfdForeignMemory.map: expected consecutive gfns, got ${describeValue(gfns[gap - 1])} then ${describeValue(gfns[gap])} at index ${gap}`,
       );
     }
     const first = gfns[0] as number;

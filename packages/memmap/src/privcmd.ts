@@ -1,5 +1,6 @@
 import { encodePrivcmdMmapbatchV2, IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
 import * as sys from '@xen-depriv/sys';
+import { describeValue } from './describe.js';
 import {
   checkMapArgs,
   ERR_ENOENT,
@@ -99,7 +100,7 @@ export class PrivcmdForeignMemory implements ForeignMemory {
       if (typeof p !== 'bigint' || p < 0n || p >= 1n << 64n) {
         throw new ForeignMemoryError(
           'INVALID_ARGUMENT',
-          `PrivcmdForeignMemory.mapPfns: expected pfns[${i}] a bigint in 0..2^64-1, got ${String(p)}`,
+          `PrivcmdForeignMemory.mapPfns: expected pfns[${i}] a bigint in 0..2^64-1, got ${describeValue(p)}`,
         );
       }
       return p;
