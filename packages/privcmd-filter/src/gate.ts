@@ -1,3 +1,4 @@
+import { XenError } from '@xen-depriv/dmop-abi';
 import { readU32 } from './dmop-fields.js';
 import type { Decision } from './errno.js';
 import { PrivcmdModel, type PrivcmdModelOptions, type PrivcmdRequest } from './model.js';
@@ -12,16 +13,14 @@ export interface DeniedRequest {
   readonly decision: Decision;
 }
 
-/** Thrown for a denied request: `errno` is what the kernel (or the policy, EPERM) answers. */
-export class PrivcmdDeniedError extends Error {
-  override readonly name = 'PrivcmdDeniedError';
-  readonly errno: number;
-  readonly code: string;
+/**
+ * Thrown for a denied request: a `XenError` (dmop-abi) whose `errno` is what the kernel (or the
+ * policy, EPERM) answers, with the full decision.
+ */
+export class PrivcmdDeniedError extends XenError {
   readonly decision: Decision;
-  constructor(decision: Decision) {
-    super(`DM_OP denied (${decision.code}): ${decision.reason}`);
-    this.errno = decision.errno;
-    this.code = decision.code;
+  constructor(call: string, decision: Decision) {
+    super(call, decision.errno, decision.reason);
     this.decision = decision;
   }
 }
@@ -38,6 +37,16 @@ export interface GateOptions {
   readonly model?: PrivcmdModelOptions;
   /** Called for each denied request (after it is counted), e.g. to log it. */
   readonly onDenied?: (denied: DeniedRequest) => void;
+}
+
+/** A call on a closed handle: EBADF, as on a closed fd. */
+export function closedError(what: string): PrivcmdDeniedError {
+  return new PrivcmdDeniedError(`${what}.dmOp`, {
+    allowed: false,
+    errno: 9,
+    code: 'EBADF',
+    reason: `${what} is closed`,
+  });
 }
 
 const NO_CONTEXT: PolicyContext = { guestMemoryEndGfn: 0n, ioRanges: [] };
@@ -81,7 +90,7 @@ export class DmOpGate {
   }
 
   /** Counts the request and throws `PrivcmdDeniedError` when it may not pass. */
-  admit(domid: number, bufs: readonly Uint8Array[]): void {
+  admit(call: string, domid: number, bufs: readonly Uint8Array[]): void {
     const d = this.check(domid, bufs);
     if (d.allowed) {
       this.counts.allowed++;
@@ -91,11 +100,11 @@ export class DmOpGate {
     const first = bufs[0];
     const op = first && first.byteLength >= 4 ? readU32(first, 0) : undefined;
     this.#onDenied?.({ domid, op, decision: d });
-    throw new PrivcmdDeniedError(d);
+    throw new PrivcmdDeniedError(call, d);
   }
 
   /** Counts a non-DM_OP privcmd request the model decides, and throws when the kernel would refuse it. */
-  admitRequest(request: PrivcmdRequest): void {
+  admitRequest(call: string, request: PrivcmdRequest): void {
     const d = this.model.decide(request);
     if (d.allowed) {
       this.counts.allowed++;
@@ -107,6 +116,6 @@ export class DmOpGate {
       op: undefined,
       decision: d,
     });
-    throw new PrivcmdDeniedError(d);
+    throw new PrivcmdDeniedError(call, d);
   }
 }

@@ -1,7 +1,8 @@
+import type { DmOpTransport } from '@xen-depriv/dmop-abi';
 import * as sys from '@xen-depriv/sys';
 import { decodePrivcmdIoctl } from './decode.js';
 import type { Decision } from './errno.js';
-import { checkGateOptions, DmOpGate, type GateOptions, PrivcmdDeniedError } from './gate.js';
+import { checkGateOptions, closedError, DmOpGate, type GateOptions } from './gate.js';
 import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT } from './ioctls.js';
 
 /** A user pointer patched into an ioctl argument, as `@xen-depriv/sys`'s `ioctl` takes it. */
@@ -35,13 +36,24 @@ const SYS_IO: PrivcmdIo = {
   ioctl: sys.ioctl,
 };
 
+/** A kernel refusal (`SysError` from `@xen-depriv/sys`) as DmOpTransport's `-errno`; anything else is thrown. */
+function kernelResult(call: () => number): number {
+  try {
+    return call();
+  } catch (e) {
+    const errno = (e as { errno?: unknown }).errno;
+    if (typeof errno === 'number' && errno > 0) return -errno;
+    throw e;
+  }
+}
+
 /**
  * `/dev/xen/privcmd` opened, restricted to one domid, and wrapped so that every DM_OP passes the
  * kernel model and the profile before `ioctl`: a denied request never reaches the kernel, is
- * counted and reported to `onDenied`, and throws `PrivcmdDeniedError`. Implements dmop-abi's
- * `DmOpTransport` shape (`dmOp(domid, bufs)`).
+ * counted and reported to `onDenied`, and throws `PrivcmdDeniedError` (a `XenError`). A dmop-abi
+ * `DmOpTransport`: a kernel refusal comes back as `-errno`, as `DeviceModel` expects.
  */
-export class PrivcmdHandle {
+export class PrivcmdHandle implements DmOpTransport {
   readonly domid: number;
   readonly fd: number;
   readonly #io: PrivcmdIo;
@@ -87,14 +99,9 @@ export class PrivcmdHandle {
   /** Issues one DM_OP (bufs[0] is `struct xen_dm_op`); the kernel writes outputs back into the buffers. */
   dmOp(domid: number, bufs: readonly Uint8Array[]): number {
     if (this.#closed) {
-      throw new PrivcmdDeniedError({
-        allowed: false,
-        errno: 9,
-        code: 'EBADF',
-        reason: 'PrivcmdHandle is closed',
-      });
+      throw closedError('PrivcmdHandle');
     }
-    this.#gate.admit(domid, bufs);
+    this.#gate.admit('PrivcmdHandle.dmOp', domid, bufs);
     // struct privcmd_dm_op {domid_t dom; u16 num; ubufs} followed in the same bytes by the
     // privcmd_dm_op_buf array, so `ubufs` can point into the argument itself.
     const arg = new Uint8Array(PRIVCMD_DM_OP_SIZE + PRIVCMD_DM_OP_BUF_SIZE * bufs.length);
@@ -115,7 +122,20 @@ export class PrivcmdHandle {
       arg[at + 11] = size >>> 24;
       pointers.push({ offset: at, buffer: buf });
     }
-    return this.#io.ioctl(this.fd, IOCTL_PRIVCMD_DM_OP, arg, pointers);
+    return kernelResult(() => this.#io.ioctl(this.fd, IOCTL_PRIVCMD_DM_OP, arg, pointers));
+  }
+
+  /**
+   * DmOpTransport's IOCTL_PRIVCMD_RESTRICT: the fd is restricted at open, so the same domid is 0
+   * (and is asked of the kernel again) and another is -EINVAL without reaching it.
+   */
+  restrict(domid: number): number {
+    if (this.#closed) throw closedError('PrivcmdHandle');
+    const d = this.#gate.model.decide({ kind: 'restrict', domid });
+    if (!d.allowed) return -d.errno;
+    return kernelResult(() =>
+      this.#io.ioctl(this.fd, IOCTL_PRIVCMD_RESTRICT, Uint8Array.of(domid & 0xff, domid >>> 8)),
+    );
   }
 
   /**
@@ -125,19 +145,14 @@ export class PrivcmdHandle {
    */
   ioctl(request: number, arg: Uint8Array, pointers?: readonly IoctlPointer[]): number {
     if (this.#closed) {
-      throw new PrivcmdDeniedError({
-        allowed: false,
-        errno: 9,
-        code: 'EBADF',
-        reason: 'PrivcmdHandle is closed',
-      });
+      throw closedError('PrivcmdHandle');
     }
     if (request === IOCTL_PRIVCMD_DM_OP) {
       throw new TypeError(
         'PrivcmdHandle.ioctl: expected a request other than IOCTL_PRIVCMD_DM_OP (use dmOp, which sees the buffers)',
       );
     }
-    this.#gate.admitRequest(decodePrivcmdIoctl(request, arg));
+    this.#gate.admitRequest('PrivcmdHandle.ioctl', decodePrivcmdIoctl(request, arg));
     return this.#io.ioctl(this.fd, request, arg, pointers);
   }
 

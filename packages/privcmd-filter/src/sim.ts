@@ -1,5 +1,5 @@
 import type { Decision } from './errno.js';
-import { checkGateOptions, DmOpGate, type GateOptions, PrivcmdDeniedError } from './gate.js';
+import { checkGateOptions, closedError, DmOpGate, type GateOptions } from './gate.js';
 
 /**
  * What SimPrivcmd forwards allowed requests to: dmop-abi's simulated hypervisor, or anything with
@@ -16,7 +16,7 @@ export interface SimPrivcmdOptions<R> extends GateOptions {
 /**
  * `PrivcmdHandle`'s checks in front of a simulated hypervisor instead of `/dev/xen/privcmd`, for
  * machines without Xen: the same restriction to one domid, model, profile, counts and
- * `PrivcmdDeniedError`, and the same `dmOp(domid, bufs)` transport shape.
+ * `PrivcmdDeniedError`. Over dmop-abi's `SimHypervisor` it is a `DmOpTransport` for `DeviceModel`.
  */
 export class SimPrivcmd<R = unknown> {
   readonly domid: number;
@@ -41,15 +41,16 @@ export class SimPrivcmd<R = unknown> {
 
   dmOp(domid: number, bufs: Uint8Array[]): R {
     if (this.#closed) {
-      throw new PrivcmdDeniedError({
-        allowed: false,
-        errno: 9,
-        code: 'EBADF',
-        reason: 'SimPrivcmd is closed',
-      });
+      throw closedError('SimPrivcmd');
     }
-    this.#gate.admit(domid, bufs);
+    this.#gate.admit('SimPrivcmd.dmOp', domid, bufs);
     return this.#backend.dmOp(domid, bufs);
+  }
+
+  /** IOCTL_PRIVCMD_RESTRICT's answer: 0 for the handle's own domid, -EINVAL for another. */
+  restrict(domid: number): number {
+    const d = this.#gate.model.decide({ kind: 'restrict', domid });
+    return d.allowed ? 0 : -d.errno;
   }
 
   close(): void {

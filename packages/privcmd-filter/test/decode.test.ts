@@ -173,7 +173,9 @@ describe('PrivcmdHandle.ioctl over a stub (no kernel)', () => {
     expect(() => h.ioctl(IOCTL_PRIVCMD_HYPERCALL, new Uint8Array(48))).toThrow(
       'IOCTL_PRIVCMD_HYPERCALL: fd is restricted to domid 9',
     );
-    expect(() => h.ioctl(IOCTL_PRIVCMD_RESTRICT, bytes(2, [[0, 2, 3]]))).toThrow('(EINVAL)');
+    expect(() => h.ioctl(IOCTL_PRIVCMD_RESTRICT, bytes(2, [[0, 2, 3]]))).toThrow(
+      'PrivcmdHandle.ioctl: EINVAL (errno 22)',
+    );
     expect(() => h.ioctl(IOCTL_PRIVCMD_DM_OP, new Uint8Array(16))).toThrow(TypeError);
     expect(requests).toEqual([IOCTL_PRIVCMD_RESTRICT, IOCTL_PRIVCMD_MMAPBATCH_V2]);
     expect(h.counts).toEqual({ allowed: 1, denied: 3 });

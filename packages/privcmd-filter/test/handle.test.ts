@@ -1,3 +1,4 @@
+import { DeviceModel, XenError } from '@xen-depriv/dmop-abi';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -117,7 +118,7 @@ describe('PrivcmdHandle over a stub ioctl (no kernel)', () => {
     const { io, calls } = stubIo();
     const h = PrivcmdHandle.open({ domid: 7, profile: null, io });
     expect(() => h.dmOp(8, [dmOp(OP.nr_vcpus)])).toThrow(
-      'DM_OP denied (EPERM): IOCTL_PRIVCMD_DM_OP: fd is restricted to domid 7, request targets domid 8',
+      'PrivcmdHandle.dmOp: EPERM (errno 1): IOCTL_PRIVCMD_DM_OP: fd is restricted to domid 7, request targets domid 8',
     );
     expect(() => h.dmOp(7, [new Uint8Array(4097)])).toThrow(PrivcmdDeniedError);
     h.dmOp(7, [dmOp(OP.nr_vcpus)]);
@@ -158,5 +159,50 @@ describe('PrivcmdHandle over a stub ioctl (no kernel)', () => {
       ),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('PrivcmdHandle as a dmop-abi DmOpTransport (stub ioctl, no kernel)', () => {
+  it('DeviceModel over the handle: an allowed op is issued, a denied one throws a XenError before ioctl, a kernel refusal is -errno', () => {
+    const requests: number[] = [];
+    let refuse = 0;
+    const io: PrivcmdIo = {
+      open: () => 5,
+      close: () => {},
+      ioctl: (_fd, request) => {
+        requests.push(request);
+        if (refuse) throw Object.assign(new Error('kernel says no'), { errno: refuse });
+        return 0;
+      },
+    };
+    const h = PrivcmdHandle.open({ domid: 7, profile: qemuXenHvmProfile, context: ctx, io });
+    const dm = new DeviceModel(h);
+    dm.setIsaIrqLevel(7, 4, 1);
+    expect(requests).toEqual([IOCTL_PRIVCMD_RESTRICT, IOCTL_PRIVCMD_DM_OP]);
+    let err: unknown;
+    try {
+      dm.injectMsi(7, 0xfed00000n, 0x41);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(XenError);
+    expect(err).toBeInstanceOf(PrivcmdDeniedError);
+    expect((err as XenError).code).toBe('EPERM');
+    expect(requests).toHaveLength(2);
+    refuse = 22;
+    expect(() => dm.setIsaIrqLevel(7, 4, 0)).toThrowError(
+      expect.objectContaining({ name: 'XenError', errno: 22 }),
+    );
+    expect(h.restrict(7)).toBe(-22);
+    refuse = 0;
+    expect(h.restrict(7)).toBe(0);
+    expect(h.restrict(8)).toBe(-22);
+    expect(requests).toEqual([
+      IOCTL_PRIVCMD_RESTRICT,
+      IOCTL_PRIVCMD_DM_OP,
+      IOCTL_PRIVCMD_DM_OP,
+      IOCTL_PRIVCMD_RESTRICT,
+      IOCTL_PRIVCMD_RESTRICT,
+    ]);
   });
 });
