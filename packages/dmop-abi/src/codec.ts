@@ -178,9 +178,15 @@ function layoutOf(op: unknown): (typeof DM_OPS)[DmOpName] {
 
 /** How many buffers `op` needs and the size of the second one (0 if none). */
 export function dmOpBufferSizes(op: DmOp): readonly [first: number, second?: number] {
-  if (op.op === 'modified_memory')
-    return [SIZEOF.xen_dm_op, op.extents.length * MODIFIED_MEMORY_EXTENT.size];
-  if (op.op === 'track_dirty_vram') return [SIZEOF.xen_dm_op, dirtyBitmapSize(op.nr)];
+  if (op.op === 'modified_memory') {
+    const n = Array.isArray(op.extents) ? op.extents.length : 0;
+    return [SIZEOF.xen_dm_op, n * MODIFIED_MEMORY_EXTENT.size];
+  }
+  if (op.op === 'track_dirty_vram') {
+    // An invalid nr gets an empty bitmap here so that encodeDmOpInto reports the field by name.
+    const valid = Number.isInteger(op.nr) && op.nr >= 0 && op.nr <= CTYPE_MAX.u32;
+    return [SIZEOF.xen_dm_op, valid ? dirtyBitmapSize(op.nr) : 0];
+  }
   return [SIZEOF.xen_dm_op];
 }
 
