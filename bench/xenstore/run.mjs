@@ -33,6 +33,7 @@ function cleanup() {
 }
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 function startReady(args) {
   return new Promise((resolve, reject) => {
