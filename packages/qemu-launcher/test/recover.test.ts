@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,11 +46,17 @@ describe.skipIf(!runnable || !existsSync(DIST))(
   'recover after the launcher is SIGKILLed at every step',
   () => {
     let stateDir: string;
-    beforeAll(() => {
+    let capsPath: string;
+    beforeAll(async () => {
       stateDir = mkdtempSync(join(tmpdir(), 'ql-recover-'));
+      capsPath = join(stateDir, 'caps.json');
+      writeFileSync(capsPath, JSON.stringify(await probeQemu(X86)));
     });
     afterAll(async () => {
-      await recover(stateDir);
+      const left = await recover(stateDir);
+      for (const r of left.running) {
+        await destroy({ plan: r.plan, pid: r.pid, startTime: r.startTime, lease: r.lease });
+      }
       rmSync(stateDir, { recursive: true, force: true });
     });
 
@@ -62,7 +68,7 @@ describe.skipIf(!runnable || !existsSync(DIST))(
       const domid = uid - 3_011_000;
       const r = spawnSync(
         process.execPath,
-        [CHILD, stateDir, String(uid), String(domid), phase, step],
+        [CHILD, stateDir, String(uid), String(domid), phase, step, capsPath],
         {
           encoding: 'utf8',
         },
