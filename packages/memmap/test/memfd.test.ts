@@ -1,3 +1,8 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import * as sys from '@xen-depriv/sys';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -9,6 +14,8 @@ import {
   PROT_READ,
 } from '../src/index.js';
 
+/** The built package, for the child process (built by `tsup` before tests run). */
+const DIST = resolve(__dirname, '../dist/index.js');
 const MiB = 0x10_0000;
 const GiB = 0x4000_0000;
 const DOMID = 9;
@@ -162,11 +169,33 @@ describe.skipIf(!sys.isAvailable())(
       expect(fm.live).toBe(0);
     });
 
-    it('maps PROT_READ for a reader', () => {
-      fm.write(0x5000, Uint8Array.of(42));
-      const m = fm.map(DOMID, [5], PROT_READ);
-      expect(m.bytes[0]).toBe(42);
-      m.unmap();
-    });
+    it.skipIf(!existsSync(DIST))(
+      'a PROT_READ mapping is read-only in the kernel: a write kills the writer with SIGSEGV (child process)',
+      () => {
+        const script = [
+          `import { MemfdForeignMemory, PROT_READ } from ${JSON.stringify(pathToFileURL(DIST).href)};`,
+          'const fm = new MemfdForeignMemory({ domid: 1, frames: 4 });',
+          'fm.write(0x1000, Uint8Array.of(42));',
+          'const m = fm.map(1, [1], PROT_READ);',
+          "process.stdout.write('read ' + m.bytes[0] + '\\n');",
+          'm.bytes[0] = 1;',
+          "process.stdout.write('wrote\\n');",
+        ].join('\n');
+        // No core file, whatever the host's core limit: the crash is the expected outcome.
+        const r = spawnSync(
+          'sh',
+          ['-c', 'ulimit -c 0 && exec "$0" --input-type=module -e "$1"', process.execPath, script],
+          {
+            cwd: tmpdir(),
+            encoding: 'utf8',
+            timeout: 60_000,
+          },
+        );
+        expect({ stdout: r.stdout, signal: r.signal }).toEqual({
+          stdout: 'read 42\n',
+          signal: 'SIGSEGV',
+        });
+      },
+    );
   },
 );
