@@ -97,3 +97,20 @@ export function histogram(values: readonly number[], buckets = 8, width = 80): s
     )
     .join('\n');
 }
+
+/** Word-wraps plain `text` to `width` columns, every line after the first indented by `indent`. */
+export function wrap(text: string, width: number, indent = ''): string {
+  const first = /^\s*/.exec(text)?.[0] ?? '';
+  const words = text.split(/\s+/).filter(Boolean);
+  const lines: string[] = [];
+  let cur = '';
+  for (const w of words) {
+    const lead = lines.length === 0 ? first : indent;
+    if (cur && visible(lead + cur) + 1 + visible(w) > width) {
+      lines.push(lead + cur);
+      cur = w;
+    } else cur = cur ? `${cur} ${w}` : w;
+  }
+  if (cur || lines.length === 0) lines.push((lines.length === 0 ? first : indent) + cur);
+  return lines.map((l) => clip(l, width)).join('\n');
+}

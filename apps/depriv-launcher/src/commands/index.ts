@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerAudit } from './audit.js';
+import { registerDemo } from './demo.js';
 import { registerLaunch } from './launch.js';
 import { registerXenstored } from './xenstored.js';
 
@@ -13,6 +14,7 @@ export interface GlobalOptions {
 export type RegisterCommand = (program: Command, globals: () => GlobalOptions) => void;
 
 export const commands: readonly RegisterCommand[] = [
+  registerDemo,
   registerLaunch,
   registerAudit,
   registerXenstored,
