@@ -4,6 +4,12 @@ import { commands, type GlobalOptions } from './commands/index.js';
 import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from './errors.js';
 import { color, processOutput } from './output.js';
 
+// A reader that stops early (`| head`) is not an error of ours.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 const program = new Command('xen-depriv')
   .description('Run QEMU device models for Xen deprivileged: launch, verify, tear down, audit.')
   .version('0.1.0')

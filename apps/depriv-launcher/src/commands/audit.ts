@@ -1,9 +1,13 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import {
   compileSeccomp,
   deviceModelAllowlist,
   disassembleSeccomp,
+  qemuXenHvmProfile,
 } from '@xen-depriv/privcmd-filter';
-import { processOutput } from '../output.js';
+import { DEFAULT_QUOTAS } from '@xen-depriv/xs-restrict';
+import { color, processOutput, table, wrap } from '../output.js';
 import type { RegisterCommand } from './index.js';
 
 export const registerAudit: RegisterCommand = (program, globals) => {
@@ -30,4 +34,111 @@ export const registerAudit: RegisterCommand = (program, globals) => {
       );
       out.line(disassembleSeccomp(program));
     });
+
+  audit
+    .command('privcmd')
+    .description("the DM_OP profile the device model's privcmd passes, and the privcmd ops audit")
+    .action(() => {
+      const out = processOutput(Boolean(globals().json));
+      const audit = readAuditTable();
+      const profile = JSON.parse(JSON.stringify(qemuXenHvmProfile, bigintHex)) as {
+        name: string;
+        limits: { maxBufs: number; maxBufSize: number };
+        ops: Record<string, Record<string, unknown>>;
+      };
+      if (out.json) {
+        out.line(JSON.stringify({ ok: true, profile, audit: audit?.table ?? null }));
+        return;
+      }
+      out.line(
+        color.bold(
+          `# DM_OP profile ${profile.name}: ${Object.keys(profile.ops).length} ops allowed, at most ${profile.limits.maxBufs} buffers of ${profile.limits.maxBufSize} bytes`,
+        ),
+      );
+      out.line(
+        table(
+          ['op', 'rule'],
+          Object.entries(profile.ops).map(([op, rule]) => [
+            op,
+            Object.entries(rule)
+              .map(
+                ([k, v]) =>
+                  `${k} ${Array.isArray(v) ? v.join(k === 'msiAddress' ? '..' : ',') : String(v)}`,
+              )
+              .join(', ') || '(any arguments)',
+          ]),
+          out.width,
+        ),
+      );
+      out.line(color.dim('every other DM_OP is denied with EPERM'));
+      out.line();
+      if (!audit) {
+        out.line('# privcmd ops audit: the table (privcmd-filter/audit/privcmd-ops.json) is not');
+        out.line('  installed with the package; read docs/audits/privcmd-ops.md in the repository');
+        return;
+      }
+      out.line(color.bold(`# privcmd ops audit (${audit.table.source})`));
+      out.line(
+        table(
+          ['operation', 'class', 'uses'],
+          audit.table.entries.map((e) => [e.name, e.class, String(e.uses?.length ?? 0)]),
+          out.width,
+        ),
+      );
+      out.line();
+      for (const [k, v] of Object.entries(audit.table.classes)) {
+        out.line(wrap(`${k}: ${v}`, out.width, '  '));
+      }
+    });
+
+  audit
+    .command('xenstore')
+    .description('what a device model may do in xenstore')
+    .action(() => {
+      const out = processOutput(Boolean(globals().json));
+      const pending =
+        'the catalogue of the xenstore paths a device model uses, and the restricting proxy that enforces it, are pending (issue 8)';
+      const rules = [
+        'a domain socket acts as its domid on every request, as a ring page would',
+        'a node is readable and writable by its owner (first permission entry) and by the domids its entries grant; others get EACCES',
+        'a node a domain cannot read does not exist for it (ENOENT hiding as in xenstored)',
+        'only the owner may change permissions, only dom0 may introduce, release or set a target',
+      ];
+      if (out.json) {
+        out.line(JSON.stringify({ ok: true, pending, enforcedNow: rules, quotas: DEFAULT_QUOTAS }));
+        return;
+      }
+      out.line(wrap(`${color.warn('pending:')} ${pending}.`, out.width, '  '));
+      out.line();
+      out.line(color.bold('# what the embedded xenstored enforces now (xen-depriv xenstored)'));
+      for (const r of rules) out.line(wrap(`- ${r}`, out.width, '  '));
+      out.line();
+      out.line(color.bold('# per-domain quotas (xenstored defaults)'));
+      out.line(
+        table(
+          ['quota', 'limit'],
+          Object.entries(DEFAULT_QUOTAS).map(([k, v]) => [k, String(v)]),
+          out.width,
+        ),
+      );
+    });
 };
+
+const bigintHex = (_key: string, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v);
+
+interface AuditTable {
+  source: string;
+  classes: Record<string, string>;
+  entries: { name: string; kind: string; class: string; uses?: string[] }[];
+}
+
+/** privcmd-filter's machine-readable audit, beside its dist/ in a checkout or an install. */
+function readAuditTable(): { table: AuditTable } | null {
+  try {
+    const entry = fileURLToPath(import.meta.resolve('@xen-depriv/privcmd-filter'));
+    const path = fileURLToPath(new URL('../audit/privcmd-ops.json', `file://${entry}`));
+    return { table: JSON.parse(readFileSync(path, 'utf8')) as AuditTable };
+  } catch {
+    return null;
+  }
+}

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerAudit } from './audit.js';
 import { registerDemo } from './demo.js';
 import { registerLaunch } from './launch.js';
+import { registerStorm } from './storm.js';
 import { registerXenstored } from './xenstored.js';
 
 export interface GlobalOptions {
@@ -16,6 +17,7 @@ export type RegisterCommand = (program: Command, globals: () => GlobalOptions) =
 export const commands: readonly RegisterCommand[] = [
   registerDemo,
   registerLaunch,
+  registerStorm,
   registerAudit,
   registerXenstored,
 ];

@@ -174,7 +174,9 @@ xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
         );
         out.line(`  qmp ${result.qmpSocket}`);
         out.line(`  log ${result.log}`);
-        for (const l of dm.limitations) out.line(`  ${color.warn('limitation:')} ${l}`);
+        for (const l of dm.limitations) {
+          out.line(wrap(`  ${color.warn('limitation:')} ${l}`, out.width, '    '));
+        }
       }
       process.exit(0);
     });

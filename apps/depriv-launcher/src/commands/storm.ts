@@ -1,0 +1,144 @@
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  type DmHandle,
+  destroy,
+  type LaunchProgress,
+  launchMany,
+  pidsOfUid,
+} from '@xen-depriv/qemu-launcher';
+import type { Lease } from '@xen-depriv/uid-allocator';
+import { validateConfig } from '../config.js';
+import { CliError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
+import { color, histogram, percentile, processOutput, table } from '../output.js';
+import { allocatorFor, planFor, probe, requireRoot, uidOpsFor } from '../runtime.js';
+import type { RegisterCommand } from './index.js';
+
+const positive = (name: string, max: number) => (text: string) => {
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text) || n < 1 || n > max) {
+    throw new CliError(`${name}: expected an integer 1..${max}, saw ${JSON.stringify(text)}`, {
+      exitCode: EXIT_USAGE,
+    });
+  }
+  return n;
+};
+
+/** `[#####.....] 12/16 ready, 0 failed`, fitted to `width`. */
+export function progressBar(done: number, failed: number, total: number, width: number): string {
+  const tail = ` ${done + failed}/${total} done, ${failed} failed`;
+  const inner = Math.max(10, Math.min(40, width - tail.length - 2));
+  const filled = Math.round(((done + failed) / total) * inner);
+  return `[${'#'.repeat(filled)}${'.'.repeat(inner - filled)}]${tail}`;
+}
+
+export const registerStorm: RegisterCommand = (program, globals) => {
+  program
+    .command('storm')
+    .description('a boot storm: launch N confined device models, C at a time, then destroy them')
+    .requiredOption('--count <n>', 'device models to launch', positive('--count', 1024))
+    .option('--concurrency <c>', 'launches in flight at once', positive('--concurrency', 256), 4)
+    .option('--qemu <binary>', 'the QEMU to launch', '/usr/bin/qemu-system-x86_64')
+    .option('--uid-base <uid>', 'first uid of the pool (its reaper is base + count)', '3100000')
+    .action(async (opts: { count: number; concurrency: number; qemu: string; uidBase: string }) => {
+      const out = processOutput(Boolean(globals().json));
+      const first = Number(opts.uidBase);
+      const stateDir = mkdtempSync(join(tmpdir(), 'xen-depriv-storm-'));
+      try {
+        const config = validateConfig({
+          domid: 1,
+          stateDir,
+          qemu: { binary: opts.qemu, machine: 'none', args: [] },
+          user: { scheme: 'pool', first, count: Math.max(opts.count, 16) },
+        });
+        requireRoot('storm');
+        const caps = await probe(config);
+        const allocator = allocatorFor(config);
+        const uids = uidOpsFor(config);
+        const leases: Lease[] = [];
+        try {
+          for (let domid = 1; domid <= opts.count; domid++) {
+            leases.push(await allocator.acquire(domid));
+          }
+          const items = leases.map((lease) => ({
+            plan: planFor(config, caps, lease, lease.domid),
+            deps: { lease, uids },
+          }));
+          let ready = 0;
+          let failed = 0;
+          const tty = process.stderr.isTTY === true && !out.json;
+          const draw = () => {
+            if (tty)
+              process.stderr.write(`\r${progressBar(ready, failed, opts.count, out.width - 1)}`);
+          };
+          const t0 = performance.now();
+          const result = await launchMany(items, {
+            concurrency: opts.concurrency,
+            uids,
+            progress: (e: LaunchProgress) => {
+              if (e.type === 'ready') ready++;
+              if (e.type === 'failed') failed++;
+              draw();
+            },
+          });
+          const wallMs = performance.now() - t0;
+          if (tty) process.stderr.write('\n');
+          else if (!out.json) out.line(progressBar(ready, failed, opts.count, out.width));
+          const handles = result.handles.filter((h): h is DmHandle => h !== null);
+          const t1 = performance.now();
+          await Promise.all(handles.map((h) => destroy(h, { uids })));
+          const destroyMs = performance.now() - t1;
+          for (const l of leases) await allocator.release(l).catch(() => undefined);
+          const left = leases.filter((l) => pidsOfUid(l.uid).length > 0).map((l) => l.uid);
+          const leaseFiles = readdirSync(join(stateDir, 'leases')).filter(
+            (n) => !n.startsWith('.'),
+          );
+          const ms = result.latencies.filter((x): x is number => x !== null).sort((a, b) => a - b);
+          const errors = result.errors.filter((e): e is Error => e !== null);
+          const summary = {
+            ok: errors.length === 0 && left.length === 0 && leaseFiles.length === 0,
+            count: opts.count,
+            concurrency: opts.concurrency,
+            ready: ms.length,
+            failed: errors.length,
+            wallMs: Math.round(wallMs),
+            destroyMs: Math.round(destroyMs),
+            p50: percentile(ms, 50),
+            p90: percentile(ms, 90),
+            p99: percentile(ms, 99),
+            max: ms.at(-1) ?? Number.NaN,
+            latenciesMs: ms.map((x) => Math.round(x)),
+            errors: [...new Set(errors.map((e) => e.message))],
+            leftBehind: { uids: left, leases: leaseFiles.length },
+          };
+          if (out.json) {
+            out.line(JSON.stringify(summary));
+          } else {
+            const f = (x: number) => (Number.isNaN(x) ? '-' : `${x.toFixed(0)} ms`);
+            out.line(
+              `${color.bold('storm')}: ${summary.ready}/${summary.count} ready, ${summary.failed} failed, concurrency ${summary.concurrency}, ${f(wallMs)} wall`,
+            );
+            out.line(
+              table(
+                ['launch to QMP-ready', 'p50', 'p90', 'p99', 'max'],
+                [['latency', f(summary.p50), f(summary.p90), f(summary.p99), f(summary.max)]],
+                out.width,
+              ),
+            );
+            out.line(histogram(ms, 8, out.width));
+            out.line(
+              `destroyed ${handles.length} in ${f(destroyMs)}: ${left.length ? color.bad(`uids ${left.join(' ')} still run`) : 'no process of their uids left'}`,
+            );
+            for (const e of summary.errors) out.error(`${color.bad('failed:')} ${e}`);
+          }
+          if (!summary.ok) process.exitCode = EXIT_FAILED;
+        } finally {
+          for (const l of leases) await allocator.release(l).catch(() => undefined);
+        }
+      } finally {
+        rmSync(stateDir, { recursive: true, force: true });
+        if (existsSync(stateDir)) out.error(`could not remove ${stateDir}`);
+      }
+    });
+};
