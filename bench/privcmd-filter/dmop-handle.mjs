@@ -1,8 +1,9 @@
 // DM_OP through PrivcmdHandle with the qemu-xen-hvm profile (kernel model + policy + encode) vs the
 // same through a handle with no profile, both over a stub ioctl, measured in the same run.
-//   (cd packages/privcmd-filter && npx tsup) && node bench/privcmd-filter/dmop-handle.mjs
+//   (cd packages/dmop-abi && npx tsup) && (cd packages/privcmd-filter && npx tsup) && node bench/privcmd-filter/dmop-handle.mjs
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { DeviceModel } from '../../packages/dmop-abi/dist/index.js';
 import { PrivcmdHandle, qemuXenHvmProfile } from '../../packages/privcmd-filter/dist/index.js';
 
 // A full collection before each timed run, so neither side pays for the other's garbage.
@@ -17,27 +18,21 @@ const io = { open: () => 3, close: () => {}, ioctl: () => 0 };
 const withPolicy = PrivcmdHandle.open({ domid: 7, profile: qemuXenHvmProfile, context: ctx, io });
 const noPolicy = PrivcmdHandle.open({ domid: 7, profile: null, io });
 
-// struct xen_dm_op for XEN_DMOP_inject_msi (op 14): data at 8, addr at 16.
-function encodeInjectMsi(addr, data) {
-  const buf = new Uint8Array(32);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, 14, true);
-  v.setUint32(8, data, true);
-  v.setBigUint64(16, addr, true);
-  return buf;
-}
+// dmop-abi's typed client encodes each call (encodeDmOpInto) and hands it to the handle.
+const dmPolicy = new DeviceModel(withPolicy);
+const dmNone = new DeviceModel(noPolicy);
 
-function run(handle, n) {
+function run(dm, n) {
   gc();
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) handle.dmOp(7, [encodeInjectMsi(0xfee00000n + BigInt(i & 0xfff), i)]);
+  for (let i = 0; i < n; i++) dm.injectMsi(7, 0xfee00000n + BigInt(i & 0xfff), i);
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
 const N = Number(process.argv[2] ?? 100000);
 const ROUNDS = 21;
-run(withPolicy, N);
-run(noPolicy, N);
+run(dmPolicy, N);
+run(dmNone, N);
 // Interleaved rounds, the order alternating, so both see the same machine load (2 shared cores);
 // the median of the per-round ratios resists the rounds another process disturbed.
 const ratios = [];
@@ -46,18 +41,18 @@ for (let round = 0; round < ROUNDS; round++) {
   let none;
   let policy;
   if (round % 2 === 0) {
-    none = run(noPolicy, N);
-    policy = run(withPolicy, N);
+    none = run(dmNone, N);
+    policy = run(dmPolicy, N);
   } else {
-    policy = run(withPolicy, N);
-    none = run(noPolicy, N);
+    policy = run(dmPolicy, N);
+    none = run(dmNone, N);
   }
   ratios.push(policy / none);
   best = { policy: Math.min(best.policy, policy), none: Math.min(best.none, none) };
 }
 ratios.sort((a, b) => a - b);
 const median = ratios[Math.floor(ratios.length / 2)];
-console.log(`DM_OP inject_msi, ${N} ops x ${ROUNDS} rounds, stub ioctl`);
+console.log(`DeviceModel.injectMsi -> PrivcmdHandle.dmOp, ${N} ops x ${ROUNDS} rounds, stub ioctl`);
 console.log(
   `  no policy (kernel model + encode):        ${Math.round(N / best.none).toLocaleString('en')} ops/s (best round)`,
 );

@@ -225,8 +225,18 @@ export function decideDmOp(
 
   switch (name) {
     case 'inject_msi': {
-      const addr = readU64(first, 16);
-      if (rule.msiAddress && (addr < rule.msiAddress[0] || addr > rule.msiAddress[1])) {
+      const window = compiled(profile).msi;
+      // The common case in plain numbers: both bounds below 2^53, so hi32 * 2^32 + lo32 is exact
+      // whenever it can lie between them.
+      const hi32 = readU32(first, 20);
+      const addrNum = hi32 < 0x200000 ? hi32 * 0x100000000 + readU32(first, 16) : Number.MAX_VALUE;
+      const outside =
+        window !== undefined
+          ? addrNum < window[0] || addrNum > window[1]
+          : rule.msiAddress !== undefined &&
+            (readU64(first, 16) < rule.msiAddress[0] || readU64(first, 16) > rule.msiAddress[1]);
+      if (outside && rule.msiAddress) {
+        const addr = readU64(first, 16);
         const [lo, hi] = rule.msiAddress;
         return refuse(
           profile,
@@ -430,14 +440,34 @@ export function decideDmOp(
   return allowed(profile, name);
 }
 
-// One allow decision per profile and op, built once: the allowed path is the hot one.
-const ALLOWED = new WeakMap<PolicyProfile, Map<DmOpName, Decision>>();
-function allowed(profile: PolicyProfile, name: DmOpName): Decision {
-  let byOp = ALLOWED.get(profile);
-  if (byOp === undefined) {
-    byOp = new Map();
-    ALLOWED.set(profile, byOp);
+// Per profile, built once: the allow decisions (the allowed path is the hot one) and the MSI
+// window as numbers when it fits in 2^53.
+interface Compiled {
+  readonly allowed: Map<DmOpName, Decision>;
+  readonly msi: readonly [number, number] | undefined;
+}
+const COMPILED = new WeakMap<PolicyProfile, Compiled>();
+let lastProfile: PolicyProfile | undefined;
+let lastCompiled: Compiled | undefined;
+function compiled(profile: PolicyProfile): Compiled {
+  if (profile === lastProfile && lastCompiled !== undefined) return lastCompiled;
+  let c = COMPILED.get(profile);
+  if (c === undefined) {
+    const w = profile.ops.inject_msi?.msiAddress;
+    const safe = (v: bigint) => v <= BigInt(Number.MAX_SAFE_INTEGER);
+    c = {
+      allowed: new Map(),
+      msi: w !== undefined && safe(w[0]) && safe(w[1]) ? [Number(w[0]), Number(w[1])] : undefined,
+    };
+    COMPILED.set(profile, c);
   }
+  lastProfile = profile;
+  lastCompiled = c;
+  return c;
+}
+
+function allowed(profile: PolicyProfile, name: DmOpName): Decision {
+  const byOp = compiled(profile).allowed;
   let d = byOp.get(name);
   if (d === undefined) {
     d = Object.freeze(allow(`profile ${profile.name}: XEN_DMOP_${name} allowed`));
