@@ -90,7 +90,18 @@ function viewOf(buf: Uint8Array): DataView {
   return v;
 }
 
-function checkNumber(where: string, type: Exclude<CType, 'u64'>, value: unknown): number {
+// The field's name is passed in pieces and joined only on error: the hot path allocates nothing.
+function fieldName(scope: string, index: number, field: string): string {
+  return index < 0 ? `${scope}.${field}` : `${scope}[${index}].${field}`;
+}
+
+function checkNumber(
+  scope: string,
+  index: number,
+  field: string,
+  type: Exclude<CType, 'u64'>,
+  value: unknown,
+): asserts value is number {
   if (
     typeof value !== 'number' ||
     !Number.isInteger(value) ||
@@ -98,19 +109,24 @@ function checkNumber(where: string, type: Exclude<CType, 'u64'>, value: unknown)
     value > CTYPE_MAX[type]
   ) {
     throw new RangeError(
-      `${where}: expected an integer in [0, ${CTYPE_MAX[type]}] (${cTypeName(type)}), saw ${describe(value)}`,
+      `${fieldName(scope, index, field)}: expected an integer in [0, ${CTYPE_MAX[type]}] (${cTypeName(type)}), saw ${describe(value)}`,
     );
   }
-  return value;
 }
 
-function checkBigint(where: string, value: unknown): bigint {
+// Assertions rather than returning the value: a number above 2^30 returned from a call that is not
+// inlined is boxed into a fresh HeapNumber, one allocation per field.
+function checkBigint(
+  scope: string,
+  index: number,
+  field: string,
+  value: unknown,
+): asserts value is bigint {
   if (typeof value !== 'bigint' || value < 0n || value > CTYPE_MAX.u64) {
     throw new RangeError(
-      `${where}: expected a bigint in [0, 2^64-1] (uint64_t), saw ${describe(value)}`,
+      `${fieldName(scope, index, field)}: expected a bigint in [0, 2^64-1] (uint64_t), saw ${describe(value)}`,
     );
   }
-  return value;
 }
 
 function cTypeName(type: CType): string {
@@ -134,20 +150,24 @@ function writeField(
   at: number,
   field: FieldLayout,
   value: unknown,
-  where: string,
+  scope: string,
 ): void {
   switch (field.type) {
     case 'u8':
-      v.setUint8(at, checkNumber(where, 'u8', value));
+      checkNumber(scope, -1, field.name, 'u8', value);
+      v.setUint8(at, value);
       break;
     case 'u16':
-      v.setUint16(at, checkNumber(where, 'u16', value), true);
+      checkNumber(scope, -1, field.name, 'u16', value);
+      v.setUint16(at, value, true);
       break;
     case 'u32':
-      v.setUint32(at, checkNumber(where, 'u32', value), true);
+      checkNumber(scope, -1, field.name, 'u32', value);
+      v.setUint32(at, value, true);
       break;
     case 'u64':
-      v.setBigUint64(at, checkBigint(where, value), true);
+      checkBigint(scope, -1, field.name, value);
+      v.setBigUint64(at, value, true);
       break;
   }
 }
@@ -197,6 +217,18 @@ export function dmOpBufferSizes(op: DmOp): readonly [first: number, second?: num
  * Allocates nothing once each buffer has been seen.
  */
 export function encodeDmOpInto(op: DmOp, bufs: readonly Uint8Array[]): number {
+  return encodeWith(op, bufs, viewOf);
+}
+
+// Fresh buffers get a fresh view instead of an entry in the cache of reused ones.
+const freshView = (buf: Uint8Array): DataView =>
+  new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+
+function encodeWith(
+  op: DmOp,
+  bufs: readonly Uint8Array[],
+  view: (buf: Uint8Array) => DataView,
+): number {
   const layout = layoutOf(op);
   const name = op.op;
   const head = bufs[0];
@@ -205,20 +237,20 @@ export function encodeDmOpInto(op: DmOp, bufs: readonly Uint8Array[]): number {
       `${name}: expected bufs[0] of at least ${SIZEOF.xen_dm_op} bytes, saw ${head?.byteLength ?? 'none'}`,
     );
   }
-  const v = viewOf(head);
+  const v = view(head);
   head.fill(0, 0, SIZEOF.xen_dm_op);
   v.setUint32(0, layout.number, true);
   const record = op as unknown as Readonly<Record<string, unknown>>;
   for (const field of layout.inputs) {
     const value = field.name === 'flags' && record.flags === undefined ? 0 : record[field.name];
-    writeField(v, XEN_DM_OP_UNION_OFFSET + field.offset, field, value, `${name}.${field.name}`);
+    writeField(v, XEN_DM_OP_UNION_OFFSET + field.offset, field, value, name);
   }
   if (op.op === 'modified_memory') {
     const extents = op.extents;
     if (!Array.isArray(extents)) {
       throw new TypeError(`modified_memory.extents: expected an array, saw ${describe(extents)}`);
     }
-    checkNumber('modified_memory.extents.length', 'u32', extents.length);
+    checkNumber('modified_memory', -1, 'extents.length', 'u32', extents.length);
     v.setUint32(XEN_DM_OP_UNION_OFFSET, extents.length, true);
     const need = extents.length * MODIFIED_MEMORY_EXTENT.size;
     const body = bufs[1];
@@ -227,17 +259,17 @@ export function encodeDmOpInto(op: DmOp, bufs: readonly Uint8Array[]): number {
         `modified_memory: expected bufs[1] of at least ${need} bytes, saw ${body?.byteLength ?? 'none'}`,
       );
     }
-    const ev = viewOf(body);
+    const ev = view(body);
     for (let i = 0; i < extents.length; i++) {
       const e = extents[i] as ModifiedMemoryExtent;
       const at = i * MODIFIED_MEMORY_EXTENT.size;
-      ev.setUint32(at, checkNumber(`modified_memory.extents[${i}].nr`, 'u32', e.nr), true);
+      const nr: unknown = e.nr;
+      const firstPfn: unknown = e.firstPfn;
+      checkNumber('modified_memory.extents', i, 'nr', 'u32', nr);
+      checkBigint('modified_memory.extents', i, 'firstPfn', firstPfn);
+      ev.setUint32(at, nr, true);
       ev.setUint32(at + 4, 0, true);
-      ev.setBigUint64(
-        at + 8,
-        checkBigint(`modified_memory.extents[${i}].firstPfn`, e.firstPfn),
-        true,
-      );
+      ev.setBigUint64(at + 8, firstPfn, true);
     }
     return 2;
   }
@@ -262,7 +294,7 @@ export function encodeDmOp(op: DmOp): EncodedDmOp {
     second === undefined
       ? [new Uint8Array(first)]
       : [new Uint8Array(first), new Uint8Array(second)];
-  encodeDmOpInto(op, bufs);
+  encodeWith(op, bufs, freshView);
   return { bufs };
 }
 
