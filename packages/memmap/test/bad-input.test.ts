@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   ForeignMemoryError,
   InMemoryForeignMemory,
@@ -8,6 +8,10 @@ import {
   Physmap,
   PhysmapError,
 } from '../src/index.js';
+
+// The harness's limits on a busy 2-core CI machine (property runs, gcc, child processes), not
+// performance bounds: no assertion here depends on time.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
 const hexString = fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), maxLength: 18 });
 

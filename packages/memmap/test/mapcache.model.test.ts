@@ -1,7 +1,7 @@
 import { IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
 import * as sys from '@xen-depriv/sys';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   type ForeignMemory,
   InMemoryForeignMemory,
@@ -11,6 +11,10 @@ import {
   PrivcmdForeignMemory,
   type PrivcmdMapIo,
 } from '../src/index.js';
+
+// The harness's limits on a busy 2-core CI machine (property runs, gcc, child processes), not
+// performance bounds: no assertion here depends on time.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
 const PAGE = 4096;
 
@@ -355,9 +359,9 @@ describe('MapCache against the reference model', () => {
   it('InMemoryForeignMemory: random map/lock/unlock/translate/invalidate/evict sequences agree with the model', () => {
     fc.assert(
       fc.property(arbWorld(60), (w) => runWorld(w, inMemory)),
-      { numRuns: 300 },
+      { numRuns: 200 },
     );
-  });
+  }, 120_000);
 
   it.skipIf(!sys.isAvailable())(
     'MemfdForeignMemory (real mmap of a memfd): random sequences agree with the model, locked views never detach',
@@ -367,6 +371,7 @@ describe('MapCache against the reference model', () => {
         { numRuns: 80 },
       );
     },
+    120_000,
   );
 
   it('PrivcmdForeignMemory over a simulated privcmd driver (PrivcmdModel-style, not the kernel): bookkeeping agrees with the model', () => {
@@ -374,7 +379,7 @@ describe('MapCache against the reference model', () => {
       fc.property(arbWorld(60), (w) => runWorld(w, privcmdModel)),
       { numRuns: 150 },
     );
-  });
+  }, 120_000);
 
   it('the model itself never drops a locked entry (a check that can fail)', () => {
     const m = new ModelCache(4096, 4096, () => true);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   type ForeignMemory,
   ForeignMemoryError,
@@ -6,6 +6,10 @@ import {
   MapCache,
   MapCacheError,
 } from '../src/index.js';
+
+// The harness's limits on a busy 2-core CI machine (property runs, gcc, child processes), not
+// performance bounds: no assertion here depends on time.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
 const MiB = 0x10_0000;
 

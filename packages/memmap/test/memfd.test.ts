@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as sys from '@xen-depriv/sys';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   ForeignMemoryError,
   MapCache,
@@ -13,6 +13,10 @@ import {
   Physmap,
   PROT_READ,
 } from '../src/index.js';
+
+// The harness's limits on a busy 2-core CI machine (property runs, gcc, child processes), not
+// performance bounds: no assertion here depends on time.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
 /** The built package, for the child process (built by `tsup` before tests run). */
 const DIST = resolve(__dirname, '../dist/index.js');

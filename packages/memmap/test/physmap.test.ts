@@ -1,6 +1,10 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Physmap, PhysmapError, physmapXenstorePath, type Relocation } from '../src/index.js';
+
+// The harness's limits on a busy 2-core CI machine (property runs, gcc, child processes), not
+// performance bounds: no assertion here depends on time.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
 const MiB = 0x10_0000;
 const GiB = 0x4000_0000;

@@ -9,8 +9,12 @@ import {
   PrivcmdHandle,
 } from '@xen-depriv/privcmd-filter';
 import * as sys from '@xen-depriv/sys';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MapCache, PrivcmdForeignMemory, type PrivcmdMapIo } from '../src/index.js';
+
+// The harness's limits on a busy 2-core CI machine (property runs, gcc, child processes), not
+// performance bounds: no assertion here depends on time.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
 const run = promisify(execFile);
 const ENOENT = 2;

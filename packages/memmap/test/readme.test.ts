@@ -5,6 +5,10 @@ import { pathToFileURL } from 'node:url';
 import * as sys from '@xen-depriv/sys';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 
+// The harness's limits on a busy 2-core CI machine (property runs, gcc, child processes), not
+// performance bounds: no assertion here depends on time.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
+
 const readme = readFileSync(resolve(__dirname, '../README.md'), 'utf8');
 const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1] as string);
 const src = resolve(__dirname, '../src/index.ts');
