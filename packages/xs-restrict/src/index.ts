@@ -1,4 +1,10 @@
 export {
+  CATALOGUE,
+  type CatalogueEntry,
+  type CatalogueOp,
+  PLACEHOLDERS,
+} from './catalogue.js';
+export {
   DEFAULT_XENSTORED_PATH,
   type TxOption,
   type WatchEvent,
@@ -9,6 +15,22 @@ export {
 } from './client.js';
 export { XenstoreError } from './errors.js';
 export { PACKAGE_NAME } from './package-name.js';
+export {
+  DEFAULT_PROXY_LIMITS,
+  type ProxyClientStats,
+  type ProxyLimits,
+  type ProxyLogRecord,
+  type ProxyUpstream,
+  proxyClientBufferBound,
+  RestrictingProxy,
+  type RestrictingProxyOptions,
+} from './proxy.js';
+export {
+  Allowlist,
+  type AllowRule,
+  allowlistFromCatalogue,
+  patternSource,
+} from './proxy-allowlist.js';
 export {
   DEFAULT_QUOTAS,
   XenstoreConnection,

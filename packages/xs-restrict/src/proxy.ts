@@ -1,0 +1,544 @@
+import { existsSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import type { CatalogueOp } from './catalogue.js';
+import { Allowlist, type AllowRule, allowlistFromCatalogue } from './proxy-allowlist.js';
+import type { XenstoreConnection, XenstoreServer } from './server.js';
+import {
+  encodeMessage,
+  MessageParser,
+  XENSTORE_HEADER_SIZE,
+  XENSTORE_PAYLOAD_MAX,
+  XS_CONTROL,
+  XS_DIRECTORY,
+  XS_DIRECTORY_PART,
+  XS_ERROR,
+  XS_GET_DOMAIN_PATH,
+  XS_GET_PERMS,
+  XS_INTRODUCE,
+  XS_IS_DOMAIN_INTRODUCED,
+  XS_MKDIR,
+  XS_READ,
+  XS_RELEASE,
+  XS_RESET_WATCHES,
+  XS_RESUME,
+  XS_RM,
+  XS_SET_PERMS,
+  XS_SET_TARGET,
+  XS_TRANSACTION_END,
+  XS_TRANSACTION_START,
+  XS_TYPE_NAMES,
+  XS_UNWATCH,
+  XS_WATCH,
+  XS_WATCH_EVENT,
+  XS_WRITE,
+  type XsErrno,
+  type XsMessage,
+} from './wire.js';
+
+/** Per-client bounds the proxy enforces on the device model. */
+export interface ProxyLimits {
+  /** Watches of all the proxy's clients together (xenstored's per-domain count; refused with E2BIG). */
+  maxWatches: number;
+  /** Open transactions per client (refused with ENOSPC). */
+  maxTransactions: number;
+  /** Requests forwarded and not yet answered per client; beyond it the proxy stops reading that client. */
+  maxInFlight: number;
+  /** Reply bytes queued for a client that does not read; beyond it the client is closed. */
+  maxOutputBytes: number;
+  /** Concurrent clients (QEMU opens a handful of xenstore connections). */
+  maxClients: number;
+}
+
+export const DEFAULT_PROXY_LIMITS: Readonly<ProxyLimits> = {
+  maxWatches: 128,
+  maxTransactions: 10,
+  maxInFlight: 64,
+  maxOutputBytes: 256 * 1024,
+  maxClients: 16,
+};
+
+/**
+ * Where the proxy forwards to. A string is a unix socket whose connections
+ * already act as the proxied domid (the C xenstored peer's `domN.sock`,
+ * `XenstoreServer.listenDomain`); a server is attached to as that domid.
+ */
+export type ProxyUpstream = string | XenstoreServer;
+
+export interface RestrictingProxyOptions {
+  /** The guest domain the device model serves; every request acts as this domid upstream. */
+  domid: number;
+  upstream: ProxyUpstream;
+  /** Default: allowlistFromCatalogue(CATALOGUE). */
+  allowlist?: readonly AllowRule[];
+  /** Where the DM's relative paths point: it is a dom0 backend, so `/local/domain/0`. */
+  homePath?: string;
+  limits?: Partial<ProxyLimits>;
+  /** Receives one JSON line per refusal or client-closing event. Default: stderr. */
+  log?: (line: string) => void;
+}
+
+/** A refusal or client-closing event, as logged (one JSON object per line). */
+export interface ProxyLogRecord {
+  time: string;
+  domid: number;
+  client: number;
+  event: 'refused' | 'protocol-error' | 'slow-reader' | 'upstream-closed' | 'too-many-clients';
+  request?: { type: string; reqId: number; txId: number; path?: string };
+  rule?: string;
+  errno?: XsErrno;
+  detail?: string;
+}
+
+export interface ProxyClientStats {
+  id: number;
+  inFlight: number;
+  watches: number;
+  transactions: number;
+  /** Bytes held by the two parsers (client side, upstream side) for partial messages. */
+  parserBytes: number;
+  /** Reply bytes queued in the client socket. */
+  outputBytes: number;
+}
+
+const PRIVILEGED = new Map<number, string>([
+  [XS_CONTROL, 'CONTROL'],
+  [XS_INTRODUCE, 'INTRODUCE'],
+  [XS_RELEASE, 'RELEASE'],
+  [XS_SET_TARGET, 'SET_TARGET'],
+  [XS_RESUME, 'RESUME'],
+  [XS_IS_DOMAIN_INTRODUCED, 'IS_DOMAIN_INTRODUCED'],
+]);
+
+const PATH_OPS = new Map<number, CatalogueOp>([
+  [XS_READ, 'read'],
+  [XS_DIRECTORY, 'read'],
+  [XS_DIRECTORY_PART, 'read'],
+  [XS_GET_PERMS, 'read'],
+  [XS_WRITE, 'write'],
+  [XS_MKDIR, 'mkdir'],
+  [XS_RM, 'rm'],
+  [XS_SET_PERMS, 'setPerms'],
+  [XS_WATCH, 'watch'],
+]);
+
+interface Upstream {
+  write(b: Buffer): void;
+  /** Close after what was written has gone out. */
+  end(): void;
+}
+
+interface InFlight {
+  type: number;
+  reqId: number;
+  txId: number;
+  watchKey?: string;
+  watch?: ClientWatch;
+}
+
+interface ClientWatch {
+  /** Absolute path as registered upstream. */
+  path: string;
+  token: string;
+  /** Prefix (with trailing '/') to strip from events, for a watch the client set with a relative path. */
+  strip: string | undefined;
+}
+
+let nextClientId = 1;
+
+class ProxyClient {
+  readonly id = nextClientId++;
+  readonly parser = new MessageParser();
+  readonly upParser = new MessageParser();
+  readonly inFlight: InFlight[] = [];
+  readonly watches = new Map<string, ClientWatch>();
+  readonly transactions = new Set<number>();
+  upstream: Upstream | undefined;
+  closed = false;
+  paused = false;
+  constructor(
+    readonly proxy: RestrictingProxy,
+    readonly sock: net.Socket,
+  ) {}
+}
+
+function nulSplit(p: Buffer): string[] {
+  const out: string[] = [];
+  let start = 0;
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === 0) {
+      out.push(p.subarray(start, i).toString('utf8'));
+      start = i + 1;
+    }
+  }
+  return out;
+}
+
+/**
+ * A xenstore endpoint for one deprivileged device model of domain `domid`.
+ *
+ * Each client gets its own upstream connection that acts as `domid` (a
+ * domain socket of the daemon, or `XenstoreServer.attach`), so permission
+ * checks, quotas and watch-event filtering are the daemon's own: a permitted
+ * request gets byte for byte the reply a direct domain-N connection gets. The
+ * proxy adds what the daemon cannot know: the allowlist derived from the key
+ * catalogue, refusal of privileged operations, the DM's watch and
+ * transaction quotas, and bounds on memory per client.
+ */
+export class RestrictingProxy {
+  readonly domid: number;
+  readonly limits: ProxyLimits;
+  readonly allowlist: Allowlist;
+  readonly homePath: string;
+  private readonly upstreamSpec: ProxyUpstream;
+  private readonly logSink: (line: string) => void;
+  private readonly clients = new Set<ProxyClient>();
+  private server: net.Server | undefined;
+  private path: string | undefined;
+
+  constructor(options: RestrictingProxyOptions) {
+    if (!Number.isInteger(options.domid) || options.domid <= 0 || options.domid >= 0x7ff0) {
+      throw new RangeError(`domid: expected 1..32751, got ${options.domid}`);
+    }
+    this.domid = options.domid;
+    this.upstreamSpec = options.upstream;
+    this.limits = { ...DEFAULT_PROXY_LIMITS, ...options.limits };
+    this.allowlist = new Allowlist(options.allowlist ?? allowlistFromCatalogue(), options.domid);
+    this.homePath = options.homePath ?? '/local/domain/0';
+    this.logSink = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+  }
+
+  /** Listen on a unix socket (replacing a stale socket file). */
+  listen(path: string): Promise<void> {
+    if (existsSync(path)) unlinkSync(path);
+    const server = net.createServer((sock) => this.accept(sock));
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        this.server = server;
+        this.path = path;
+        resolve();
+      });
+    });
+  }
+
+  /** Stop listening, close every client (ending its upstream state), remove the socket file. */
+  async close(): Promise<void> {
+    for (const c of [...this.clients]) this.closeClient(c);
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (this.path && existsSync(this.path)) unlinkSync(this.path);
+  }
+
+  /** Per-client state sizes, for monitoring and the memory-bound tests. */
+  stats(): ProxyClientStats[] {
+    return [...this.clients].map((c) => ({
+      id: c.id,
+      inFlight: c.inFlight.length,
+      watches: c.watches.size,
+      transactions: c.transactions.size,
+      parserBytes: c.parser.buffered + c.upParser.buffered,
+      outputBytes: c.sock.writableLength,
+    }));
+  }
+
+  private log(c: ProxyClient, rec: Omit<ProxyLogRecord, 'time' | 'domid' | 'client'>): void {
+    const full: ProxyLogRecord = {
+      time: new Date().toISOString(),
+      domid: this.domid,
+      client: c.id,
+      ...rec,
+    };
+    this.logSink(JSON.stringify(full));
+  }
+
+  private accept(sock: net.Socket): void {
+    const c = new ProxyClient(this, sock);
+    sock.on('error', () => this.closeClient(c));
+    sock.on('close', () => this.closeClient(c));
+    if (this.clients.size >= this.limits.maxClients) {
+      this.log(c, { event: 'too-many-clients', detail: `limit ${this.limits.maxClients}` });
+      sock.destroy();
+      return;
+    }
+    this.clients.add(c);
+    c.upstream = this.openUpstream(c);
+    sock.on('data', (d) => this.fromClient(c, d));
+  }
+
+  private openUpstream(c: ProxyClient): Upstream {
+    const spec = this.upstreamSpec;
+    if (typeof spec === 'string') {
+      const up = net.createConnection(spec);
+      up.on('data', (d) => this.fromUpstream(c, d));
+      up.on('error', () => undefined);
+      up.on('close', () => this.upstreamClosed(c));
+      return { write: (b) => up.write(b), end: () => up.end() };
+    }
+    let conn: XenstoreConnection | undefined;
+    let ending = false;
+    conn = spec.attach(
+      this.domid,
+      (b) => {
+        this.fromUpstream(c, b);
+        return true;
+      },
+      () => {
+        if (!ending) this.upstreamClosed(c);
+      },
+    );
+    return {
+      write: (b) => conn?.receive(b),
+      end: () => {
+        ending = true;
+        conn?.close();
+        conn = undefined;
+      },
+    };
+  }
+
+  private send(c: ProxyClient, b: Buffer): void {
+    if (c.closed) return;
+    c.sock.write(b);
+    if (c.sock.writableLength > this.limits.maxOutputBytes) {
+      this.log(c, {
+        event: 'slow-reader',
+        detail: `${c.sock.writableLength} reply bytes queued, limit ${this.limits.maxOutputBytes}`,
+      });
+      this.closeClient(c);
+    }
+  }
+
+  private refuse(c: ProxyClient, m: XsMessage, errno: XsErrno, rule: string, path?: string): void {
+    const request: NonNullable<ProxyLogRecord['request']> = {
+      type: XS_TYPE_NAMES[m.type] ?? `type ${m.type}`,
+      reqId: m.reqId,
+      txId: m.txId,
+    };
+    if (path !== undefined) request.path = path;
+    this.log(c, { event: 'refused', request, rule, errno });
+    // xenstored's error reply copies the request's header: same req_id and tx_id.
+    this.send(c, encodeMessage(XS_ERROR, m.reqId, m.txId, `${errno}\0`));
+  }
+
+  private fromClient(c: ProxyClient, chunk: Buffer): void {
+    if (c.closed) return;
+    let msgs: XsMessage[];
+    try {
+      msgs = c.parser.push(chunk);
+    } catch (e) {
+      this.log(c, { event: 'protocol-error', detail: (e as Error).message });
+      this.closeClient(c);
+      return;
+    }
+    for (const m of msgs) {
+      if (c.closed) return;
+      this.check(c, m);
+    }
+    if (!c.closed && !c.paused && c.inFlight.length >= this.limits.maxInFlight) {
+      c.paused = true;
+      c.sock.pause();
+    }
+  }
+
+  private absolute(path: string): string {
+    return path.startsWith('/') || path.startsWith('@') ? path : `${this.homePath}/${path}`;
+  }
+
+  private forward(c: ProxyClient, m: XsMessage, payload: Buffer, f: Partial<InFlight> = {}): void {
+    c.inFlight.push({ type: m.type, reqId: m.reqId, txId: m.txId, ...f });
+    c.upstream?.write(encodeMessage(m.type, m.reqId, m.txId, payload));
+  }
+
+  private check(c: ProxyClient, m: XsMessage): void {
+    const priv = PRIVILEGED.get(m.type);
+    if (priv !== undefined) {
+      this.refuse(c, m, 'EACCES', `privileged-op:${priv}`);
+      return;
+    }
+    switch (m.type) {
+      case XS_GET_DOMAIN_PATH:
+        this.forward(c, m, m.payload);
+        return;
+      case XS_TRANSACTION_START:
+        if (m.txId === 0 && c.transactions.size >= this.limits.maxTransactions) {
+          this.refuse(c, m, 'ENOSPC', 'quota:transactions');
+          return;
+        }
+        this.forward(c, m, m.payload);
+        return;
+      case XS_TRANSACTION_END:
+      case XS_RESET_WATCHES:
+        this.forward(c, m, m.payload);
+        return;
+      case XS_UNWATCH: {
+        const parts = nulSplit(m.payload);
+        const [path, token] = parts;
+        if (path === undefined || token === undefined) {
+          this.refuse(c, m, 'EINVAL', 'malformed');
+          return;
+        }
+        const abs = this.absolute(path);
+        this.forward(c, m, Buffer.from(`${abs}\0${token}\0`), { watchKey: `${abs}\0${token}` });
+        return;
+      }
+    }
+    const op = PATH_OPS.get(m.type);
+    if (op === undefined) {
+      this.refuse(c, m, 'EACCES', 'unknown-type');
+      return;
+    }
+    const z = m.payload.indexOf(0);
+    if (z < 0) {
+      this.refuse(c, m, 'EINVAL', 'malformed');
+      return;
+    }
+    const given = m.payload.subarray(0, z).toString('utf8');
+    const abs = this.absolute(given);
+    const rule = this.allowlist.match(op, abs);
+    if (!rule) {
+      this.refuse(c, m, 'EACCES', `not-in-allowlist:${op}`, abs);
+      return;
+    }
+    const rest = m.payload.subarray(z + 1);
+    const payload = abs === given ? m.payload : Buffer.concat([Buffer.from(`${abs}\0`), rest]);
+    if (payload.length > XENSTORE_PAYLOAD_MAX) {
+      this.refuse(c, m, 'E2BIG', 'payload-after-rewrite', abs);
+      return;
+    }
+    if (m.type === XS_WATCH) {
+      const token = nulSplit(rest)[0];
+      if (token === undefined) {
+        this.refuse(c, m, 'EINVAL', 'malformed', abs);
+        return;
+      }
+      let total = 0;
+      for (const other of this.clients) total += other.watches.size;
+      for (const f of c.inFlight) if (f.watch) total++;
+      if (total >= this.limits.maxWatches) {
+        this.refuse(c, m, 'E2BIG', 'quota:watches', abs);
+        return;
+      }
+      const watch: ClientWatch = {
+        path: abs,
+        token,
+        strip: abs === given ? undefined : `${this.homePath}/`,
+      };
+      this.forward(c, m, payload, { watch });
+      return;
+    }
+    this.forward(c, m, payload);
+  }
+
+  private fromUpstream(c: ProxyClient, chunk: Buffer): void {
+    if (c.closed) return;
+    let msgs: XsMessage[];
+    try {
+      msgs = c.upParser.push(chunk);
+    } catch (e) {
+      this.log(c, { event: 'protocol-error', detail: `upstream: ${(e as Error).message}` });
+      this.closeClient(c);
+      return;
+    }
+    const out: Buffer[] = [];
+    for (const m of msgs) {
+      if (m.type === XS_WATCH_EVENT) {
+        out.push(this.event(c, m));
+        continue;
+      }
+      const f = c.inFlight.shift();
+      if (f) this.settle(c, f, m);
+      out.push(encodeMessage(m.type, m.reqId, m.txId, m.payload));
+    }
+    if (out.length > 0) this.send(c, out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
+    if (c.paused && !c.closed && c.inFlight.length < this.limits.maxInFlight) {
+      c.paused = false;
+      c.sock.resume();
+    }
+  }
+
+  private event(c: ProxyClient, m: XsMessage): Buffer {
+    const [path, token] = nulSplit(m.payload);
+    if (path !== undefined && token !== undefined) {
+      for (const w of c.watches.values()) {
+        if (w.token !== token || w.strip === undefined) continue;
+        if (path === w.path || path.startsWith(`${w.path}/`)) {
+          return encodeMessage(
+            XS_WATCH_EVENT,
+            m.reqId,
+            m.txId,
+            `${path.slice(w.strip.length)}\0${token}\0`,
+          );
+        }
+      }
+    }
+    return encodeMessage(m.type, m.reqId, m.txId, m.payload);
+  }
+
+  private settle(c: ProxyClient, f: InFlight, m: XsMessage): void {
+    const ok = m.type !== XS_ERROR;
+    switch (f.type) {
+      case XS_WATCH:
+        if (ok && f.watch) c.watches.set(`${f.watch.path}\0${f.watch.token}`, f.watch);
+        return;
+      case XS_UNWATCH:
+        if (ok && f.watchKey !== undefined) c.watches.delete(f.watchKey);
+        return;
+      case XS_TRANSACTION_START:
+        if (ok) c.transactions.add(Number.parseInt(m.payload.toString(), 10));
+        return;
+      case XS_TRANSACTION_END: {
+        // xenstored forgets the transaction once the argument is valid, whether the commit worked or not.
+        const err = ok ? '' : m.payload.toString().replace(/\0.*$/s, '');
+        if (err !== 'EINVAL') c.transactions.delete(f.txId);
+        return;
+      }
+      case XS_RESET_WATCHES:
+        if (ok) {
+          c.watches.clear();
+          c.transactions.clear();
+        }
+        return;
+    }
+  }
+
+  private upstreamClosed(c: ProxyClient): void {
+    if (c.closed) return;
+    // Chosen behaviour: the client is closed, not silently reconnected. Its transactions died with
+    // the upstream connection, and a DM must not mistake a new xenstored for the old one.
+    this.log(c, {
+      event: 'upstream-closed',
+      errno: 'EIO',
+      detail: `upstream xenstore connection lost; ${c.inFlight.length} request(s) answered EIO, client closed`,
+    });
+    for (const f of c.inFlight.splice(0)) {
+      c.sock.write(encodeMessage(XS_ERROR, f.reqId, f.txId, 'EIO\0'));
+    }
+    c.upstream = undefined;
+    this.closeClient(c);
+  }
+
+  private closeClient(c: ProxyClient): void {
+    if (c.closed) return;
+    c.closed = true;
+    this.clients.delete(c);
+    const up = c.upstream;
+    c.upstream = undefined;
+    if (up) {
+      // A domain socket of C xenstored is a ring that outlives the connection: undo the client's
+      // state explicitly so a leak does not outlive it.
+      for (const tx of c.transactions) up.write(encodeMessage(XS_TRANSACTION_END, 0, tx, 'F\0'));
+      for (const w of c.watches.values())
+        up.write(encodeMessage(XS_UNWATCH, 0, 0, `${w.path}\0${w.token}\0`));
+      up.end();
+    }
+    c.sock.end();
+    c.sock.destroySoon?.();
+  }
+}
+
+/** The most bytes of message data the proxy holds for one client besides its socket's output queue. */
+export function proxyClientBufferBound(): number {
+  return 2 * (XENSTORE_HEADER_SIZE + XENSTORE_PAYLOAD_MAX);
+}
