@@ -72,3 +72,40 @@ export class Allowlist {
     return undefined;
   }
 }
+
+/**
+ * Problems between an allowlist and a catalogue, as sentences: a rule with no
+ * catalogue entry (or a different pattern, or operations the entry does not
+ * list), and a needed entry with no rule. Empty when they agree.
+ */
+export function allowlistProblems(
+  rules: readonly AllowRule[],
+  catalogue: readonly CatalogueEntry[] = CATALOGUE,
+): string[] {
+  const problems: string[] = [];
+  const byId = new Map(catalogue.map((e) => [e.id, e]));
+  for (const r of rules) {
+    const e = byId.get(r.entryId);
+    if (!e) {
+      problems.push(`rule ${r.entryId} (${r.pattern}): no catalogue entry of that id`);
+      continue;
+    }
+    if (e.pattern !== r.pattern)
+      problems.push(`rule ${r.entryId}: pattern ${r.pattern}, catalogue says ${e.pattern}`);
+    if (!e.deprivNeeds)
+      problems.push(`rule ${r.entryId}: the catalogue says a depriv DM does not need it`);
+    for (const op of r.ops)
+      if (!e.ops.includes(op))
+        problems.push(
+          `rule ${r.entryId}: ${op} is not among the catalogue's ops (${e.ops.join(', ')})`,
+        );
+  }
+  const ruled = new Set(rules.map((r) => r.entryId));
+  for (const e of catalogue) {
+    if (e.deprivNeeds && e.ops.length > 0 && !ruled.has(e.id))
+      problems.push(
+        `catalogue entry ${e.id} (${e.pattern}): needed by a depriv DM but no rule allows it`,
+      );
+  }
+  return problems;
+}
