@@ -18,6 +18,7 @@ async function round(workers, perWorker) {
   try {
     const markers = join(dir, 'markers');
     mkdirSync(markers);
+    mkdirSync(join(dir, 'leases'));
     const stop = join(dir, 'stop');
     const env = {
       ...process.env,

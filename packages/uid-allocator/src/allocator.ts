@@ -219,7 +219,8 @@ export class UidAllocator {
     }
     const held = await this.lock.acquire();
     try {
-      this.current(lease);
+      // 'releasing' too: after a release refused with NOT_EMPTY, reaping is the way out.
+      this.current(lease, true);
     } finally {
       held.release();
     }
@@ -367,12 +368,12 @@ export class UidAllocator {
   }
 
   /** The record of `lease`, or STALE_LEASE when it was released (or replaced). */
-  private current(lease: Lease): LeaseRecord {
+  private current(lease: Lease, releasing = false): LeaseRecord {
     const read = readRecord(this.leaseDir, this.nameOf(lease));
     if (
       read.kind !== 'record' ||
       read.record.leaseId !== lease.leaseId ||
-      read.record.state !== 'held'
+      !(read.record.state === 'held' || (releasing && read.record.state === 'releasing'))
     ) {
       throw new UidAllocatorError(
         'STALE_LEASE',

@@ -137,6 +137,17 @@ describe.skipIf(!canRunAsRoot)('UidAllocator on a real state directory (as root)
     expect((await a.acquire(0)).uid).toBe(lease.uid);
   });
 
+  it('reaps a lease whose release was refused, then releases it', async () => {
+    const a = allocator(FIRST + 25, 1);
+    const lease = await a.acquire(0);
+    await survivor(lease.uid);
+    expect((await rejection(a.release(lease))).code).toBe('NOT_EMPTY');
+    const report = await a.reap(lease);
+    expect([report.rounds >= 1, report.processesSeen]).toEqual([true, 1]);
+    expect(await a.release(lease)).toMatchObject({ released: true });
+    expect(records(a)).toEqual([]);
+  });
+
   it('release with reap empties the uid through sys.reaperKill first', async () => {
     const a = allocator(FIRST + 30, 1);
     const lease = await a.acquire(0);

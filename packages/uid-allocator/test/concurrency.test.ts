@@ -28,6 +28,7 @@ describe.skipIf(!canRunAsRoot || !built)(
       try {
         const markers = join(state.dir, 'markers');
         mkdirSync(markers);
+        mkdirSync(join(state.dir, 'leases'));
         const stop = join(state.dir, 'stop');
         const env = {
           ...process.env,

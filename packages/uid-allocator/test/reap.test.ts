@@ -1,5 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnConfined, waitPid } from '@xen-depriv/sys';
@@ -184,5 +192,61 @@ describe.skipIf(!canRunAsRoot || !hasGcc)(
       // The bomb did spread over many sessions, not one process group.
       expect(sessions).toBeGreaterThan(NPROC / 4);
     }, 120_000);
+  },
+);
+
+const CGROUP2_ROOT = '/sys/fs/cgroup/unified';
+const hasCgroup2 = (() => {
+  try {
+    return canRunAsRoot && readFileSync(`${CGROUP2_ROOT}/cgroup.procs`, 'latin1') !== undefined;
+  } catch {
+    return false;
+  }
+})();
+
+describe.skipIf(!hasCgroup2)(
+  'reap with the DM in its own cgroup v2 (as root, uids 3100210-3100211)',
+  () => {
+    it('writes cgroup.kill and waits until cgroup.procs is empty, a member of another uid included', async () => {
+      const uid = UID_BASE + 210;
+      const other = UID_BASE + 211;
+      const cgroup = mkdtempSync(join(CGROUP2_ROOT, 'uid-allocator-test-'));
+      const children: number[] = [];
+      try {
+        for (const u of [uid, other]) {
+          const c = spawnConfined({
+            file: '/bin/sleep',
+            argv: ['sleep', '1000'],
+            env: {},
+            uid: u,
+            gid: u,
+          });
+          children.push(c.pid);
+          writeFileSync(join(cgroup, 'cgroup.procs'), String(c.pid));
+        }
+        expect(
+          readFileSync(join(cgroup, 'cgroup.procs'), 'latin1')
+            .trim()
+            .split('\n')
+            .map(Number)
+            .sort(),
+        ).toEqual([...children].sort());
+        const report = await reap(uid, { reaperUid: REAPER, allowed: RANGE, cgroup });
+        expect(report.perRound[0]).toBe(3); // 1 process of the uid + 2 cgroup members
+        expect(readFileSync(join(cgroup, 'cgroup.procs'), 'latin1')).toBe('');
+        expect(processesOfUid(uid)).toEqual([]);
+        expect(processesOfUid(other)).toEqual([]);
+      } finally {
+        for (const pid of children) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // Killed by the reaper.
+          }
+          waitPid(pid);
+        }
+        rmdirSync(cgroup);
+      }
+    });
   },
 );
