@@ -1,0 +1,111 @@
+/**
+ * RestrictingProxy in front of the real C xenstored of Xen 4.17 (through
+ * ../shared/tools/xenstored-peer; domain sockets speak over real ring pages).
+ * Two fresh daemons get the same fixture; domain 5 talks to one directly and
+ * to the other through the proxy, and the transcripts must be identical.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { XenstoreClient } from '../src/client.js';
+import { type ProxyLogRecord, RestrictingProxy } from '../src/proxy.js';
+import * as W from '../src/wire.js';
+import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
+import { RawConn, show } from './helpers/raw.js';
+import {
+  allowedScript,
+  prepareFixture,
+  refusedCases,
+  requestsFor,
+  runScript,
+} from './proxy-fixture.js';
+
+const missing = peerMissing();
+const DOMID = 5;
+const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
+
+describe.skipIf(missing !== undefined)(
+  `RestrictingProxy on C xenstored 4.17 ${missing ? `(skipped: ${missing})` : ''}`,
+  { timeout: 60000 },
+  () => {
+    let a: Peer;
+    let b: Peer;
+    let dir: string;
+    const logs: ProxyLogRecord[] = [];
+    const cleanup: (() => void | Promise<void>)[] = [];
+
+    beforeAll(async () => {
+      dir = mkdtempSync('/tmp/xsrq-');
+      a = startPeer([DOMID]);
+      cleanup.push(() => a.stop());
+      b = startPeer([DOMID]);
+      cleanup.push(() => b.stop());
+      for (const peer of [a, b]) {
+        const dom0 = await XenstoreClient.connect({ path: peer.dom0 });
+        await prepareFixture(dom0, DOMID);
+        dom0.close();
+      }
+    });
+
+    afterAll(async () => {
+      for (const f of cleanup.reverse()) await f();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    async function proxy(): Promise<string> {
+      const p = new RestrictingProxy({
+        domid: DOMID,
+        upstream: b.dom(DOMID),
+        log: (line) => logs.push(JSON.parse(line) as ProxyLogRecord),
+      });
+      const path = `${dir}/proxy.sock`;
+      await p.listen(path);
+      cleanup.push(() => p.close());
+      return path;
+    }
+
+    it('gives the same replies and events as a direct domain-5 ring connection for every allowed catalogue request', async () => {
+      const script = allowedScript(DOMID);
+      const direct = await RawConn.open(a.dom(DOMID));
+      const want = await runScript(direct, script);
+      direct.close();
+      const path = await proxy();
+      const viaProxy = await RawConn.open(path);
+      const got = await runScript(viaProxy, script);
+      expect(got).toEqual(want);
+      expect(want.filter((l) => l.includes('ERROR'))).toEqual([]);
+      expect(want.some((l) => l.includes('"v:dm-physmap-size"'))).toBe(true);
+      expect(logs).toEqual([]);
+
+      // Then everything outside the allowlist, and the privileged operations: EACCES from the proxy.
+      let reqId = 1000;
+      for (const k of refusedCases(DOMID)) {
+        for (const s of requestsFor(k.op, k.path, k.label)) {
+          if (s.type === W.XS_UNWATCH) continue;
+          const id = reqId++;
+          viaProxy.send(s.type, id, 0, s.payload);
+          const r = await viaProxy.until((m) => m.reqId === id, k.label);
+          expect(`${k.label} ${show(r[r.length - 1] as W.XsMessage)}`).toBe(
+            `${k.label} ERROR req=${id} tx=0 "EACCES\\u0000"`,
+          );
+        }
+      }
+      const priv: [number, string][] = [
+        [W.XS_INTRODUCE, z('7', '4096', '1007')],
+        [W.XS_RELEASE, z(String(DOMID))],
+        [W.XS_SET_TARGET, z(String(DOMID), '0')],
+        [W.XS_CONTROL, z('log', 'on')],
+        [W.XS_RESUME, z(String(DOMID))],
+      ];
+      for (const [type, payload] of priv) {
+        const id = reqId++;
+        viaProxy.send(type, id, 0, payload);
+        const r = await viaProxy.until((m) => m.reqId === id, W.XS_TYPE_NAMES[type]);
+        expect(show(r[0] as W.XsMessage)).toBe(`ERROR req=${id} tx=0 "EACCES\\u0000"`);
+      }
+      expect(logs.length).toBe(reqId - 1000);
+      expect(logs.every((l) => l.event === 'refused' && l.errno === 'EACCES')).toBe(true);
+      viaProxy.close();
+      await viaProxy.closedPromise;
+    });
+  },
+);
