@@ -84,6 +84,8 @@ export class DmOpGate {
         kind: 'dm_op',
         dom: domid,
         bufSizes: bufs.map((b) => b.byteLength),
+        // An empty buffer's pointer is NULL, page-aligned; the others' offsets do not matter.
+        bufPageOffsets: bufs.map(() => 0),
       });
     }
     return decideDmOp(domid, bufs, this.#profile, this.#context, this.model);

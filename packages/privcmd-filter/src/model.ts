@@ -13,7 +13,16 @@ export type PrivcmdRequest =
   | { readonly kind: 'mmap'; readonly dom: number; readonly num: number }
   | { readonly kind: 'mmapbatch'; readonly dom: number; readonly num: number }
   | { readonly kind: 'mmapbatch_v2'; readonly dom: number; readonly num: number }
-  | { readonly kind: 'dm_op'; readonly dom: number; readonly bufSizes: readonly number[] }
+  | {
+      readonly kind: 'dm_op';
+      readonly dom: number;
+      readonly bufSizes: readonly number[];
+      /**
+       * offset_in_page(uptr) of each buffer, when the caller knows it (an empty JavaScript
+       * buffer's pointer is NULL: offset 0). Only zero-length buffers depend on it.
+       */
+      readonly bufPageOffsets?: readonly number[];
+    }
   | { readonly kind: 'restrict'; readonly domid: number }
   | {
       readonly kind: 'mmap_resource';
@@ -122,6 +131,20 @@ export class PrivcmdModel {
               'E2BIG',
               `IOCTL_PRIVCMD_DM_OP: buffer ${i} is ${size} bytes, at most dm_op_buf_max_size=${this.dmOpBufMaxSize}`,
             );
+          }
+        }
+        // lock_pages() pins DIV_ROUND_UP(offset_in_page(uptr) + size, PAGE_SIZE) pages per buffer:
+        // none for a zero-length buffer at a page-aligned address, and pin_user_pages_fast()
+        // pinning 0 pages is -EFAULT. Seen on Linux 6.1 under Xen 4.17 (test/xen/dmop-abi.xen.mjs).
+        const offsets = request.bufPageOffsets;
+        if (offsets !== undefined) {
+          for (let i = 0; i < num; i++) {
+            if ((request.bufSizes[i] ?? 0) === 0 && (offsets[i] ?? 0) % 4096 === 0) {
+              return deny(
+                'EFAULT',
+                `IOCTL_PRIVCMD_DM_OP: buffer ${i} is empty at a page-aligned address: lock_pages() pins no page`,
+              );
+            }
           }
         }
         return allow(`IOCTL_PRIVCMD_DM_OP with ${num} buffers for domid ${request.dom}`);

@@ -187,7 +187,12 @@ export function decideDmOp(
   model?: PrivcmdModel,
 ): Decision {
   if (model) {
-    const k = model.decide({ kind: 'dm_op', dom: domid, bufSizes: bufs.map((b) => b.byteLength) });
+    const k = model.decide({
+      kind: 'dm_op',
+      dom: domid,
+      bufSizes: bufs.map((b) => b.byteLength),
+      bufPageOffsets: bufs.map(() => 0),
+    });
     if (!k.allowed || bufs.length === 0) return k;
   }
   const { limits } = profile;

@@ -75,6 +75,24 @@ describe('PrivcmdModel (model of drivers/xen/privcmd.c): one example per errno',
     expect(small.decide({ kind: 'dm_op', dom: 3, bufSizes: [8, 8, 8] }).errno).toBe(7);
     expect(small.decide({ kind: 'dm_op', dom: 3, bufSizes: [65] }).errno).toBe(7);
   });
+  it('DM_OP: an empty buffer at a page-aligned address is EFAULT (lock_pages pins no page), after the size checks', () => {
+    const m = new PrivcmdModel();
+    expect(
+      m.decide({ kind: 'dm_op', dom: 3, bufSizes: [32, 0], bufPageOffsets: [0, 0] }),
+    ).toMatchObject({
+      errno: 14,
+      code: 'EFAULT',
+      reason:
+        'IOCTL_PRIVCMD_DM_OP: buffer 1 is empty at a page-aligned address: lock_pages() pins no page',
+    });
+    expect(
+      m.decide({ kind: 'dm_op', dom: 3, bufSizes: [32, 0], bufPageOffsets: [0, 8] }).allowed,
+    ).toBe(true);
+    expect(m.decide({ kind: 'dm_op', dom: 3, bufSizes: [32, 0] }).allowed).toBe(true);
+    expect(
+      m.decide({ kind: 'dm_op', dom: 3, bufSizes: [0, 4097], bufPageOffsets: [0, 0] }).errno,
+    ).toBe(7);
+  });
   it('DM_OP restriction is checked before num == 0', () => {
     const m = new PrivcmdModel();
     m.decide({ kind: 'restrict', domid: 1 });
