@@ -104,6 +104,86 @@ const HYPERCALL_SPEC = {
   arg4: [40, 'u64'],
 } as const;
 
+const MMAP_SPEC = {
+  num: [L.privcmd_mmap.num, 'i32'],
+  dom: [L.privcmd_mmap.dom, 'u16'],
+  entry: [L.privcmd_mmap.entry, 'u64'],
+} as const;
+const MMAP_ENTRY_SPEC = {
+  va: [L.privcmd_mmap_entry.va, 'u64'],
+  mfn: [L.privcmd_mmap_entry.mfn, 'u64'],
+  npages: [L.privcmd_mmap_entry.npages, 'u64'],
+} as const;
+const MMAPBATCH_SPEC = {
+  num: [L.privcmd_mmapbatch.num, 'i32'],
+  dom: [L.privcmd_mmapbatch.dom, 'u16'],
+  addr: [L.privcmd_mmapbatch.addr, 'u64'],
+  arr: [L.privcmd_mmapbatch.arr, 'u64'],
+} as const;
+const EVTCHN_BIND_INTERDOMAIN_SPEC = {
+  remote_domain: [L.ioctl_evtchn_bind_interdomain.remote_domain, 'u32'],
+  remote_port: [L.ioctl_evtchn_bind_interdomain.remote_port, 'u32'],
+} as const;
+
+/** struct privcmd_mmap: the argument of IOCTL_PRIVCMD_MMAP (`num` is a C int). */
+export type PrivcmdMmap = Fields<typeof MMAP_SPEC>;
+/** struct privcmd_mmap_entry. */
+export type PrivcmdMmapEntry = Fields<typeof MMAP_ENTRY_SPEC>;
+/** struct privcmd_mmapbatch: the argument of IOCTL_PRIVCMD_MMAPBATCH (`num` is a C int). */
+export type PrivcmdMmapbatch = Fields<typeof MMAPBATCH_SPEC>;
+/** struct ioctl_evtchn_bind_interdomain. */
+export type EvtchnBindInterdomain = Fields<typeof EVTCHN_BIND_INTERDOMAIN_SPEC>;
+
+export function encodePrivcmdMmap(value: PrivcmdMmap): Uint8Array {
+  return encodeStruct('privcmd_mmap', SIZEOF.privcmd_mmap, MMAP_SPEC, value);
+}
+export function decodePrivcmdMmap(bytes: Uint8Array): PrivcmdMmap {
+  return decodeStruct('privcmd_mmap', SIZEOF.privcmd_mmap, MMAP_SPEC, bytes);
+}
+export function encodePrivcmdMmapEntry(value: PrivcmdMmapEntry): Uint8Array {
+  return encodeStruct('privcmd_mmap_entry', SIZEOF.privcmd_mmap_entry, MMAP_ENTRY_SPEC, value);
+}
+export function decodePrivcmdMmapEntry(bytes: Uint8Array): PrivcmdMmapEntry {
+  return decodeStruct('privcmd_mmap_entry', SIZEOF.privcmd_mmap_entry, MMAP_ENTRY_SPEC, bytes);
+}
+export function encodePrivcmdMmapbatch(value: PrivcmdMmapbatch): Uint8Array {
+  return encodeStruct('privcmd_mmapbatch', SIZEOF.privcmd_mmapbatch, MMAPBATCH_SPEC, value);
+}
+export function decodePrivcmdMmapbatch(bytes: Uint8Array): PrivcmdMmapbatch {
+  return decodeStruct('privcmd_mmapbatch', SIZEOF.privcmd_mmapbatch, MMAPBATCH_SPEC, bytes);
+}
+export function encodeEvtchnBindInterdomain(value: EvtchnBindInterdomain): Uint8Array {
+  return encodeStruct(
+    'ioctl_evtchn_bind_interdomain',
+    SIZEOF.ioctl_evtchn_bind_interdomain,
+    EVTCHN_BIND_INTERDOMAIN_SPEC,
+    value,
+  );
+}
+export function decodeEvtchnBindInterdomain(bytes: Uint8Array): EvtchnBindInterdomain {
+  return decodeStruct(
+    'ioctl_evtchn_bind_interdomain',
+    SIZEOF.ioctl_evtchn_bind_interdomain,
+    EVTCHN_BIND_INTERDOMAIN_SPEC,
+    bytes,
+  );
+}
+
+/**
+ * The one-`unsigned int` evtchn arguments (bind_virq's virq, bind_unbound_port's remote_domain,
+ * unbind's and notify's port): 4 little-endian bytes.
+ */
+export function encodeEvtchnU32(value: number): Uint8Array {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new RangeError(
+      `evtchn argument: expected an integer in [0, 4294967295], saw ${String(value)}`,
+    );
+  }
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, value, true);
+  return out;
+}
+
 /** struct privcmd_dm_op: the argument of IOCTL_PRIVCMD_DM_OP. */
 export type PrivcmdDmOp = Fields<typeof DM_OP_SPEC>;
 /** struct privcmd_dm_op_buf: one entry of the `ubufs` array. */
@@ -220,7 +300,7 @@ export function decodePrivcmdHypercall(bytes: Uint8Array): PrivcmdHypercall {
   return { op: h.op, args: [h.arg0, h.arg1, h.arg2, h.arg3, h.arg4] };
 }
 
-/** The argument of IOCTL_PRIVCMD_RESTRICT and IOCTL_EVTCHN_RESTRICT_DOMID: a domid_t. */
+/** The argument of IOCTL_PRIVCMD_RESTRICT and of IOCTL_EVTCHN_RESTRICT_DOMID: a domid_t. */
 export function encodeDomid(domid: number): Uint8Array {
   if (!Number.isInteger(domid) || domid < 0 || domid > 0xffff) {
     throw new RangeError(

@@ -2,18 +2,27 @@ import { constants } from 'node:os';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  decodeEvtchnBindInterdomain,
   decodeMmapbatchErrors,
   decodePrivcmdDmOp,
   decodePrivcmdDmOpBufs,
   decodePrivcmdHypercall,
+  decodePrivcmdMmap,
+  decodePrivcmdMmapbatch,
   decodePrivcmdMmapbatchV2,
+  decodePrivcmdMmapEntry,
   decodePrivcmdMmapResource,
   Errno,
   encodeDomid,
+  encodeEvtchnBindInterdomain,
+  encodeEvtchnU32,
   encodePrivcmdDmOp,
   encodePrivcmdDmOpBufs,
   encodePrivcmdHypercall,
+  encodePrivcmdMmap,
+  encodePrivcmdMmapbatch,
   encodePrivcmdMmapbatchV2,
+  encodePrivcmdMmapEntry,
   encodePrivcmdMmapResource,
   errnoName,
   XenError,
@@ -49,6 +58,24 @@ describe('privcmd struct codecs (fast-check)', () => {
         },
       ),
     );
+  });
+  it('privcmd_mmap, privcmd_mmap_entry, privcmd_mmapbatch and evtchn bind_interdomain round-trip', () => {
+    const i32 = fc.integer({ min: -0x80000000, max: 0x7fffffff });
+    fc.assert(
+      fc.property(
+        fc.record({ num: i32, dom: u16, entry: u64 }),
+        fc.record({ va: u64, mfn: u64, npages: u64 }),
+        fc.record({ num: i32, dom: u16, addr: u64, arr: u64 }),
+        fc.record({ remote_domain: u32, remote_port: u32 }),
+        (mmap, entry, batch, bind) => {
+          expect(decodePrivcmdMmap(encodePrivcmdMmap(mmap))).toEqual(mmap);
+          expect(decodePrivcmdMmapEntry(encodePrivcmdMmapEntry(entry))).toEqual(entry);
+          expect(decodePrivcmdMmapbatch(encodePrivcmdMmapbatch(batch))).toEqual(batch);
+          expect(decodeEvtchnBindInterdomain(encodeEvtchnBindInterdomain(bind))).toEqual(bind);
+        },
+      ),
+    );
+    expect([...encodeEvtchnU32(0x01020304)]).toEqual([4, 3, 2, 1]);
   });
   it('out-of-range fields are RangeErrors naming struct and field', () => {
     expect(() => encodePrivcmdDmOp({ dom: 0x10000, num: 1, ubufs: 0n })).toThrow(
