@@ -224,7 +224,7 @@ export class RestrictingProxy {
 
   /** Stop listening, close every client (ending its upstream state), remove the socket file. */
   async close(): Promise<void> {
-    for (const c of [...this.clients]) this.closeClient(c);
+    for (const c of [...this.clients]) this.closeClient(c, true);
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -306,7 +306,7 @@ export class RestrictingProxy {
         event: 'slow-reader',
         detail: `${c.sock.writableLength} reply bytes queued, limit ${this.limits.maxOutputBytes}`,
       });
-      this.closeClient(c);
+      this.closeClient(c, true);
     }
   }
 
@@ -329,7 +329,7 @@ export class RestrictingProxy {
       msgs = c.parser.push(chunk);
     } catch (e) {
       this.log(c, { event: 'protocol-error', detail: (e as Error).message });
-      this.closeClient(c);
+      this.closeClient(c, true);
       return;
     }
     for (const m of msgs) {
@@ -519,7 +519,8 @@ export class RestrictingProxy {
     this.closeClient(c);
   }
 
-  private closeClient(c: ProxyClient): void {
+  /** `hard` drops what is queued for the client (a slow reader or a protocol violator gets nothing more). */
+  private closeClient(c: ProxyClient, hard = false): void {
     if (c.closed) return;
     c.closed = true;
     this.clients.delete(c);
@@ -533,8 +534,8 @@ export class RestrictingProxy {
         up.write(encodeMessage(XS_UNWATCH, 0, 0, `${w.path}\0${w.token}\0`));
       up.end();
     }
-    c.sock.end();
-    c.sock.destroySoon?.();
+    if (hard) c.sock.destroy();
+    else c.sock.end();
   }
 }
 
