@@ -29,8 +29,15 @@ export {
   Allowlist,
   type AllowRule,
   allowlistFromCatalogue,
+  allowlistProblems,
   patternSource,
 } from './proxy-allowlist.js';
+export {
+  type PhysmapEntry,
+  type PreDropState,
+  type PreDropValue,
+  readBeforeDrop,
+} from './read-before-drop.js';
 export {
   DEFAULT_QUOTAS,
   XenstoreConnection,
