@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,5 +68,55 @@ describe('xen-depriv xenstored (built CLI, subprocess)', () => {
     const r = runCli(['xenstored', '--socket', join(dir, 'x2'), '--domain', '0=/tmp/x']);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^error: --domain 0=\/tmp\/x: expected N=PATH/);
+  });
+});
+
+describe('xen-depriv audit privcmd and xenstore (built CLI, subprocess)', () => {
+  it('privcmd: the qemu-xen-hvm profile, then the audit table, in 80 columns', () => {
+    const r = runCli(['audit', 'privcmd']);
+    expect(r.status).toBe(0);
+    const lines = r.stdout.split('\n');
+    expect(lines[0]).toBe(
+      '# DM_OP profile qemu-xen-hvm: 16 ops allowed, at most 2 buffers of 4096 bytes',
+    );
+    expect(r.stdout).toMatch(/\ninject_msi +msiAddress 0xfee00000\.\.0xfeefffff\n/);
+    expect(r.stdout).toMatch(/\nset_mem_type +memTypes 0,1, maxPages 32768/);
+    expect(r.stdout).toMatch(/\nIOCTL_PRIVCMD_DM_OP +dm_op +\d+\n/);
+    expect(lines.filter((l) => [...l].length > 80)).toEqual([]);
+    const json = JSON.parse(runCli(['--json', 'audit', 'privcmd']).stdout) as {
+      profile: { ops: Record<string, { msiAddress?: string[] }> };
+      audit: { entries: { name: string; class: string }[] } | null;
+    };
+    expect(json.profile.ops.inject_msi?.msiAddress).toEqual(['0xfee00000', '0xfeefffff']);
+    expect(json.audit?.entries.find((e) => e.name === 'IOCTL_PRIVCMD_HYPERCALL')?.class).toBe(
+      'unreachable',
+    );
+  });
+
+  it('xenstore: the key catalogue with what the proxy allows, in 80 columns', () => {
+    const r = runCli(['audit', 'xenstore']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/\n\/l\/d\/0\/device-model\/\{domid\}\/state +write +allowed\n/);
+    expect(r.stdout).toMatch(/\n\/l\/d\/0\/device-model\/\{domid\} +- +refused\n/);
+    expect(r.stdout.split('\n').filter((l) => [...l].length > 80)).toEqual([]);
+    const json = JSON.parse(runCli(['--json', 'audit', 'xenstore']).stdout) as {
+      catalogue: { id: string; deprivNeeds: boolean }[];
+      allowlist: number;
+    };
+    expect(json.allowlist).toBe(json.catalogue.filter((e) => e.deprivNeeds).length);
+  });
+});
+
+describe('colours', () => {
+  it('are on with FORCE_COLOR, off with NO_COLOR or --no-color', () => {
+    const run = (env: Record<string, string>, args: string[] = []) =>
+      spawnSync(process.execPath, [cliPath, ...args, 'audit', 'xenstore'], {
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH ?? '', ...env },
+      }).stdout;
+    const esc = '\u001b[';
+    expect(run({ FORCE_COLOR: '1' })).toContain(esc);
+    expect(run({ FORCE_COLOR: '1', NO_COLOR: '1' })).not.toContain(esc);
+    expect(run({ FORCE_COLOR: '1' }, ['--no-color'])).not.toContain(esc);
   });
 });

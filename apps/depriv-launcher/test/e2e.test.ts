@@ -68,13 +68,15 @@ describe('xen-depriv demo (built CLI, subprocess)', () => {
       for (const n of [1, 2, 3, 4, 5]) expect(r.stdout).toContain(`[${n}/5] `);
       const summary = r.stdout.slice(r.stdout.indexOf('\nsummary\n'));
       expect(summary.split('\n').slice(4, 9)).toEqual([
-        '1. xenstore       ok      own tree only',
+        '1. xenstore       ok      4 refused by the proxy, 1 by xenstored',
         '2. DM_OP policy   ok      5 allowed, 5 denied',
         '3. guest memory   ok      bytes match both ways',
         expect.stringMatching(/^4\. confined QEMU {2}ok {6}\d+\/\d+ checks pass.*; uid 30000\d\d$/),
         '5. teardown       ok      nothing left',
       ]);
-      expect(r.stdout).toMatch(/denied {2}dom1 write \/local\/domain\/0\/evil\n {10}EACCES/);
+      expect(r.stdout).toMatch(
+        /denied {2}DM write \/local\/domain\/0\/device-model\/1\/evil\n {10}EACCES.*\n.*not-in-allowlist:write\)/,
+      );
       expect(r.stdout).toMatch(/denied {2}inject_msi addr 0xfed00000.*\n {10}EPERM/);
       expect(r.stdout).toContain('"written by the device model"');
       expect(r.stdout).toMatch(/destroy pid \d+: quit, reap uid \d+, release → nothing left/);
@@ -102,11 +104,15 @@ describe('xen-depriv demo (built CLI, subprocess)', () => {
       expect(parsed.ok).toBe(true);
       expect(parsed.steps.map((s) => s.outcome)).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
       const xs = parsed.steps[0]?.events ?? [];
-      expect(xs.filter((e) => !e.allowed).map((e) => e.result.slice(0, 7))).toEqual([
-        'EACCES:',
-        'EACCES:',
-        'EACCES:',
+      const refused = xs.filter((e) => !e.allowed);
+      expect(refused.map((e) => /\(([^()]+)\)$/.exec(e.result)?.[1])).toEqual([
+        'proxy rule not-in-allowlist:read',
+        'proxy rule not-in-allowlist:write',
+        'proxy rule not-in-allowlist:read',
+        'proxy rule privileged-op:SET_TARGET',
+        'the daemon refused it',
       ]);
+      expect(refused.every((e) => e.result.startsWith('EACCES: '))).toBe(true);
       const dmop = parsed.steps[1]?.events ?? [];
       expect(dmop.filter((e) => e.allowed)).toHaveLength(5);
       expect(dmop.filter((e) => !e.allowed).every((e) => e.result.startsWith('EPERM:'))).toBe(true);

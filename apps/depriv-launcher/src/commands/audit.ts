@@ -6,7 +6,7 @@ import {
   disassembleSeccomp,
   qemuXenHvmProfile,
 } from '@xen-depriv/privcmd-filter';
-import { DEFAULT_QUOTAS } from '@xen-depriv/xs-restrict';
+import { allowlistFromCatalogue, CATALOGUE, DEFAULT_QUOTAS } from '@xen-depriv/xs-restrict';
 import { color, processOutput, table, wrap } from '../output.js';
 import type { RegisterCommand } from './index.js';
 
@@ -77,7 +77,7 @@ export const registerAudit: RegisterCommand = (program, globals) => {
         out.line('  installed with the package; read docs/audits/privcmd-ops.md in the repository');
         return;
       }
-      out.line(color.bold(`# privcmd ops audit (${audit.table.source})`));
+      out.line(wrap(`# privcmd ops audit (${audit.table.source})`, out.width, '  '));
       out.line(
         table(
           ['operation', 'class', 'uses'],
@@ -93,27 +93,44 @@ export const registerAudit: RegisterCommand = (program, globals) => {
 
   audit
     .command('xenstore')
-    .description('what a device model may do in xenstore')
+    .description('the xenstore keys QEMU uses and what the restricting proxy lets a DM do')
     .action(() => {
       const out = processOutput(Boolean(globals().json));
-      const pending =
-        'the catalogue of the xenstore paths a device model uses, and the restricting proxy that enforces it, are pending (issue 8)';
-      const rules = [
-        'a domain socket acts as its domid on every request, as a ring page would',
-        'a node is readable and writable by its owner (first permission entry) and by the domids its entries grant; others get EACCES',
-        'a node a domain cannot read does not exist for it (ENOENT hiding as in xenstored)',
-        'only the owner may change permissions, only dom0 may introduce, release or set a target',
-      ];
+      const rules = allowlistFromCatalogue(CATALOGUE);
       if (out.json) {
-        out.line(JSON.stringify({ ok: true, pending, enforcedNow: rules, quotas: DEFAULT_QUOTAS }));
+        out.line(
+          JSON.stringify({
+            ok: true,
+            catalogue: CATALOGUE,
+            allowlist: rules.length,
+            quotas: DEFAULT_QUOTAS,
+          }),
+        );
         return;
       }
-      out.line(wrap(`${color.warn('pending:')} ${pending}.`, out.width, '  '));
+      const allowed = CATALOGUE.filter((e) => e.deprivNeeds).length;
+      out.line(
+        wrap(
+          `# xenstore keys of QEMU 7.2 / Xen 4.17: ${CATALOGUE.length} entries, ${allowed} a depriv DM still uses (${rules.length} proxy rules)`,
+          out.width,
+          '  ',
+        ),
+      );
+      out.line(
+        table(
+          ['key ({domid} = the guest)', 'QEMU does', 'depriv DM'],
+          CATALOGUE.map((e) => [
+            e.pattern.replace('/local/domain/', '/l/d/'),
+            e.ops.join(',') || '-',
+            e.deprivNeeds ? color.ok('allowed') : color.warn('refused'),
+          ]),
+          out.width,
+        ),
+      );
+      out.line(color.dim('/l/d/ is /local/domain/; every other request of the DM is EACCES,'));
+      out.line(color.dim('privileged ops (introduce, release, set_target, ...) included'));
       out.line();
-      out.line(color.bold('# what the embedded xenstored enforces now (xen-depriv xenstored)'));
-      for (const r of rules) out.line(wrap(`- ${r}`, out.width, '  '));
-      out.line();
-      out.line(color.bold('# per-domain quotas (xenstored defaults)'));
+      out.line(color.bold('# per-domain quotas the daemon enforces (xenstored defaults)'));
       out.line(
         table(
           ['quota', 'limit'],

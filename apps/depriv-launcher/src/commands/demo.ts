@@ -12,7 +12,7 @@ import {
   pidsOfUid,
   verifyConfinement,
 } from '@xen-depriv/qemu-launcher';
-import { XenstoreClient, XenstoreServer } from '@xen-depriv/xs-restrict';
+import { RestrictingProxy, XenstoreClient, XenstoreServer } from '@xen-depriv/xs-restrict';
 import { validateConfig } from '../config.js';
 import { EXIT_FAILED } from '../errors.js';
 import { color, type Output, processOutput, table, wrap } from '../output.js';
@@ -55,8 +55,8 @@ class Recorder {
     }
   }
 
-  denied(what: string, err: unknown): void {
-    const result = errText(err);
+  denied(what: string, err: unknown, why = ''): void {
+    const result = errText(err) + why;
     this.events.push({ allowed: false, what, result });
     if (!this.out.json) {
       this.out.line(`  ${color.bad('denied ')} ${what}`);
@@ -70,11 +70,16 @@ class Recorder {
 }
 
 /** Runs `fn`, which must throw: a call the demo expects to be refused. */
-async function expectDenied(rec: Recorder, what: string, fn: () => unknown): Promise<void> {
+async function expectDenied(
+  rec: Recorder,
+  what: string,
+  fn: () => unknown,
+  explain: () => string = () => '',
+): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    rec.denied(what, err);
+    rec.denied(what, err, explain());
     return;
   }
   throw new Error(`expected ${what} to be refused, it was allowed`);
@@ -82,41 +87,71 @@ async function expectDenied(rec: Recorder, what: string, fn: () => unknown): Pro
 
 const hex = (n: number | bigint) => `0x${n.toString(16)}`;
 
-async function stepXenstore(rec: Recorder, dir: string, domid: number): Promise<string> {
+async function stepXenstore(
+  rec: Recorder,
+  dir: string,
+  domid: number,
+  other: number,
+): Promise<string> {
   const server = new XenstoreServer();
   const dom0Path = join(dir, 'xenstored.sock');
-  const domPath = join(dir, `xenstored-dom${domid}.sock`);
+  const proxyPath = join(dir, `xenstore-proxy-dom${domid}.sock`);
+  const refusals: { rule?: string }[] = [];
+  const proxy = new RestrictingProxy({
+    domid,
+    upstream: server,
+    log: (line) => {
+      const r = JSON.parse(line) as { event: string; rule?: string };
+      if (r.event === 'refused') refusals.push(r);
+    },
+  });
   await server.listen(dom0Path);
-  await server.listenDomain(domid, domPath);
+  await proxy.listen(proxyPath);
   const clients: XenstoreClient[] = [];
   try {
     const dom0 = await XenstoreClient.connect({ path: dom0Path });
     clients.push(dom0);
-    const home = `/local/domain/${domid}`;
+    const dmDir = `/local/domain/0/device-model/${domid}`;
     await dom0.write('/local/domain/0/name', 'Domain-0');
-    await dom0.mkdir(home);
-    await dom0.setPerms(home, [{ domid, perm: 'n' }]);
-    rec.note(`dom0 made ${home}, owned by dom${domid}; /local/domain/0 stays dom0's`);
-    const dm = await XenstoreClient.connect({ path: domPath });
+    await dom0.mkdir(dmDir);
+    await dom0.setPerms(dmDir, [
+      { domid: 0, perm: 'n' },
+      { domid, perm: 'b' },
+    ]);
+    await dom0.write(`/local/domain/${other}/console/tty`, '/dev/pts/7');
+    // Left owned by dom0 alone: the allowlist passes QEMU's write, the daemon's permissions refuse it.
+    await dom0.write(`/local/domain/${domid}/console/tty`, '');
+    rec.note(
+      `dom0 made ${dmDir} writable by dom${domid}; the DM's only xenstore socket is the restricting proxy, acting as dom${domid} upstream`,
+    );
+    const dm = await XenstoreClient.connect({ path: proxyPath });
     clients.push(dm);
-    await dm.write(`${home}/device-model/state`, 'running');
-    rec.allowed(`dom${domid} write ${home}/device-model/state`);
-    const seen = await dom0.readString(`${home}/device-model/state`);
-    rec.allowed(`dom0 read it back`, JSON.stringify(seen));
-    await expectDenied(rec, `dom${domid} read /local/domain/0/name`, () =>
+    await dm.write(`${dmDir}/state`, 'running');
+    rec.allowed(`DM write ${dmDir}/state`);
+    const seen = await dom0.readString(`${dmDir}/state`);
+    rec.allowed('dom0 read it back', JSON.stringify(seen));
+    const denied = async (what: string, fn: () => Promise<unknown>) => {
+      const before = refusals.length;
+      await expectDenied(rec, what, fn, () => {
+        const rule = refusals[before]?.rule;
+        return rule ? ` (proxy rule ${rule})` : ' (the daemon refused it)';
+      });
+    };
+    await denied('DM read /local/domain/0/name (not a QEMU key)', () =>
       dm.readString('/local/domain/0/name'),
     );
-    await expectDenied(rec, `dom${domid} write /local/domain/0/evil`, () =>
-      dm.write('/local/domain/0/evil', 'x'),
+    await denied(`DM write ${dmDir}/evil`, () => dm.write(`${dmDir}/evil`, 'x'));
+    await denied(`DM read /local/domain/${other}/console/tty (another guest)`, () =>
+      dm.readString(`/local/domain/${other}/console/tty`),
     );
-    await expectDenied(rec, `dom${domid} set perms of /local/domain/0`, () =>
-      dm.setPerms('/local/domain/0', [{ domid, perm: 'b' }]),
+    await denied(`DM set_target ${domid} → 0 (privileged)`, () => dm.setTarget(domid, 0));
+    await denied(`DM write /local/domain/${domid}/console/tty (dom0's node)`, () =>
+      dm.write(`/local/domain/${domid}/console/tty`, '/dev/pts/3'),
     );
-    rec.note('the restricting proxy (issue 8) is pending: shown with the embedded');
-    rec.note("server's per-domain socket, where every request acts as the domain");
-    return 'own tree only';
+    return `${refusals.length} refused by the proxy, 1 by xenstored`;
   } finally {
     for (const c of clients) await c.close();
+    await proxy.close();
     await server.close();
   }
 }
@@ -339,7 +374,9 @@ export const registerDemo: RegisterCommand = (program, globals) => {
       };
 
       try {
-        await run('xenstore: per-domain restriction', (rec) => stepXenstore(rec, dir, domid));
+        await run('xenstore through the restricting proxy', (rec) =>
+          stepXenstore(rec, dir, domid, other),
+        );
         await run('DM_OP policy on a simulated HVM guest', (rec) =>
           stepDmOp(rec, hv, domid, other),
         );

@@ -28,7 +28,7 @@ const positive = (name: string, max: number) => (text: string) => {
 /** `[#####.....] 12/16 ready, 0 failed`, fitted to `width`. */
 export function progressBar(done: number, failed: number, total: number, width: number): string {
   const tail = ` ${done + failed}/${total} done, ${failed} failed`;
-  const inner = Math.max(10, Math.min(40, width - tail.length - 2));
+  const inner = Math.max(1, Math.min(40, width - tail.length - 2));
   const filled = Math.round(((done + failed) / total) * inner);
   return `[${'#'.repeat(filled)}${'.'.repeat(inner - filled)}]${tail}`;
 }
