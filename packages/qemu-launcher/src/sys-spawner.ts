@@ -47,6 +47,7 @@ export function sysSpawnSpec(
     })),
     ...(plan.execUid === 0 ? {} : { uid: plan.execUid, gid: plan.execGid, groups: plan.groups }),
     noNewPrivs: plan.noNewPrivs,
+    dropCapabilityBoundingSet: plan.capabilityBoundingSet === 'empty',
     ...(plan.seccomp === null ? {} : { seccomp: plan.seccomp.program }),
   };
 }
@@ -58,12 +59,8 @@ export function sysSpawnSpec(
  */
 export const sysSpawner: Spawner = {
   name: 'sys',
-  limitations(plan) {
-    return plan.capabilityBoundingSet === 'empty'
-      ? [
-          'the bounding set is not cleared (spawnConfined has no PR_CAPBSET_DROP); no-new-privs keeps it unreachable',
-        ]
-      : [];
+  limitations() {
+    return [];
   },
   async spawn(plan, fds) {
     if (!isAvailable()) {
