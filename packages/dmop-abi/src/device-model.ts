@@ -306,16 +306,17 @@ export class DeviceModel {
 
   /** xendevicemodel_modified_memory: one extent. */
   modifiedMemory(domid: number, firstPfn: bigint, nr: number): void {
-    this.modifiedMemoryBulk(domid, [{ firstPfn, nr }], 'xendevicemodel_modified_memory');
+    this.#modified('xendevicemodel_modified_memory', domid, [{ firstPfn, nr }]);
   }
 
   /** xendevicemodel_modified_memory_bulk. */
-  modifiedMemoryBulk(
-    domid: number,
-    extents: readonly ModifiedMemoryExtent[],
-    fn = 'xendevicemodel_modified_memory_bulk',
-  ): void {
-    this.#call(fn, domid, { op: 'modified_memory', extents }, new Uint8Array(extents.length * 16));
+  modifiedMemoryBulk(domid: number, extents: readonly ModifiedMemoryExtent[]): void {
+    this.#modified('xendevicemodel_modified_memory_bulk', domid, extents);
+  }
+
+  #modified(fn: string, domid: number, extents: readonly ModifiedMemoryExtent[]): void {
+    const size = Array.isArray(extents) ? extents.length * 16 : 0;
+    this.#call(fn, domid, { op: 'modified_memory', extents }, new Uint8Array(size));
   }
 
   /** xendevicemodel_set_mem_type. */
