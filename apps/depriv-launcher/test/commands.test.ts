@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -118,5 +118,43 @@ describe('colours', () => {
     expect(run({ FORCE_COLOR: '1' })).toContain(esc);
     expect(run({ FORCE_COLOR: '1', NO_COLOR: '1' })).not.toContain(esc);
     expect(run({ FORCE_COLOR: '1' }, ['--no-color'])).not.toContain(esc);
+  });
+});
+
+describe('xen-depriv launch --dry-run (built CLI): the dom0 switch and structured logs', () => {
+  const cfg = (name: string, body: object) => {
+    const p = join(dir, name);
+    writeFileSync(p, JSON.stringify({ stateDir: join(dir, 'st'), ...body }));
+    return p;
+  };
+
+  it.skipIf(existsSync('/dev/xen/privcmd'))(
+    'target dom0 on a host that is not a dom0 is exit 3 naming what is missing (this host has Xen)',
+    () => {
+      const r = runCli(['launch', '--dry-run', cfg('dom0.json', { domid: 3, target: 'dom0' })]);
+      expect(r.status).toBe(3);
+      expect(r.stderr.split('\n')[0]).toBe(
+        'error: target dom0: this host is not a Xen dom0 (no /dev/xen/privcmd, /dev/xen/xenbus)',
+      );
+    },
+  );
+
+  it('--log-json writes pino JSON lines on stderr, and nothing without it', () => {
+    const path = cfg('log.json', { domid: 4 });
+    const r = runCli(['--log-json', 'launch', '--dry-run', path]);
+    expect(r.status).toBe(0);
+    const lines = r.stderr
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      name: 'xen-depriv',
+      msg: 'launch plan',
+      domid: 4,
+      uid: 3_000_004,
+      dryRun: true,
+    });
+    expect(runCli(['launch', '--dry-run', path]).stderr).toBe('');
   });
 });

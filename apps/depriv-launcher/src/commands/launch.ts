@@ -113,6 +113,7 @@ xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
             ? config.user.first + (config.domid % config.user.count)
             : 0xfffffffe;
         const p = planFor(config, caps, { uid, gid: uid });
+        log.info({ domid: p.domid, uid: p.uid, argv: p.argv, dryRun: true }, 'launch plan');
         out.line(
           out.json
             ? JSON.stringify({ ok: true, dryRun: true, plan: JSON.parse(formatPlan(p)) })
