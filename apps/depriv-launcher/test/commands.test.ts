@@ -158,3 +158,36 @@ describe('xen-depriv launch --dry-run (built CLI): the dom0 switch and structure
     expect(runCli(['launch', '--dry-run', path]).stderr).toBe('');
   });
 });
+
+describe('xen-depriv launch --dry-run of an xl.cfg domain config (built CLI)', () => {
+  const xl = (user: string) => {
+    const p = join(dir, `${user}.cfg`);
+    writeFileSync(
+      p,
+      `name = "guest7"\ndomid = 7\ntype = "hvm"\nmemory = 1024\ndm_restrict = 1\ndevice_model_user = "${user}"\nxen_depriv_state_dir = "${join(dir, 'xl')}"\n`,
+    );
+    return p;
+  };
+
+  it("plans with the uid of device_model_user's passwd entry", () => {
+    const r = runCli(['--json', 'launch', '--dry-run', xl('nobody')]);
+    expect(r.status).toBe(0);
+    const { plan } = JSON.parse(r.stdout) as { plan: { uid: number; argv: string[] } };
+    expect(plan.uid).toBe(65534);
+    expect(plan.argv.slice(plan.argv.indexOf('-name'), plan.argv.indexOf('-name') + 2)).toEqual([
+      '-name',
+      'guest7',
+    ]);
+  });
+
+  it('a device_model_user with no passwd entry is exit 2 naming the key; --debug adds the stack', () => {
+    const r = runCli(['launch', '--dry-run', xl('xen-qemu-nosuch')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(
+      "error: config: user: per-vm user: expected a passwd entry for 'xen-qemu-nosuch', none\n",
+    );
+    const d = runCli(['--debug', 'launch', '--dry-run', xl('xen-qemu-nosuch')]);
+    expect(d.status).toBe(2);
+    expect(d.stderr).toMatch(/^ConfigError: config: user: .*\n {4}at /m);
+  });
+});

@@ -10,9 +10,9 @@ import {
   recover,
   verifyConfinement,
 } from '@xen-depriv/qemu-launcher';
-import type { Lease } from '@xen-depriv/uid-allocator';
+import { type Lease, type SchemeConfig, schemeFromConfig } from '@xen-depriv/uid-allocator';
 import { checkHostForConfig, type LaunchConfig, loadConfig, validateConfig } from '../config.js';
-import { CliError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
+import { CliError, ConfigError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
 import { createLogger } from '../log.js';
 import { color, type Output, processOutput, wrap } from '../output.js';
 import {
@@ -62,6 +62,20 @@ function crashHook(): ((step: LaunchStep | string) => void) | undefined {
   };
 }
 
+function firstCandidate(config: LaunchConfig): { uid: number; gid: number } {
+  let scheme: ReturnType<typeof schemeFromConfig>;
+  try {
+    scheme = schemeFromConfig(
+      config.user as SchemeConfig,
+      config.user.scheme === 'pool' ? { reaperUid: config.user.first + config.user.count } : {},
+    );
+  } catch (err) {
+    throw new ConfigError('user', (err as Error).message);
+  }
+  for (const c of scheme.candidates(config.domid)) return c;
+  throw new ConfigError('user', `the scheme has no uid for domain ${config.domid}`);
+}
+
 function recordFor(stateDir: string, domid: number): LaunchRecord {
   const r = readRecords(stateDir).find((x) => x.domid === domid);
   if (!r) {
@@ -107,12 +121,9 @@ xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
       requireDom0(config);
       const caps = await probe(config);
       if (opts.dryRun) {
-        // The uid the pool would try first; the real one comes from the lease at launch.
-        const uid =
-          config.user.scheme === 'pool'
-            ? config.user.first + (config.domid % config.user.count)
-            : 0xfffffffe;
-        const p = planFor(config, caps, { uid, gid: uid });
+        // The uid the scheme would try first; the real one comes from the lease at launch.
+        const { uid, gid } = firstCandidate(config);
+        const p = planFor(config, caps, { uid, gid });
         log.info({ domid: p.domid, uid: p.uid, argv: p.argv, dryRun: true }, 'launch plan');
         out.line(
           out.json
