@@ -51,9 +51,9 @@ const tooWide = (text: string, width = 80) => text.split('\n').filter((l) => [..
 const demoDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith('xen-depriv-demo-'));
 
 afterAll(() => {
-  killUids(range(3_000_000, 65));
-  killUids(range(3_000_200, 17));
-  killUids(range(3_000_300, 17));
+  killUids(range(3_300_000, 65));
+  killUids(range(3_300_200, 17));
+  killUids(range(3_300_300, 17));
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -71,7 +71,7 @@ describe('xen-depriv demo (built CLI, subprocess)', () => {
         '1. xenstore       ok      4 refused by the proxy, 1 by xenstored',
         '2. DM_OP policy   ok      5 allowed, 5 denied',
         '3. guest memory   ok      bytes match both ways',
-        expect.stringMatching(/^4\. confined QEMU {2}ok {6}\d+\/\d+ checks pass.*; uid 30000\d\d$/),
+        expect.stringMatching(/^4\. confined QEMU {2}ok {6}\d+\/\d+ checks pass.*; uid 33000\d\d$/),
         '5. teardown       ok      nothing left',
       ]);
       expect(r.stdout).toMatch(
@@ -81,7 +81,7 @@ describe('xen-depriv demo (built CLI, subprocess)', () => {
       expect(r.stdout).toContain('"written by the device model"');
       expect(r.stdout).toMatch(/destroy pid \d+: quit, reap uid \d+, release → nothing left/);
       expect(tooWide(r.stdout)).toEqual([]);
-      expect(range(3_000_000, 65).filter((u) => pidsOfUid(u).length)).toEqual([]);
+      expect(range(3_300_000, 65).filter((u) => pidsOfUid(u).length)).toEqual([]);
       expect(demoDirs()).toEqual(before);
     },
     T,
@@ -123,7 +123,7 @@ describe('xen-depriv demo (built CLI, subprocess)', () => {
   it.skipIf(!root)(
     'as a user that is not root, says what it cannot do and runs the rest',
     () => {
-      const uid = 3_000_500;
+      const uid = 3_300_500;
       const home = mkdtempSync(join(tmpdir(), 'xd-e2e-user-'));
       spawnSync('chown', [`${uid}:${uid}`, home]);
       try {
@@ -153,10 +153,10 @@ describe('xen-depriv demo (built CLI, subprocess)', () => {
 describe('xen-depriv launch / check / destroy on a real confined QEMU (built CLI)', () => {
   const stateDir = join(dir, 'state-launch');
   const config = join(dir, 'dm7.json');
-  const uids = range(3_000_200, 17);
+  const uids = range(3_300_200, 17);
   writeFileSync(
     config,
-    JSON.stringify({ domid: 7, stateDir, user: { scheme: 'pool', first: 3_000_200, count: 16 } }),
+    JSON.stringify({ domid: 7, stateDir, user: { scheme: 'pool', first: 3_300_200, count: 16 } }),
   );
   let pid: number | null = null;
   afterAll(() => {
@@ -185,7 +185,7 @@ describe('xen-depriv launch / check / destroy on a real confined QEMU (built CLI
       expect(parsed).toMatchObject({
         ok: true,
         dryRun: true,
-        plan: { domid: 7, uid: 3_000_207, mode: 'jail' },
+        plan: { domid: 7, uid: 3_300_207, mode: 'jail' },
       });
       expect(parsed.plan.argv[0]).toBe(QEMU);
       expect(parsed.plan.argv).toContain('none');
@@ -210,9 +210,9 @@ describe('xen-depriv launch / check / destroy on a real confined QEMU (built CLI
         status: string;
       };
       pid = l.pid;
-      expect(l).toMatchObject({ ok: true, uid: 3_000_207, status: 'running' });
+      expect(l).toMatchObject({ ok: true, uid: 3_300_207, status: 'running' });
       // The DM outlives the launcher: it is alive and runs as its uid.
-      expect(pidsOfUid(3_000_207)).toEqual([l.pid]);
+      expect(pidsOfUid(3_300_207)).toEqual([l.pid]);
 
       const check = runCli(['--json', 'check', '7', '--state-dir', stateDir]);
       expect(check.status).toBe(0);
@@ -224,7 +224,7 @@ describe('xen-depriv launch / check / destroy on a real confined QEMU (built CLI
       };
       expect(c).toMatchObject({ ok: true, pid: l.pid, failed: [] });
       expect(c.checks.find((x) => x.name === 'uid')?.actual).toBe(
-        '3000207 3000207 3000207 3000207',
+        '3300207 3300207 3300207 3300207',
       );
       expect(c.checks.find((x) => x.name === 'noNewPrivs')).toMatchObject({
         ok: true,
@@ -244,7 +244,7 @@ describe('xen-depriv launch / check / destroy on a real confined QEMU (built CLI
       const destroyed = runCli(['destroy', '7', '--state-dir', stateDir]);
       expect(destroyed.stderr).toBe('');
       expect(destroyed.status).toBe(0);
-      expect(destroyed.stdout).toMatch(/^destroyed domain 7: pid \d+ gone, uid 3000207 empty/);
+      expect(destroyed.stdout).toMatch(/^destroyed domain 7: pid \d+ gone, uid 3300207 empty/);
       expect(leftBehind(stateDir, 7, uids)).toEqual([]);
       expect(runCli(['destroy', '7', '--state-dir', stateDir]).status).toBe(1);
     },
@@ -255,10 +255,10 @@ describe('xen-depriv launch / check / destroy on a real confined QEMU (built CLI
 describe('xen-depriv recover after a launch killed mid-way (built CLI)', () => {
   const stateDir = join(dir, 'state-recover');
   const config = join(dir, 'dm9.json');
-  const uids = range(3_000_300, 17);
+  const uids = range(3_300_300, 17);
   writeFileSync(
     config,
-    JSON.stringify({ domid: 9, stateDir, user: { scheme: 'pool', first: 3_000_300, count: 16 } }),
+    JSON.stringify({ domid: 9, stateDir, user: { scheme: 'pool', first: 3_300_300, count: 16 } }),
   );
   afterAll(() => killUids(uids));
 
@@ -268,7 +268,7 @@ describe('xen-depriv recover after a launch killed mid-way (built CLI)', () => {
       // SIGKILLed before the jail is sealed: QEMU runs, the record says 'launching'.
       const crashed = runCli(['launch', config], { XEN_DEPRIV_TEST_CRASH_AT: 'seal-jail' });
       expect(crashed.status).toBe(null);
-      expect(pidsOfUid(3_000_309)).toHaveLength(1);
+      expect(pidsOfUid(3_300_309)).toHaveLength(1);
       expect(existsSync(join(stateDir, 'state', 'dm-9.json'))).toBe(true);
 
       const r = runCli(['--json', 'recover', '--state-dir', stateDir]);
@@ -284,7 +284,7 @@ describe('xen-depriv recover after a launch killed mid-way (built CLI)', () => {
 });
 
 describe('xen-depriv storm (built CLI)', () => {
-  afterAll(() => killUids(range(3_100_000, 17)));
+  afterAll(() => killUids(range(3_400_000, 17)));
 
   it.skipIf(!canLaunch)(
     `--count 16 fits 80 columns and leaves nothing behind (${why})`,
@@ -302,7 +302,7 @@ describe('xen-depriv storm (built CLI)', () => {
       expect(counts.reduce((a, b) => a + b, 0)).toBe(16);
       expect(lines[13]).toMatch(/^destroyed 16 in \d+ ms: no process of their uids left$/);
       expect(tooWide(r.stdout)).toEqual([]);
-      expect(range(3_100_000, 17).filter((u) => pidsOfUid(u).length)).toEqual([]);
+      expect(range(3_400_000, 17).filter((u) => pidsOfUid(u).length)).toEqual([]);
       expect(readdirSync(tmpdir()).filter((n) => n.startsWith('xen-depriv-storm-'))).toEqual([]);
     },
     T,

@@ -267,7 +267,7 @@ async function stepQemu(
     domid,
     stateDir,
     qemu: { binary, machine: 'none', args: [] },
-    user: { scheme: 'pool', first: 3_000_000, count: 64 },
+    user: { scheme: 'pool', first: 3_300_000, count: 64 },
   });
   const caps = await probe(config);
   rec.note(`${caps.binary} ${caps.version.major}.${caps.version.minor}.${caps.version.micro}`);

@@ -40,7 +40,7 @@ export const registerStorm: RegisterCommand = (program, globals) => {
     .requiredOption('--count <n>', 'device models to launch', positive('--count', 1024))
     .option('--concurrency <c>', 'launches in flight at once', positive('--concurrency', 256), 4)
     .option('--qemu <binary>', 'the QEMU to launch', '/usr/bin/qemu-system-x86_64')
-    .option('--uid-base <uid>', 'first uid of the pool (its reaper is base + count)', '3100000')
+    .option('--uid-base <uid>', 'first uid of the pool (its reaper is base + count)', '3400000')
     .action(async (opts: { count: number; concurrency: number; qemu: string; uidBase: string }) => {
       const out = processOutput(Boolean(globals().json));
       const first = Number(opts.uidBase);
