@@ -44,8 +44,20 @@ export interface HvmDomainOptions {
   memoryPages?: number;
   /** Hardware-assisted paging (hap_enabled()); default true. */
   hap?: boolean;
-  /** Log-dirty mode (paging_mode_log_dirty()) for modified_memory; default true. */
+  /**
+   * Log-dirty mode (paging_mode_log_dirty()) for modified_memory. Default false: a new domain
+   * is not in it until the toolstack enables it (live migration); modified_memory is then a no-op.
+   */
   logDirty?: boolean;
+  /**
+   * HVM_PARAM_IOREQ_SERVER_PFN and HVM_PARAM_NR_IOREQ_SERVER_PAGES: the gfns ioreq servers'
+   * pages are taken from. Default: 8 pages right after RAM, like a toolstack-built guest; 0
+   * pages for a domain as bare xc_domain_create() leaves it (only the legacy params remain).
+   */
+  ioreqServerPfn?: bigint;
+  nrIoreqServerPages?: number;
+  /** HVM_PARAM_IOREQ_PFN and HVM_PARAM_BUFIOREQ_PFN, the legacy pages; default 0 (unset). */
+  legacyIoreqPfns?: readonly [bigint, bigint];
 }
 
 export interface SimIoreqServer {
@@ -54,8 +66,9 @@ export interface SimIoreqServer {
   readonly emulator: number;
   readonly bufioreqHandling: number;
   enabled: boolean;
-  readonly ioreqGfn: bigint;
-  readonly bufioreqGfn: bigint;
+  /** Mapped on demand by get_ioreq_server_info (ioreq_server_map_pages); 0 until then. */
+  ioreqGfn: bigint;
+  bufioreqGfn: bigint;
   readonly bufioreqPort: number;
   /** Inclusive ranges per XEN_DMOP_IO_RANGE_* type (port, memory, pci), sorted, merged like a rangeset. */
   readonly ranges: readonly [bigint, bigint][][];
@@ -82,6 +95,13 @@ export interface SimDomain {
   readonly hap: boolean;
   readonly logDirty: boolean;
   readonly ioreqServers: Map<number, SimIoreqServer>;
+  /** d->arch.hvm.ioreq_gfn: base, free-page mask bits, legacy params and which are in use. */
+  readonly ioreqGfnPool: {
+    base: bigint;
+    free: boolean[];
+    legacy: readonly [bigint, bigint];
+    legacyUsed: [boolean, boolean];
+  };
   /** The ioreq server p2m_ioreq_server pages are forwarded to (map_mem_type_to_ioreq_server). */
   ioreqMemType: { id: number; flags: number } | null;
   /** Overrides of the default p2m type (ram_rw below memoryPages, invalid above). */
@@ -134,8 +154,14 @@ export class SimHypervisor {
       vcpus,
       maxGpfn: BigInt((o.memoryPages ?? 0x1000) - 1),
       hap: o.hap ?? true,
-      logDirty: o.logDirty ?? true,
+      logDirty: o.logDirty ?? false,
       ioreqServers: new Map(),
+      ioreqGfnPool: {
+        base: o.ioreqServerPfn ?? BigInt(o.memoryPages ?? 0x1000),
+        free: Array.from({ length: o.nrIoreqServerPages ?? 8 }, () => true),
+        legacy: o.legacyIoreqPfns ?? [0n, 0n],
+        legacyUsed: [false, false],
+      },
       ioreqMemType: null,
       p2m: new Map(),
       dirty: new Set(),
@@ -147,6 +173,66 @@ export class SimHypervisor {
       shutdownReason: null,
     });
     return domid;
+  }
+
+  /**
+   * arch_ioreq_server_map_pages(): the ioreq page, then the buffered one, each from
+   * hvm_alloc_ioreq_gfn() (the IOREQ_SERVER_PFN pages, then the two legacy params); none left
+   * is ENOMEM; prepare_ring_for_helper() on a gfn that is not RAM is EINVAL.
+   */
+  #mapIoreqPages(d: SimDomain, s: SimIoreqServer): number {
+    const withBuf = s.bufioreqHandling !== HVM_IOREQSRV_BUFIOREQ_OFF;
+    if (s.ioreqGfn !== 0n || (withBuf && s.bufioreqGfn !== 0n)) return 0;
+    const take = (): bigint | null => {
+      const pool = d.ioreqGfnPool;
+      const i = pool.free.indexOf(true);
+      if (i >= 0) {
+        pool.free[i] = false;
+        return pool.base + BigInt(i);
+      }
+      for (const j of [0, 1] as const) {
+        if (!pool.legacyUsed[j]) {
+          pool.legacyUsed[j] = true;
+          return pool.legacy[j];
+        }
+      }
+      return null;
+    };
+    // The toolstack populates the IOREQ_SERVER_PFN pages (libxc's special pages) itself.
+    const pool = d.ioreqGfnPool;
+    const isRam = (gfn: bigint) =>
+      (gfn >= pool.base && gfn < pool.base + BigInt(pool.free.length)) ||
+      p2mIsRam(d.p2m.get(gfn) ?? (gfn <= d.maxGpfn ? 'ram_rw' : 'invalid'));
+    const ioreq = take();
+    if (ioreq === null) return -E.ENOMEM;
+    if (!isRam(ioreq)) {
+      this.#unmapIoreqGfn(d, ioreq);
+      return -E.EINVAL;
+    }
+    if (withBuf) {
+      const buf = take();
+      if (buf === null || !isRam(buf)) {
+        this.#unmapIoreqGfn(d, ioreq);
+        if (buf !== null) this.#unmapIoreqGfn(d, buf);
+        return buf === null ? -E.ENOMEM : -E.EINVAL;
+      }
+      s.bufioreqGfn = buf;
+    }
+    s.ioreqGfn = ioreq;
+    return 0;
+  }
+
+  /** hvm_free_ioreq_gfn(): a legacy param's page back to the legacy set, else to the mask. */
+  #unmapIoreqGfn(d: SimDomain, gfn: bigint): void {
+    const pool = d.ioreqGfnPool;
+    for (const j of [0, 1] as const) {
+      if (pool.legacyUsed[j] && pool.legacy[j] === gfn) {
+        pool.legacyUsed[j] = false;
+        return;
+      }
+    }
+    const i = gfn - pool.base;
+    if (i >= 0n && i < BigInt(pool.free.length)) pool.free[Number(i)] = true;
   }
 
   /** The state of a domain, for assertions; throws if there is none. */
@@ -229,8 +315,8 @@ export class SimHypervisor {
           emulator: caller,
           bufioreqHandling: handling,
           enabled: false,
-          ioreqGfn: d.maxGpfn + 1n + BigInt(2 * id),
-          bufioreqGfn: withBuf ? d.maxGpfn + 2n + BigInt(2 * id) : 0n,
+          ioreqGfn: 0n,
+          bufioreqGfn: 0n,
           bufioreqPort: withBuf ? 64 + id : 0,
           ranges: [[], [], []],
         });
@@ -243,7 +329,12 @@ export class SimHypervisor {
         if ((flags & ~XEN_DMOP_no_gfns) !== 0) return -E.EINVAL;
         const s = this.#server(caller, d, u16(0));
         if (typeof s === 'number') return s;
-        if ((flags & XEN_DMOP_no_gfns) === 0) v.setBigUint64(U + 8, s.ioreqGfn, true);
+        if ((flags & XEN_DMOP_no_gfns) === 0) {
+          // ioreq_server_get_info(): asking for the gfns maps the pages on first use.
+          const rc = this.#mapIoreqPages(d, s);
+          if (rc !== 0) return rc;
+          v.setBigUint64(U + 8, s.ioreqGfn, true);
+        }
         // ioreq_server_get_info(): the buffered page and port only exist with HANDLE_BUFIOREQ(s).
         if (s.bufioreqHandling !== HVM_IOREQSRV_BUFIOREQ_OFF) {
           if ((flags & XEN_DMOP_no_gfns) === 0) v.setBigUint64(U + 16, s.bufioreqGfn, true);
@@ -275,6 +366,8 @@ export class SimHypervisor {
       case 'destroy_ioreq_server': {
         const s = this.#server(caller, d, u16(0));
         if (typeof s === 'number') return s;
+        this.#unmapIoreqGfn(d, s.ioreqGfn);
+        this.#unmapIoreqGfn(d, s.bufioreqGfn);
         d.ioreqServers.delete(s.id);
         if (d.ioreqMemType?.id === s.id) d.ioreqMemType = null;
         return 0;

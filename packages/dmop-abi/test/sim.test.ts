@@ -184,6 +184,30 @@ describe('ioreq servers (model: dmop-abi/sim, after xen/common/ioreq.c)', () => 
       bufioreqGfn: 0n,
     });
   });
+  it('model: the gfns are mapped on first request, from IOREQ_SERVER_PFN pages, then the legacy params, then ENOMEM (hvm_alloc_ioreq_gfn)', () => {
+    const info = (hv: SimHypervisor, domid: number, id: number) => {
+      const { bufs } = encodeDmOp({ op: 'get_ioreq_server_info', id, flags: 0 });
+      const rc = hv.dmOp(domid, bufs);
+      return rc === 0 ? decodeDmOpResult('get_ioreq_server_info', bufs).ioreqGfn : rc;
+    };
+    // As xc_domain_create() leaves a domain (what the real-Xen tier saw): no server pages,
+    // legacy params unset, so the first two pages are gfn 0 and the third request fails.
+    const bare = setup({ nrIoreqServerPages: 0 });
+    const [a, b, c] = [bare.create(0), bare.create(0), bare.create(0)];
+    expect(info(bare.hv, bare.domid, a)).toBe(0n);
+    expect(info(bare.hv, bare.domid, b)).toBe(0n);
+    expect(info(bare.hv, bare.domid, c)).toBe(-Errno.ENOMEM);
+    // A destroyed server gives its page back.
+    expect(bare.call({ op: 'destroy_ioreq_server', id: a })).toBe(0);
+    expect(info(bare.hv, bare.domid, c)).toBe(0n);
+    // A toolstack-built domain: the pages after RAM, in order.
+    const built = setup({ ioreqServerPfn: 0xff000n, nrIoreqServerPages: 2 });
+    const x = built.create(0);
+    const y = built.create(0);
+    expect(info(built.hv, built.domid, y)).toBe(0xff000n);
+    expect(info(built.hv, built.domid, x)).toBe(0xff001n);
+    expect(info(built.hv, built.domid, x)).toBe(0xff001n);
+  });
   it('model: start > end is EINVAL (ioreq_server_map_io_range)', () => {
     const { call, create } = setup();
     expect(call(mmio(create(), 2n, 1n))).toBe(-Errno.EINVAL);
@@ -308,7 +332,7 @@ describe('interrupts, memory and vcpus (model: dmop-abi/sim, after arch/x86/hvm/
     expect([...dm.trackDirtyVram(domid, 0xa0n, 12)]).toEqual([0, 0]);
   });
   it('model: modified_memory with a short extents buffer, a non-zero pad, or past the last gfn is EINVAL', () => {
-    const { hv, domid, call, raw } = setup({ memoryPages: 0x100 });
+    const { hv, domid, call, raw } = setup({ logDirty: true });
     const op: DmOp = { op: 'modified_memory', extents: [{ firstPfn: 0x10n, nr: 4 }] };
     expect(raw(op, (b) => [b[0] as Uint8Array, (b[1] as Uint8Array).subarray(0, 15)])).toBe(
       -Errno.EINVAL,
