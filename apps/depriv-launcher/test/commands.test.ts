@@ -191,3 +191,23 @@ describe('xen-depriv launch --dry-run of an xl.cfg domain config (built CLI)', (
     expect(d.stderr).toMatch(/^ConfigError: config: user: .*\n {4}at /m);
   });
 });
+
+describe('--help', () => {
+  it.each([
+    ['demo'],
+    ['launch'],
+    ['check'],
+    ['destroy'],
+    ['recover'],
+    ['storm'],
+    ['audit', 'privcmd'],
+    ['audit', 'xenstore'],
+    ['audit', 'seccomp'],
+    ['xenstored'],
+  ])('%s has usage and exits 0', (...cmd) => {
+    const r = runCli([...cmd, '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^Usage: xen-depriv ${cmd.join(' ')} `));
+    expect(r.stdout.split('\n').filter((l) => [...l].length > 80)).toEqual([]);
+  });
+});
