@@ -145,6 +145,9 @@ interface ClientWatch {
 
 let nextClientId = 1;
 
+/** How long a closed client's upstream waits for outstanding replies before it is closed anyway. */
+const DRAIN_TIMEOUT_MS = 5000;
+
 class ProxyClient {
   readonly id = nextClientId++;
   readonly parser = new MessageParser();
@@ -153,6 +156,9 @@ class ProxyClient {
   readonly watches = new Map<string, ClientWatch>();
   readonly transactions = new Set<number>();
   upstream: Upstream | undefined;
+  /** After the client closed: the upstream, kept open until the replies to what was sent have come back. */
+  draining: Upstream | undefined;
+  drainTimer: NodeJS.Timeout | undefined;
   closed = false;
   paused = false;
   constructor(
@@ -192,6 +198,7 @@ export class RestrictingProxy {
   private readonly upstreamSpec: ProxyUpstream;
   private readonly logSink: (line: string) => void;
   private readonly clients = new Set<ProxyClient>();
+  private readonly drainingClients = new Set<ProxyClient>();
   private server: net.Server | undefined;
   private path: string | undefined;
 
@@ -225,10 +232,16 @@ export class RestrictingProxy {
   /** Stop listening, close every client (ending its upstream state), remove the socket file. */
   async close(): Promise<void> {
     for (const c of [...this.clients]) this.closeClient(c, true);
+    for (const c of [...this.drainingClients]) this.endDrain(c);
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     if (this.path && existsSync(this.path)) unlinkSync(this.path);
+  }
+
+  /** Closed clients whose upstream connection still waits for replies (at most 5 s each). */
+  get drainingCount(): number {
+    return this.drainingClients.size;
   }
 
   /** Per-client state sizes, for monitoring and the memory-bound tests. */
@@ -432,7 +445,10 @@ export class RestrictingProxy {
   }
 
   private fromUpstream(c: ProxyClient, chunk: Buffer): void {
-    if (c.closed) return;
+    if (c.closed) {
+      this.drain(c, chunk);
+      return;
+    }
     let msgs: XsMessage[];
     try {
       msgs = c.upParser.push(chunk);
@@ -485,9 +501,11 @@ export class RestrictingProxy {
       case XS_UNWATCH:
         if (ok && f.watchKey !== undefined) c.watches.delete(f.watchKey);
         return;
-      case XS_TRANSACTION_START:
-        if (ok) c.transactions.add(Number.parseInt(m.payload.toString(), 10));
+      case XS_TRANSACTION_START: {
+        const id = Number.parseInt(m.payload.toString(), 10);
+        if (ok && Number.isInteger(id) && id > 0 && id <= 0xffffffff) c.transactions.add(id);
         return;
+      }
       case XS_TRANSACTION_END: {
         // xenstored forgets the transaction once the argument is valid, whether the commit worked or not.
         const err = ok ? '' : m.payload.toString().replace(/\0.*$/s, '');
@@ -519,6 +537,29 @@ export class RestrictingProxy {
     this.closeClient(c);
   }
 
+  private drain(c: ProxyClient, chunk: Buffer): void {
+    if (!c.draining) return;
+    let msgs: XsMessage[];
+    try {
+      msgs = c.upParser.push(chunk);
+    } catch {
+      this.endDrain(c);
+      return;
+    }
+    for (const m of msgs) if (m.type !== XS_WATCH_EVENT) c.inFlight.shift();
+    if (c.inFlight.length === 0) this.endDrain(c);
+  }
+
+  private endDrain(c: ProxyClient): void {
+    if (c.drainTimer) clearTimeout(c.drainTimer);
+    c.drainTimer = undefined;
+    c.inFlight.length = 0;
+    const up = c.draining;
+    c.draining = undefined;
+    this.drainingClients.delete(c);
+    up?.end();
+  }
+
   /** `hard` drops what is queued for the client (a slow reader or a protocol violator gets nothing more). */
   private closeClient(c: ProxyClient, hard = false): void {
     if (c.closed) return;
@@ -528,11 +569,26 @@ export class RestrictingProxy {
     c.upstream = undefined;
     if (up) {
       // A domain socket of C xenstored is a ring that outlives the connection: undo the client's
-      // state explicitly so a leak does not outlive it.
-      for (const tx of c.transactions) up.write(encodeMessage(XS_TRANSACTION_END, 0, tx, 'F\0'));
-      for (const w of c.watches.values())
-        up.write(encodeMessage(XS_UNWATCH, 0, 0, `${w.path}\0${w.token}\0`));
-      up.end();
+      // state explicitly so a leak does not outlive it, and wait for every reply, so none is left
+      // on the ring for the next connection to read as its own.
+      c.draining = up;
+      this.drainingClients.add(c);
+      const undo: Buffer[] = [];
+      for (const tx of c.transactions) {
+        c.inFlight.push({ type: XS_TRANSACTION_END, reqId: 0, txId: tx });
+        undo.push(encodeMessage(XS_TRANSACTION_END, 0, tx, 'F\0'));
+      }
+      for (const w of c.watches.values()) {
+        c.inFlight.push({ type: XS_UNWATCH, reqId: 0, txId: 0 });
+        undo.push(encodeMessage(XS_UNWATCH, 0, 0, `${w.path}\0${w.token}\0`));
+      }
+      // One write: an upstream that answers synchronously (attach) must see the whole list first.
+      if (undo.length > 0) up.write(Buffer.concat(undo));
+      if (c.inFlight.length === 0) this.endDrain(c);
+      else if (c.draining) {
+        c.drainTimer = setTimeout(() => this.endDrain(c), DRAIN_TIMEOUT_MS);
+        c.drainTimer.unref();
+      }
     }
     if (hard) c.sock.destroy();
     else c.sock.end();

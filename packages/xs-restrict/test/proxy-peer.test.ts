@@ -107,5 +107,43 @@ describe.skipIf(missing !== undefined)(
       viaProxy.close();
       await viaProxy.closedPromise;
     });
+
+    it("ends a closed client's transactions and watches on the ring, which C xenstored would otherwise keep", async () => {
+      const p = new RestrictingProxy({
+        domid: DOMID,
+        upstream: b.dom(DOMID),
+        log: (l) => logs.push(JSON.parse(l) as ProxyLogRecord),
+      });
+      const path = `${dir}/leak.sock`;
+      await p.listen(path);
+      cleanup.push(() => p.close());
+      for (let round = 0; round < 3; round++) {
+        const c = await RawConn.open(path);
+        for (let i = 0; i < 10; i++) c.send(W.XS_TRANSACTION_START, i + 1, 0, z(''));
+        for (let i = 0; i < 100; i++)
+          c.send(
+            W.XS_WATCH,
+            100 + i,
+            0,
+            z(`/local/domain/${DOMID}/device/vkbd/0/state`, `r${round}-${i}`),
+          );
+        const got = await c.until(
+          (m) => m.reqId === 199 && m.type !== W.XS_WATCH_EVENT,
+          `round ${round}`,
+        );
+        const replies = got.filter((m) => m.type !== W.XS_WATCH_EVENT);
+        // Every round gets the full quota again: nothing leaked from the previous client on the ring.
+        expect(
+          replies.filter((m) => m.type === W.XS_TRANSACTION_START).length,
+          `round ${round}`,
+        ).toBe(10);
+        expect(replies.filter((m) => m.type === W.XS_WATCH).length, `round ${round}`).toBe(100);
+        c.close();
+        await c.closedPromise;
+        for (let i = 0; i < 200 && p.stats().length > 0; i++)
+          await new Promise((r) => setTimeout(r, 10));
+        expect(p.stats()).toEqual([]);
+      }
+    });
   },
 );
