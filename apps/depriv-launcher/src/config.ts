@@ -4,6 +4,9 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { parseXlCfg, type XlValue } from './xlcfg.js';
 
+/** Debian's Xen-enabled QEMU (package qemu-system-xen): the default binary of target `dom0`. */
+export const XEN_QEMU_BINARY = '/usr/libexec/xen-qemu-system-i386';
+
 /** The lowest uid a device model may get: below it live system users, 0 is root. */
 export const MIN_DM_UID = 1000;
 /** libxl's range-base scheme covers domids 1..32751 (DOMID_FIRST_RESERVED is 0x7FF0). */
@@ -58,7 +61,13 @@ export type LaunchConfig = z.infer<typeof launchConfigSchema>;
 /** Validates a parsed config object; the first problem becomes a ConfigError naming its key. */
 export function validateConfig(input: unknown): LaunchConfig {
   const result = launchConfigSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) {
+    const explicit = (input as { qemu?: { binary?: unknown } }).qemu?.binary !== undefined;
+    if (result.data.target === 'dom0' && !explicit) {
+      return { ...result.data, qemu: { ...result.data.qemu, binary: XEN_QEMU_BINARY } };
+    }
+    return result.data;
+  }
   const issue = result.error.issues[0];
   const key = issue?.path.length ? issue.path.join('.') : '(config)';
   if (issue?.code === 'unrecognized_keys') {

@@ -18,7 +18,7 @@ import {
   schemeFromConfig,
   UidAllocator,
 } from '@xen-depriv/uid-allocator';
-import type { LaunchConfig } from './config.js';
+import { type LaunchConfig, XEN_QEMU_BINARY } from './config.js';
 import { CliError, EXIT_UNSUPPORTED, EXIT_USAGE } from './errors.js';
 import { color, table } from './output.js';
 
@@ -27,7 +27,7 @@ export const DOM0 = {
   xenstoreSocket: '/run/xenstored/socket',
   xenbus: '/dev/xen/xenbus',
   privcmd: '/dev/xen/privcmd',
-  qemu: '/usr/lib/xen-4.17/bin/qemu-system-i386',
+  qemu: XEN_QEMU_BINARY,
 } as const;
 
 export function isRoot(): boolean {

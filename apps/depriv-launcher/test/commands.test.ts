@@ -128,8 +128,8 @@ describe('xen-depriv launch --dry-run (built CLI): the dom0 switch and structure
     return p;
   };
 
-  it.skipIf(existsSync('/dev/xen/privcmd'))(
-    'target dom0 on a host that is not a dom0 is exit 3 naming what is missing (this host has Xen)',
+  it.skipIf(existsSync('/dev/xen/privcmd') || !existsSync('/usr/libexec/xen-qemu-system-i386'))(
+    'target dom0 on a host that is not a dom0 is exit 3 naming what is missing (needs a host without Xen, with qemu-system-xen)',
     () => {
       const r = runCli(['launch', '--dry-run', cfg('dom0.json', { domid: 3, target: 'dom0' })]);
       expect(r.status).toBe(3);

@@ -139,3 +139,15 @@ describe('xen-depriv launch (built CLI, subprocess): bad configs exit 2 with one
     expect(runCli(['--help']).status).toBe(0);
   });
 });
+
+describe('the dom0 switch', () => {
+  it("defaults target dom0 to Debian's Xen QEMU, and keeps an explicit binary", () => {
+    expect(validateConfig({ domid: 3, target: 'dom0' }).qemu.binary).toBe(
+      '/usr/libexec/xen-qemu-system-i386',
+    );
+    expect(
+      validateConfig({ domid: 3, target: 'dom0', qemu: { binary: '/opt/qemu' } }).qemu.binary,
+    ).toBe('/opt/qemu');
+    expect(validateConfig({ domid: 3 }).qemu.binary).toBe('/usr/bin/qemu-system-x86_64');
+  });
+});
