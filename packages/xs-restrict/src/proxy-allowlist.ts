@@ -46,6 +46,8 @@ export function patternSource(pattern: string, domid?: number): string {
   return `^${out}$`;
 }
 
+const ALLOWLIST_CACHE_SIZE = 1024;
+
 interface CompiledRule {
   rule: AllowRule;
   re: RegExp;
@@ -64,12 +66,25 @@ export class Allowlist {
     }));
   }
 
+  /** Recent answers: a DM asks about the same few dozen paths over and over. */
+  private readonly cache = new Map<string, AllowRule | null>();
+
   /** The first rule allowing `op` on `path`, or undefined. */
   match(op: CatalogueOp, path: string): AllowRule | undefined {
+    const key = `${op}\0${path}`;
+    const hit = this.cache.get(key);
+    if (hit !== undefined) return hit ?? undefined;
+    let found: AllowRule | null = null;
     for (const c of this.compiled) {
-      if (c.rule.ops.includes(op) && c.re.test(path)) return c.rule;
+      if (c.rule.ops.includes(op) && c.re.test(path)) {
+        found = c.rule;
+        break;
+      }
     }
-    return undefined;
+    // Bounded: a guest-chosen stream of paths cannot grow it past ALLOWLIST_CACHE_SIZE entries.
+    if (this.cache.size >= ALLOWLIST_CACHE_SIZE) this.cache.clear();
+    this.cache.set(key, found);
+    return found ?? undefined;
   }
 }
 

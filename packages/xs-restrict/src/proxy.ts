@@ -128,6 +128,8 @@ interface Upstream {
 }
 
 interface InFlight {
+  /** A refusal queued behind earlier forwarded requests, so replies keep the order of requests. */
+  refusal?: Buffer;
   type: number;
   reqId: number;
   txId: number;
@@ -153,6 +155,11 @@ class ProxyClient {
   readonly parser = new MessageParser();
   readonly upParser = new MessageParser();
   readonly inFlight: InFlight[] = [];
+  toUpstream: Buffer[] = [];
+  /** Set when a request of the current read was refused or rewritten (no raw pass-through). */
+  altered = false;
+  /** Watches set with a relative path: only then do events need rewriting. */
+  relativeWatches = 0;
   readonly watches = new Map<string, ClientWatch>();
   readonly transactions = new Set<number>();
   upstream: Upstream | undefined;
@@ -330,13 +337,18 @@ export class RestrictingProxy {
       txId: m.txId,
     };
     if (path !== undefined) request.path = path;
+    c.altered = true;
     this.log(c, { event: 'refused', request, rule, errno });
     // xenstored's error reply copies the request's header: same req_id and tx_id.
-    this.send(c, encodeMessage(XS_ERROR, m.reqId, m.txId, `${errno}\0`));
+    const reply = encodeMessage(XS_ERROR, m.reqId, m.txId, `${errno}\0`);
+    if (c.inFlight.length === 0) this.send(c, reply);
+    else c.inFlight.push({ refusal: reply, type: m.type, reqId: m.reqId, txId: m.txId });
   }
 
   private fromClient(c: ProxyClient, chunk: Buffer): void {
     if (c.closed) return;
+    const aligned = c.parser.buffered === 0;
+    c.altered = false;
     let msgs: XsMessage[];
     try {
       msgs = c.parser.push(chunk);
@@ -348,6 +360,14 @@ export class RestrictingProxy {
     for (const m of msgs) {
       if (c.closed) return;
       this.check(c, m);
+    }
+    // One write for all the requests of one read: a pipelining DM costs one syscall, not one each.
+    const out = c.toUpstream;
+    if (out.length > 0) {
+      c.toUpstream = [];
+      // Whole messages, all forwarded unchanged: the bytes as read are the bytes to send.
+      const raw = aligned && !c.altered && c.parser.buffered === 0;
+      c.upstream?.write(raw ? chunk : out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
     }
     if (!c.closed && !c.paused && c.inFlight.length >= this.limits.maxInFlight) {
       c.paused = true;
@@ -361,7 +381,8 @@ export class RestrictingProxy {
 
   private forward(c: ProxyClient, m: XsMessage, payload: Buffer, f: Partial<InFlight> = {}): void {
     c.inFlight.push({ type: m.type, reqId: m.reqId, txId: m.txId, ...f });
-    c.upstream?.write(encodeMessage(m.type, m.reqId, m.txId, payload));
+    if (payload !== m.payload) c.altered = true;
+    c.toUpstream.push(encodeMessage(m.type, m.reqId, m.txId, payload));
   }
 
   private check(c: ProxyClient, m: XsMessage): void {
@@ -375,7 +396,12 @@ export class RestrictingProxy {
         this.forward(c, m, m.payload);
         return;
       case XS_TRANSACTION_START:
-        if (m.txId === 0 && c.transactions.size >= this.limits.maxTransactions) {
+        if (
+          m.txId === 0 &&
+          c.transactions.size +
+            c.inFlight.filter((f) => f.type === XS_TRANSACTION_START && !f.refusal).length >=
+            this.limits.maxTransactions
+        ) {
           this.refuse(c, m, 'ENOSPC', 'quota:transactions');
           return;
         }
@@ -428,7 +454,7 @@ export class RestrictingProxy {
       }
       let total = 0;
       for (const other of this.clients) total += other.watches.size;
-      for (const f of c.inFlight) if (f.watch) total++;
+      for (const other of this.clients) for (const f of other.inFlight) if (f.watch) total++;
       if (total >= this.limits.maxWatches) {
         this.refuse(c, m, 'E2BIG', 'quota:watches', abs);
         return;
@@ -449,6 +475,7 @@ export class RestrictingProxy {
       this.drain(c, chunk);
       return;
     }
+    const aligned = c.upParser.buffered === 0;
     let msgs: XsMessage[];
     try {
       msgs = c.upParser.push(chunk);
@@ -458,23 +485,34 @@ export class RestrictingProxy {
       return;
     }
     const out: Buffer[] = [];
+    let altered = false;
     for (const m of msgs) {
       if (m.type === XS_WATCH_EVENT) {
-        out.push(this.event(c, m));
+        const rewritten = c.relativeWatches > 0 ? this.event(c, m) : undefined;
+        if (rewritten) altered = true;
+        out.push(rewritten ?? encodeMessage(m.type, m.reqId, m.txId, m.payload));
         continue;
       }
       const f = c.inFlight.shift();
       if (f) this.settle(c, f, m);
       out.push(encodeMessage(m.type, m.reqId, m.txId, m.payload));
+      while (c.inFlight[0]?.refusal) {
+        out.push((c.inFlight.shift() as InFlight).refusal as Buffer);
+        altered = true;
+      }
     }
-    if (out.length > 0) this.send(c, out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
+    if (out.length > 0) {
+      const raw = aligned && !altered && c.upParser.buffered === 0;
+      this.send(c, raw ? chunk : out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
+    }
     if (c.paused && !c.closed && c.inFlight.length < this.limits.maxInFlight) {
       c.paused = false;
       c.sock.resume();
     }
   }
 
-  private event(c: ProxyClient, m: XsMessage): Buffer {
+  /** A watch event with the home prefix stripped, for a relative watch; undefined when unchanged. */
+  private event(c: ProxyClient, m: XsMessage): Buffer | undefined {
     const [path, token] = nulSplit(m.payload);
     if (path !== undefined && token !== undefined) {
       for (const w of c.watches.values()) {
@@ -489,17 +527,24 @@ export class RestrictingProxy {
         }
       }
     }
-    return encodeMessage(m.type, m.reqId, m.txId, m.payload);
+    return undefined;
   }
 
   private settle(c: ProxyClient, f: InFlight, m: XsMessage): void {
     const ok = m.type !== XS_ERROR;
     switch (f.type) {
       case XS_WATCH:
-        if (ok && f.watch) c.watches.set(`${f.watch.path}\0${f.watch.token}`, f.watch);
+        if (ok && f.watch) {
+          const key = `${f.watch.path}\0${f.watch.token}`;
+          if (!c.watches.has(key) && f.watch.strip !== undefined) c.relativeWatches++;
+          c.watches.set(key, f.watch);
+        }
         return;
       case XS_UNWATCH:
-        if (ok && f.watchKey !== undefined) c.watches.delete(f.watchKey);
+        if (ok && f.watchKey !== undefined) {
+          if (c.watches.get(f.watchKey)?.strip !== undefined) c.relativeWatches--;
+          c.watches.delete(f.watchKey);
+        }
         return;
       case XS_TRANSACTION_START: {
         const id = Number.parseInt(m.payload.toString(), 10);
@@ -515,6 +560,7 @@ export class RestrictingProxy {
       case XS_RESET_WATCHES:
         if (ok) {
           c.watches.clear();
+          c.relativeWatches = 0;
           c.transactions.clear();
         }
         return;
@@ -531,7 +577,7 @@ export class RestrictingProxy {
       detail: `upstream xenstore connection lost; ${c.inFlight.length} request(s) answered EIO, client closed`,
     });
     for (const f of c.inFlight.splice(0)) {
-      c.sock.write(encodeMessage(XS_ERROR, f.reqId, f.txId, 'EIO\0'));
+      c.sock.write(f.refusal ?? encodeMessage(XS_ERROR, f.reqId, f.txId, 'EIO\0'));
     }
     c.upstream = undefined;
     this.closeClient(c);
@@ -573,6 +619,9 @@ export class RestrictingProxy {
       // on the ring for the next connection to read as its own.
       c.draining = up;
       this.drainingClients.add(c);
+      // Queued refusals have no reply to wait for.
+      const waiting = c.inFlight.filter((f) => !f.refusal);
+      c.inFlight.splice(0, c.inFlight.length, ...waiting);
       const undo: Buffer[] = [];
       for (const tx of c.transactions) {
         c.inFlight.push({ type: XS_TRANSACTION_END, reqId: 0, txId: tx });
