@@ -155,7 +155,8 @@ class ProxyClient {
   readonly parser = new MessageParser();
   readonly upParser = new MessageParser();
   readonly inFlight: InFlight[] = [];
-  toUpstream: Buffer[] = [];
+  /** Requests of the current read to forward; encoded only when the read cannot pass through raw. */
+  toUpstream: [XsMessage, Buffer][] = [];
   /** Set when a request of the current read was refused or rewritten (no raw pass-through). */
   altered = false;
   /** Watches set with a relative path: only then do events need rewriting. */
@@ -366,8 +367,11 @@ export class RestrictingProxy {
     if (out.length > 0) {
       c.toUpstream = [];
       // Whole messages, all forwarded unchanged: the bytes as read are the bytes to send.
-      const raw = aligned && !c.altered && c.parser.buffered === 0;
-      c.upstream?.write(raw ? chunk : out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
+      if (aligned && !c.altered && c.parser.buffered === 0) c.upstream?.write(chunk);
+      else {
+        const enc = out.map(([m, p]) => encodeMessage(m.type, m.reqId, m.txId, p));
+        c.upstream?.write(enc.length === 1 ? (enc[0] as Buffer) : Buffer.concat(enc));
+      }
     }
     if (!c.closed && !c.paused && c.inFlight.length >= this.limits.maxInFlight) {
       c.paused = true;
@@ -382,7 +386,7 @@ export class RestrictingProxy {
   private forward(c: ProxyClient, m: XsMessage, payload: Buffer, f: Partial<InFlight> = {}): void {
     c.inFlight.push({ type: m.type, reqId: m.reqId, txId: m.txId, ...f });
     if (payload !== m.payload) c.altered = true;
-    c.toUpstream.push(encodeMessage(m.type, m.reqId, m.txId, payload));
+    c.toUpstream.push([m, payload]);
   }
 
   private check(c: ProxyClient, m: XsMessage): void {
@@ -484,26 +488,31 @@ export class RestrictingProxy {
       this.closeClient(c);
       return;
     }
-    const out: Buffer[] = [];
+    const out: (Buffer | XsMessage)[] = [];
     let altered = false;
     for (const m of msgs) {
       if (m.type === XS_WATCH_EVENT) {
         const rewritten = c.relativeWatches > 0 ? this.event(c, m) : undefined;
         if (rewritten) altered = true;
-        out.push(rewritten ?? encodeMessage(m.type, m.reqId, m.txId, m.payload));
+        out.push(rewritten ?? m);
         continue;
       }
       const f = c.inFlight.shift();
       if (f) this.settle(c, f, m);
-      out.push(encodeMessage(m.type, m.reqId, m.txId, m.payload));
+      out.push(m);
       while (c.inFlight[0]?.refusal) {
         out.push((c.inFlight.shift() as InFlight).refusal as Buffer);
         altered = true;
       }
     }
     if (out.length > 0) {
-      const raw = aligned && !altered && c.upParser.buffered === 0;
-      this.send(c, raw ? chunk : out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
+      if (aligned && !altered && c.upParser.buffered === 0) this.send(c, chunk);
+      else {
+        const enc = out.map((x) =>
+          Buffer.isBuffer(x) ? x : encodeMessage(x.type, x.reqId, x.txId, x.payload),
+        );
+        this.send(c, enc.length === 1 ? (enc[0] as Buffer) : Buffer.concat(enc));
+      }
     }
     if (c.paused && !c.closed && c.inFlight.length < this.limits.maxInFlight) {
       c.paused = false;
