@@ -233,4 +233,41 @@ describe('RestrictingProxy on XenstoreServer', { timeout: 30000 }, () => {
     expect(await two.readString(node)).toBe('1000');
     expect(p.stats().map((s) => s.transactions)).toEqual([0, 0]);
   });
+
+  it('refuses a client beyond maxClients with a log line, and RESET_WATCHES / relative UNWATCH keep the books right', async () => {
+    const b = await server('b');
+    const p = new RestrictingProxy({
+      domid: DOMID,
+      upstream: b.s,
+      limits: { maxClients: 1 },
+      log: (l) => logs.push(JSON.parse(l) as ProxyLogRecord),
+    });
+    proxies.push(p);
+    await p.listen(`${dir}/one.sock`);
+    const first = await raw(`${dir}/one.sock`);
+    const second = await raw(`${dir}/one.sock`);
+    await second.closedPromise;
+    expect(logs).toEqual([
+      expect.objectContaining({ event: 'too-many-clients', detail: 'limit 1' }),
+    ]);
+    first.send(W.XS_WATCH, 1, 0, z(`backend/vkbd/${DOMID}/0/state`, 'a'));
+    first.send(W.XS_WATCH, 2, 0, z(`/local/domain/${DOMID}/device/vkbd/0/state`, 'b'));
+    await first.until((m) => m.reqId === 2 && m.type === W.XS_WATCH);
+    expect(p.stats()[0]?.watches).toBe(2);
+    first.send(W.XS_UNWATCH, 3, 0, z(`backend/vkbd/${DOMID}/0/state`, 'a'));
+    expect(show((await first.until((m) => m.reqId === 3)).pop() as W.XsMessage)).toBe(
+      'UNWATCH req=3 tx=0 "OK\\u0000"',
+    );
+    expect(p.stats()[0]?.watches).toBe(1);
+    first.send(W.XS_TRANSACTION_START, 4, 0, z(''));
+    first.send(W.XS_RESET_WATCHES, 5, 0, z(''));
+    const got = (await first.until((m) => m.reqId === 5)).filter(
+      (m) => m.type !== W.XS_WATCH_EVENT,
+    );
+    expect(got.map(show)).toEqual([
+      'TRANSACTION_START req=4 tx=0 "1\\u0000"',
+      'RESET_WATCHES req=5 tx=0 "OK\\u0000"',
+    ]);
+    expect(p.stats()[0]).toMatchObject({ watches: 0, transactions: 0 });
+  });
 });
