@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import {
   close,
   constants,
@@ -25,6 +26,28 @@ const RLIMIT: Readonly<Record<RlimitName, number>> = {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Whether the host's own root is the initial ramfs (`rootfs` in mountinfo), as in a dom0 booted
+ * from an initramfs that never switched root (the Xen lab's). pivot_root(2) is EINVAL there, so
+ * the DM's private root is entered with chroot(2) inside its own mount namespace instead; the DM
+ * has no CAP_SYS_CHROOT to leave it.
+ */
+export function hostRootIsRamfs(mountinfo?: string): boolean {
+  let text = mountinfo;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/mountinfo', 'utf8');
+    } catch {
+      return false;
+    }
+  }
+  for (const line of text.split('\n')) {
+    const [pre, post] = line.split(' - ');
+    if (pre?.split(' ')[4] === '/' && post?.split(' ')[0] === 'rootfs') return true;
+  }
+  return false;
+}
+
 /** The `spawnConfined` spec a plan turns into (exposed so tests and --dry-run can show it). */
 export function sysSpawnSpec(
   plan: LaunchPlan,
@@ -38,7 +61,13 @@ export function sysSpawnSpec(
     fds: plan.fds.map((f) => ({ target: f.target, source: fds[f.source] })),
     namespaces: plan.namespaces,
     ...(plan.mode === 'jail'
-      ? { mounts: plan.mounts, root: { path: plan.root.path, mode: 'pivot_root' as const } }
+      ? {
+          mounts: plan.mounts,
+          root: {
+            path: plan.root.path,
+            mode: hostRootIsRamfs() ? ('chroot' as const) : ('pivot_root' as const),
+          },
+        }
       : {}),
     rlimits: plan.rlimits.map((r) => ({
       resource: RLIMIT[r.resource],

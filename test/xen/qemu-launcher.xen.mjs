@@ -1,0 +1,93 @@
+// qemu-launcher in jail mode with Xen's own QEMU (Debian's qemu-system-xen) as the device model
+// of a real, paused HVM domain: never root, private root with only its /dev/xen nodes (removed
+// once ready), -xen-domid-restrict, the launcher's seccomp filter; verifyConfinement in dom0.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  destroy,
+  deviceModelSeccomp,
+  launch,
+  plan,
+  probeQemu,
+  sysSpawner,
+  verifyConfinement,
+  xenDevices,
+} from '@xen-depriv/qemu-launcher';
+import { makeHvm } from './privcmd-filter.xen.mjs';
+
+const XEN_QEMU = '/usr/libexec/xen-qemu-system-i386';
+const numbers = (path) => {
+  const rdev = statSync(path).rdev;
+  return { major: (rdev >> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >> 12) & 0xfff00) };
+};
+
+export default function (test) {
+  test("Xen's QEMU as the DM of a real HVM domain, launched in jail mode: never root, confined, torn down", async () => {
+    const domid = makeHvm();
+    const stateDir = mkdtempSync(join(tmpdir(), 'ql-'));
+    const uid = 3_210_000 + domid;
+    let handle;
+    try {
+      // The restricting proxy cannot front the real C xenstored yet (it needs an upstream that acts
+      // as the domain); in this throwaway dom0 the daemon's socket is opened to the DM's uid
+      // instead, as the lab's jail probe does. The proxy is what a real host must use.
+      execFileSync('chmod', ['0666', '/run/xenstored/socket']);
+      const caps = await probeQemu(XEN_QEMU);
+      const devices = [
+        ...xenDevices({
+          privcmd: numbers('/dev/xen/privcmd'),
+          evtchn: numbers('/dev/xen/evtchn'),
+          gntdev: numbers('/dev/xen/gntdev'),
+          xenbus: numbers('/dev/xen/xenbus'),
+        }),
+        {
+          path: '/dev/xen/hypercall',
+          ...numbers('/dev/xen/hypercall'),
+          mode: 0o600,
+          removeAfterReady: true,
+        },
+      ];
+      const p = plan(
+        {
+          domid,
+          binary: XEN_QEMU,
+          xen: true,
+          stateDir,
+          devices,
+          xenstoreSocket: '/run/xenstored/socket',
+          args: ['-xen-attach', '-m', '16', '-S'],
+        },
+        caps,
+        { uid, gid: uid },
+        { seccomp: deviceModelSeccomp() },
+      );
+      handle = await launch(p, { spawner: sysSpawner });
+      const status = readFileSync(`/proc/${handle.pid}/status`, 'utf8');
+      const report = verifyConfinement(handle.pid, p, { expectedRoot: handle.root });
+      const failed = report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.actual}`);
+      assert.match(status, new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'));
+      assert.match(status, /^CapEff:\t0000000000000000$/m);
+      assert.match(status, /^NoNewPrivs:\t1$/m);
+      assert.match(status, /^Seccomp:\t2$/m);
+      // The one check the lab's stand-in must fail: the socket in the jail is the real daemon's.
+      assert.deepEqual(failed, ['freshHandles: /run/xenstored/socket']);
+      const ioreq = execFileSync('xenstore-ls', [`/local/domain/0/device-model/${domid}`], {
+        encoding: 'utf8',
+      });
+      await destroy(handle);
+      handle = undefined;
+      return {
+        uid,
+        checks: report.checks.length,
+        deviceModelKeys: ioreq.trim().split('\n').length,
+      };
+    } finally {
+      if (handle) await destroy(handle).catch(() => {});
+      rmSync(stateDir, { recursive: true, force: true });
+      execFileSync('dmop-test', ['destroy', String(domid)]);
+    }
+  });
+}
