@@ -5,9 +5,9 @@
 //   - through RestrictingProxy in a process of its own, in front of the server's domain-5
 //     socket (`upstream: path`, the deployment in front of C xenstored: one more socket hop),
 // with 1 and 4 clients, each keeping 16 pairs in flight and, separately, one at a time.
-// Rounds alternate direct/proxy; the median of 3 rounds and the ratio proxy/direct are printed.
+// Rounds alternate direct/proxy; the median of the rounds and the ratio proxy/direct are printed.
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
-//   node bench/xenstore-proxy/run.mjs [--seconds 2]
+//   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7]
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -21,7 +21,10 @@ if (!existsSync(path.join(dist, 'index.js'))) {
 }
 const { XenstoreClient } = await import(path.join(dist, 'index.js'));
 const secIdx = process.argv.indexOf('--seconds');
-const SECONDS = secIdx > 0 ? Number(process.argv[secIdx + 1]) : 2;
+const SECONDS = secIdx > 0 ? Number(process.argv[secIdx + 1]) : 1;
+const roundsIdx = process.argv.indexOf('--rounds');
+// Other jobs share the machine: many short alternating rounds make the median robust to bursts.
+const ROUNDS = roundsIdx > 0 ? Number(process.argv[roundsIdx + 1]) : 7;
 const DEPTH = 16;
 const DOMID = 5;
 const NODE = `/local/domain/0/device-model/${DOMID}/physmap/f0000000/size`;
@@ -118,12 +121,12 @@ const cases = [
   ['4 clients, sequential', 4, false],
   ['4 clients, 16 in flight', 4, true],
 ];
-console.log(`pairs/s (write+read), ${SECONDS}s per run, median of 3 alternating rounds`);
+console.log(`pairs/s (write+read), ${SECONDS}s per run, median of ${ROUNDS} alternating rounds`);
 for (const [label, n, pipe] of cases) {
   const direct = [];
   const inproc = [];
   const hop = [];
-  for (let r = 0; r < 3; r++) {
+  for (let r = 0; r < ROUNDS; r++) {
     direct.push(await pairs(`${dir}/dom${DOMID}.sock`, n, pipe));
     inproc.push(await pairs(`${dir}/inproc.sock`, n, pipe));
     hop.push(await pairs(`${dir}/proxy.sock`, n, pipe));

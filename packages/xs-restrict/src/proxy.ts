@@ -5,9 +5,9 @@ import { Allowlist, type AllowRule, allowlistFromCatalogue } from './proxy-allow
 import type { XenstoreConnection, XenstoreServer } from './server.js';
 import {
   encodeMessage,
-  MessageParser,
   XENSTORE_HEADER_SIZE,
   XENSTORE_PAYLOAD_MAX,
+  XenstoreWireError,
   XS_CONTROL,
   XS_DIRECTORY,
   XS_DIRECTORY_PART,
@@ -145,6 +145,48 @@ interface ClientWatch {
   strip: string | undefined;
 }
 
+/**
+ * MessageParser's framing without its copies: whole messages are returned as
+ * views of the chunk they arrived in (the proxy only looks at them before the
+ * next read), and only a trailing partial message is kept, so at most
+ * 16 + 4096 - 1 bytes are held between reads. The length field is checked as
+ * soon as a header is complete, as MessageParser does.
+ */
+class Framer {
+  private carry: Buffer | undefined;
+
+  get buffered(): number {
+    return this.carry?.length ?? 0;
+  }
+
+  push(chunk: Buffer): XsMessage[] {
+    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
+    this.carry = undefined;
+    const out: XsMessage[] = [];
+    let off = 0;
+    while (buf.length - off >= XENSTORE_HEADER_SIZE) {
+      const len = buf.readUInt32LE(off + 12);
+      if (len > XENSTORE_PAYLOAD_MAX) {
+        throw new XenstoreWireError(
+          'EPAYLOAD',
+          `length field ${len} exceeds the payload limit ${XENSTORE_PAYLOAD_MAX} (type ${buf.readUInt32LE(off)}, req_id ${buf.readUInt32LE(off + 4)})`,
+        );
+      }
+      const end = off + XENSTORE_HEADER_SIZE + len;
+      if (end > buf.length) break;
+      out.push({
+        type: buf.readUInt32LE(off),
+        reqId: buf.readUInt32LE(off + 4),
+        txId: buf.readUInt32LE(off + 8),
+        payload: buf.subarray(off + XENSTORE_HEADER_SIZE, end),
+      });
+      off = end;
+    }
+    if (off < buf.length) this.carry = Buffer.from(buf.subarray(off));
+    return out;
+  }
+}
+
 let nextClientId = 1;
 
 /** How long a closed client's upstream waits for outstanding replies before it is closed anyway. */
@@ -152,8 +194,8 @@ const DRAIN_TIMEOUT_MS = 5000;
 
 class ProxyClient {
   readonly id = nextClientId++;
-  readonly parser = new MessageParser();
-  readonly upParser = new MessageParser();
+  readonly parser = new Framer();
+  readonly upParser = new Framer();
   readonly inFlight: InFlight[] = [];
   /** Requests of the current read to forward; encoded only when the read cannot pass through raw. */
   toUpstream: [XsMessage, Buffer][] = [];
