@@ -140,9 +140,11 @@ describe.skipIf(missing !== undefined)(
         expect(replies.filter((m) => m.type === W.XS_WATCH).length, `round ${round}`).toBe(100);
         c.close();
         await c.closedPromise;
-        for (let i = 0; i < 200 && p.stats().length > 0; i++)
+        // The next client may use the ring only once this one's undo replies have been read.
+        for (let i = 0; i < 700 && (p.stats().length > 0 || p.drainingCount > 0); i++)
           await new Promise((r) => setTimeout(r, 10));
         expect(p.stats()).toEqual([]);
+        expect(p.drainingCount).toBe(0);
       }
     });
   },
