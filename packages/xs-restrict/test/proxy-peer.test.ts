@@ -147,5 +147,39 @@ describe.skipIf(missing !== undefined)(
         expect(p.drainingCount).toBe(0);
       }
     });
+
+    it('a client sending garbage is closed without a byte of it reaching the ring; the next client is served', async () => {
+      const p = new RestrictingProxy({
+        domid: DOMID,
+        upstream: b.dom(DOMID),
+        log: (l) => logs.push(JSON.parse(l) as ProxyLogRecord),
+      });
+      const path = `${dir}/garbage.sock`;
+      await p.listen(path);
+      cleanup.push(() => p.close());
+      const bad = await RawConn.open(path);
+      // A valid READ followed by half a header and then a length over the limit.
+      bad.send(W.XS_READ, 1, 0, z(`/local/domain/${DOMID}/console/type`));
+      const hdr = Buffer.alloc(16);
+      hdr.writeUInt32LE(W.XS_WRITE, 0);
+      hdr.writeUInt32LE(2, 4);
+      hdr.writeUInt32LE(0xffffffff, 12);
+      bad.sendRaw(hdr);
+      await bad.closedPromise;
+      for (let i = 0; i < 700 && (p.stats().length > 0 || p.drainingCount > 0); i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(
+        logs.some(
+          (l) => l.event === 'protocol-error' && l.detail?.includes('length field 4294967295'),
+        ),
+      ).toBe(true);
+      const next = await RawConn.open(path);
+      next.send(W.XS_READ, 9, 0, z(`/local/domain/${DOMID}/console/type`));
+      const got = await next.until((m) => m.reqId === 9, 'a reply on the ring after the garbage');
+      // The only message: the reply to this request (a stale reply to req 1 would come first).
+      expect(got.map(show)).toEqual(['READ req=9 tx=0 "v:console-type"']);
+      next.close();
+      await next.closedPromise;
+    });
   },
 );
