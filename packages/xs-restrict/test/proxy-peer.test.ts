@@ -181,5 +181,34 @@ describe.skipIf(missing !== undefined)(
       next.close();
       await next.closedPromise;
     });
+
+    it('upstream restart: when C xenstored goes away the client is closed and the event logged', async () => {
+      const peer = startPeer([DOMID]);
+      cleanup.push(() => peer.stop());
+      const d0 = await XenstoreClient.connect({ path: peer.dom0 });
+      await prepareFixture(d0, DOMID);
+      d0.close();
+      const p = new RestrictingProxy({
+        domid: DOMID,
+        upstream: peer.dom(DOMID),
+        log: (l) => logs.push(JSON.parse(l) as ProxyLogRecord),
+      });
+      const path = `${dir}/restart.sock`;
+      await p.listen(path);
+      cleanup.push(() => p.close());
+      const c = await XenstoreClient.connect({ path });
+      const w = await c.watch(`/local/domain/${DOMID}/device/vkbd/0/state`);
+      expect((await w.next()).value?.path).toBe(`/local/domain/${DOMID}/device/vkbd/0/state`);
+      peer.stop();
+      expect((await w.next()).done).toBe(true);
+      await expect(c.readString(`/local/domain/${DOMID}/console/type`)).rejects.toMatchObject({
+        code: 'ECONNRESET',
+      });
+      expect(logs.find((l) => l.event === 'upstream-closed')).toMatchObject({
+        domid: DOMID,
+        errno: 'EIO',
+      });
+      expect(p.stats()).toEqual([]);
+    });
   },
 );
