@@ -102,7 +102,10 @@ describe('the xenstore key catalogue', () => {
           if (!m) continue;
           const text = readFileSync(path.join(qemu, m[1] as string), 'utf8');
           for (const fn of (m[2] as string).split(',')) {
-            const name = fn.trim().replace(/\s*\(.*$/, '').replace(/\*$/, '');
+            const name = fn
+              .trim()
+              .replace(/\s*\(.*$/, '')
+              .replace(/\*$/, '');
             expect(text.includes(name), `${e.id}: ${name} in ${m[1]}`).toBe(true);
           }
         }
