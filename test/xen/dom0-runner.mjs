@@ -90,4 +90,5 @@ writeFileSync(join(repo, 'reports', 'xen.json'), `${JSON.stringify(report, null,
 console.log(
   `${report.numPassedTests} passed, ${report.numFailedTests} failed, ${report.numPendingTests} skipped`,
 );
+console.log('xen-tier: done');
 process.exit(report.numFailedTests === 0 && report.numPassedTests > 0 ? 0 : 1);
