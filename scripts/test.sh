@@ -9,6 +9,8 @@ bash scripts/ensure-install.sh
 bash scripts/setup-system.sh
 npx turbo run build typecheck --output-logs=new-only
 npx tsc -p tsconfig.json
+# The API reference (docs/api, typedoc over every package's exports): a broken doc build fails the run.
+npx typedoc --logLevel Error
 npx biome check .
 
 mkdir -p reports
