@@ -158,6 +158,20 @@ function refuse(profile: PolicyProfile, name: DmOpName, key: string, what: strin
   return deny('EPERM', `profile ${profile.name}: XEN_DMOP_${name} ${what} (rule ${key})`);
 }
 
+/** The refusal for a byte field over the rule's cap, or undefined when the rule has no cap or it holds. */
+function overCap(
+  profile: PolicyProfile,
+  name: DmOpName,
+  key: 'isaIrqMax' | 'linkMax',
+  cap: number | undefined,
+  field: string,
+  value: number,
+): Decision | undefined {
+  return cap !== undefined && value > cap
+    ? refuse(profile, name, key, `${field} ${value} is over ${cap}`)
+    : undefined;
+}
+
 function inGuest(end: bigint, first: bigint, nr: bigint): boolean {
   return first + nr <= end;
 }
@@ -394,41 +408,21 @@ export function decideDmOp(
       break;
     }
     case 'set_isa_irq_level':
-      if (rule.isaIrqMax !== undefined && (first[8] as number) > rule.isaIrqMax) {
-        return refuse(
-          profile,
-          name,
-          'isaIrqMax',
-          `isa_irq ${first[8] as number} is over ${rule.isaIrqMax}`,
-        );
-      }
-      break;
+      return (
+        overCap(profile, name, 'isaIrqMax', rule.isaIrqMax, 'isa_irq', first[8] as number) ??
+        allowed(profile, name)
+      );
     case 'set_pci_link_route':
-      if (rule.linkMax !== undefined && (first[8] as number) > rule.linkMax)
-        return refuse(
-          profile,
-          name,
-          'linkMax',
-          `link ${first[8] as number} is over ${rule.linkMax}`,
-        );
-      if (rule.isaIrqMax !== undefined && (first[9] as number) > rule.isaIrqMax) {
-        return refuse(
-          profile,
-          name,
-          'isaIrqMax',
-          `isa_irq ${first[9] as number} is over ${rule.isaIrqMax}`,
-        );
-      }
-      break;
+      return (
+        overCap(profile, name, 'linkMax', rule.linkMax, 'link', first[8] as number) ??
+        overCap(profile, name, 'isaIrqMax', rule.isaIrqMax, 'isa_irq', first[9] as number) ??
+        allowed(profile, name)
+      );
     case 'set_pci_intx_level':
-      if (rule.linkMax !== undefined && (first[12] as number) > rule.linkMax)
-        return refuse(
-          profile,
-          name,
-          'linkMax',
-          `intx ${first[12] as number} is over ${rule.linkMax}`,
-        );
-      break;
+      return (
+        overCap(profile, name, 'linkMax', rule.linkMax, 'intx', first[12] as number) ??
+        allowed(profile, name)
+      );
     case 'remote_shutdown':
       if (rule.shutdownReasons && !rule.shutdownReasons.includes(readU32(first, 8))) {
         return refuse(
