@@ -93,6 +93,25 @@ export class DeviceModel {
       : { bufioreqPort: r.bufioreqPort };
   }
 
+  #ioRange(
+    fn: string,
+    domid: number,
+    id: number,
+    isMmio: boolean,
+    start: bigint,
+    end: bigint,
+    map: boolean,
+  ): void {
+    const type = isMmio ? XEN_DMOP_IO_RANGE_MEMORY : XEN_DMOP_IO_RANGE_PORT;
+    this.#call(fn, domid, {
+      op: map ? 'map_io_range_to_ioreq_server' : 'unmap_io_range_from_ioreq_server',
+      id,
+      type,
+      start,
+      end,
+    });
+  }
+
   /** xendevicemodel_map_io_range_to_ioreq_server: an MMIO (`isMmio`) or port range, inclusive. */
   mapIoRangeToIoreqServer(
     domid: number,
@@ -101,14 +120,15 @@ export class DeviceModel {
     start: bigint,
     end: bigint,
   ): void {
-    const type = isMmio ? XEN_DMOP_IO_RANGE_MEMORY : XEN_DMOP_IO_RANGE_PORT;
-    this.#call('xendevicemodel_map_io_range_to_ioreq_server', domid, {
-      op: 'map_io_range_to_ioreq_server',
+    this.#ioRange(
+      'xendevicemodel_map_io_range_to_ioreq_server',
+      domid,
       id,
-      type,
+      isMmio,
       start,
       end,
-    });
+      true,
+    );
   }
 
   /** xendevicemodel_unmap_io_range_from_ioreq_server. */
@@ -119,14 +139,15 @@ export class DeviceModel {
     start: bigint,
     end: bigint,
   ): void {
-    const type = isMmio ? XEN_DMOP_IO_RANGE_MEMORY : XEN_DMOP_IO_RANGE_PORT;
-    this.#call('xendevicemodel_unmap_io_range_from_ioreq_server', domid, {
-      op: 'unmap_io_range_from_ioreq_server',
+    this.#ioRange(
+      'xendevicemodel_unmap_io_range_from_ioreq_server',
+      domid,
       id,
-      type,
+      isMmio,
       start,
       end,
-    });
+      false,
+    );
   }
 
   /**
