@@ -33,6 +33,10 @@ for need in /boot/xen-4.17-amd64.gz /bin/busybox /usr/bin/cpio /usr/bin/qemu-sys
 done
 ls /lib/modules | grep -qE -- '-amd64$' || skip "no Debian amd64 kernel (linux-image-amd64)"
 
+# One lab boot at a time on this machine (it is CPU-heavy): wait for any other run of the tier.
+exec 9>/tmp/xen-depriv-lab.lock
+flock 9
+
 if [ $build = 1 ]; then
   bash scripts/ensure-install.sh
   TURBO_TELEMETRY_DISABLED=1 npx turbo run build --output-logs=errors-only >/dev/null
