@@ -1,8 +1,14 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { CatalogueOp } from './catalogue.js';
+import { DomainBook, type PrivilegedLink, PrivilegedSession } from './privileged.js';
 import { Allowlist, type AllowRule, allowlistFromCatalogue } from './proxy-allowlist.js';
-import type { XenstoreConnection, XenstoreServer } from './server.js';
+import {
+  DEFAULT_QUOTAS,
+  type XenstoreConnection,
+  type XenstoreQuotas,
+  type XenstoreServer,
+} from './server.js';
 import {
   encodeMessage,
   XENSTORE_HEADER_SIZE,
@@ -62,7 +68,16 @@ export const DEFAULT_PROXY_LIMITS: Readonly<ProxyLimits> = {
  * already act as the proxied domid (the C xenstored peer's `domN.sock`,
  * `XenstoreServer.listenDomain`); a server is attached to as that domid.
  */
-export type ProxyUpstream = string | XenstoreServer;
+export type ProxyUpstream = string | XenstoreServer | PrivilegedUpstream;
+
+/**
+ * The daemon's privileged socket (`/run/xenstored/socket`), or a server
+ * attached to as dom0: the proxy then decides every request as xenstored
+ * 4.17 decides it for the proxied domid (see README, "Privileged upstream").
+ */
+export interface PrivilegedUpstream {
+  privileged: string | XenstoreServer;
+}
 
 export interface RestrictingProxyOptions {
   /** The guest domain the device model serves; every request acts as this domid upstream. */
@@ -73,6 +88,11 @@ export interface RestrictingProxyOptions {
   /** Where the DM's relative paths point: it is a dom0 backend, so `/local/domain/0`. */
   homePath?: string;
   limits?: Partial<ProxyLimits>;
+  /**
+   * Privileged upstream only: the daemon's quotas to apply to the domid (xenstored's `-Q`).
+   * Default: the embedded server's own quotas, or C xenstored 4.17's defaults for a socket path.
+   */
+  quotas?: Partial<XenstoreQuotas>;
   /** Receives one JSON line per refusal or client-closing event. Default: stderr. */
   log?: (line: string) => void;
 }
@@ -246,6 +266,8 @@ export class RestrictingProxy {
   readonly allowlist: Allowlist;
   readonly homePath: string;
   private readonly upstreamSpec: ProxyUpstream;
+  /** Domain N's counts shared by the clients of a privileged upstream. */
+  private readonly book: DomainBook | undefined;
   private readonly logSink: (line: string) => void;
   private readonly clients = new Set<ProxyClient>();
   private readonly drainingClients = new Set<ProxyClient>();
@@ -258,6 +280,11 @@ export class RestrictingProxy {
     }
     this.domid = options.domid;
     this.upstreamSpec = options.upstream;
+    const up = options.upstream;
+    if (typeof up === 'object' && 'privileged' in up) {
+      const base = typeof up.privileged === 'string' ? DEFAULT_QUOTAS : up.privileged.quotas;
+      this.book = new DomainBook(options.domid, { ...base, ...options.quotas });
+    }
     this.limits = { ...DEFAULT_PROXY_LIMITS, ...options.limits };
     this.allowlist = new Allowlist(options.allowlist ?? allowlistFromCatalogue(), options.domid);
     this.homePath = options.homePath ?? '/local/domain/0';
@@ -332,6 +359,15 @@ export class RestrictingProxy {
 
   private openUpstream(c: ProxyClient): Upstream {
     const spec = this.upstreamSpec;
+    if (typeof spec === 'object' && 'privileged' in spec) {
+      const target = spec.privileged;
+      return new PrivilegedSession(
+        this.book as DomainBook,
+        (onData, onClose) => openDom0(target, onData, onClose),
+        (b) => this.fromUpstream(c, b),
+        () => this.upstreamClosed(c),
+      );
+    }
     if (typeof spec === 'string') {
       const up = net.createConnection(spec);
       up.on('data', (d) => this.fromUpstream(c, d));
@@ -693,6 +729,40 @@ export class RestrictingProxy {
     if (hard) c.sock.destroy();
     else c.sock.end();
   }
+}
+
+/** A dom0 connection: the privileged socket, or the embedded server attached as domain 0. */
+function openDom0(
+  target: string | XenstoreServer,
+  onData: (b: Buffer) => void,
+  onClose: () => void,
+): PrivilegedLink {
+  if (typeof target === 'string') {
+    const sock = net.createConnection(target);
+    sock.on('data', onData);
+    sock.on('error', () => undefined);
+    sock.on('close', onClose);
+    return { write: (b) => sock.write(b), end: () => sock.end() };
+  }
+  let ending = false;
+  let conn: XenstoreConnection | undefined = target.attach(
+    0,
+    (b) => {
+      onData(b);
+      return true;
+    },
+    () => {
+      if (!ending) onClose();
+    },
+  );
+  return {
+    write: (b) => conn?.receive(b),
+    end: () => {
+      ending = true;
+      conn?.close();
+      conn = undefined;
+    },
+  };
 }
 
 /** The most bytes of message data the proxy holds for one client besides its socket's output queue. */

@@ -1,12 +1,12 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { nodeRecordSize, parentPath, permForDomain, XS_PERM_ALL } from './perms.js';
 import {
   encodeMessage,
   formatPerm,
   MessageParser,
   nodePathProblem,
   parsePerm,
-  permBits,
   XENSTORE_PAYLOAD_MAX,
   XENSTORE_REL_PATH_MAX,
   XS_CONTROL,
@@ -86,7 +86,7 @@ interface XsNode {
 function entrySize(n: XsNode): number {
   let childlen = 0;
   for (const c of n.children) childlen += Buffer.byteLength(c) + 1;
-  return 24 + 8 * n.perms.length + n.value.length + childlen;
+  return nodeRecordSize(n.perms.length, n.value.length, childlen);
 }
 
 function cloneNode(n: XsNode): XsNode {
@@ -98,10 +98,7 @@ function cloneNode(n: XsNode): XsNode {
   };
 }
 
-function parentOf(path: string): string {
-  const i = path.lastIndexOf('/');
-  return i <= 0 ? '/' : path.slice(0, i);
-}
+const parentOf = parentPath;
 
 function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
@@ -426,17 +423,8 @@ export class XenstoreServer {
   }
 
   private permFor(conn: XenstoreConnection | undefined, perms: readonly XsPerm[]): number {
-    const all = XS_PERM_READ | XS_PERM_WRITE | XS_PERM_OWNER;
-    const owner = perms[0];
-    if (!conn || !this.unprivileged(conn.domid) || owner === undefined) return all;
-    const target = this.domains.get(conn.domid)?.target;
-    if (owner.domid === conn.domid || (target !== undefined && owner.domid === target)) return all;
-    for (let i = 1; i < perms.length; i++) {
-      const p = perms[i] as XsPerm;
-      if (p.domid === conn.domid || (target !== undefined && p.domid === target))
-        return permBits(p.perm);
-    }
-    return permBits(owner.perm);
+    if (!conn || !this.unprivileged(conn.domid) || perms[0] === undefined) return XS_PERM_ALL;
+    return permForDomain(conn.domid, this.domains.get(conn.domid)?.target, perms);
   }
 
   // ---------- node access (main store or a transaction's view) ----------
