@@ -1,4 +1,5 @@
 import { mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -187,6 +188,29 @@ describe('verifyConfinement against a fake /proc (model of a DM)', () => {
     fakeProc(good(), (root) => {
       mkdirSync(join(root, 'dev', 'xen'));
       writeFileSync(join(root, 'dev', 'xen', 'privcmd'), '');
+    });
+    expect(failed()).toEqual(['freshHandles']);
+  });
+
+  it('a socket at /run/xenstored/socket that is not the daemon socket (a proxy) passes', async () => {
+    const server = createServer();
+    try {
+      await new Promise<void>((resolve) => {
+        fakeProc(good(), (root) => {
+          mkdirSync(join(root, 'run', 'xenstored'), { recursive: true });
+          server.listen(join(root, 'run', 'xenstored', 'socket'), resolve);
+        });
+      });
+      expect(failed()).toEqual([]);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a non-socket at /run/xenstored/socket fails freshHandles', () => {
+    fakeProc(good(), (root) => {
+      mkdirSync(join(root, 'run', 'xenstored'), { recursive: true });
+      writeFileSync(join(root, 'run', 'xenstored', 'socket'), '');
     });
     expect(failed()).toEqual(['freshHandles']);
   });
