@@ -364,7 +364,10 @@ export class PrivilegedSession {
     }
     const token = m.payload.subarray(nul + 1, m.payload.indexOf(0, nul + 1)).toString('utf8');
     const root = this.watches.find((w) => w.token === token && isChild(path, w.path))?.path ?? path;
-    this.permitted(path, root).then(
+    // The perms before this change: read now, before a lookup for an earlier event updates them.
+    const before = this.perms.get(path);
+    const parentBefore = this.perms.get(parentPath(path));
+    this.permitted(path, root, before, parentBefore).then(
       (ok) => {
         slot.bytes = ok ? raw : null;
         this.flush();
@@ -385,7 +388,12 @@ export class PrivilegedSession {
    * its current perms, or its parent's; for a deleted node the cached perms
    * stand in for the node as it was when rm fired.
    */
-  private async permitted(path: string, root: string): Promise<boolean> {
+  private async permitted(
+    path: string,
+    root: string,
+    old: XsPerm[] | undefined,
+    parentOld: XsPerm[] | undefined,
+  ): Promise<boolean> {
     const ask = [path, parentPath(path)];
     for (let p = parentPath(path); p !== root && isChild(p, root) && p !== '/'; p = parentPath(p)) {
       if (!this.perms.has(p) && !ask.includes(p)) ask.push(p);
@@ -395,9 +403,7 @@ export class PrivilegedSession {
     replies.forEach((r, i) => {
       if (r.type === XS_GET_PERMS) cur.set(ask[i] as string, parsePermsReply(r));
     });
-    const old = this.perms.get(path);
-    const parent = parentPath(path);
-    const parentPerms = cur.get(parent) ?? this.perms.get(parent);
+    const parentPerms = cur.get(parentPath(path)) ?? parentOld;
     const now = cur.get(path);
     const ok = this.readable(old) || this.readable(now) || this.readable(parentPerms);
     for (const [p, perms] of cur) if (isChild(p, root)) this.cache(p, perms);

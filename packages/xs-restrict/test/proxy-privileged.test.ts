@@ -1,0 +1,141 @@
+/**
+ * The privileged upstream mode against a direct domain-N connection to a
+ * second, identical daemon: the embedded server (attach(0) vs a domain
+ * socket) and the real C xenstored 4.17 (its dom0 `socket` vs `domN.sock`
+ * over a ring page). Transcripts must be identical byte for byte, including
+ * the perms of created nodes and the watch events N may and may not see.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type ProxyLogRecord, RestrictingProxy } from '../src/proxy.js';
+import { XenstoreServer } from '../src/server.js';
+import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
+import { RawConn } from './helpers/raw.js';
+import {
+  allowAll,
+  privilegedScript,
+  runPrivScript,
+  runSetup,
+  setupSteps,
+} from './privileged-script.js';
+
+const DOMID = 5;
+
+function check(direct: string[], proxied: string[]): void {
+  if (process.env.XSPV_DUMP)
+    writeFileSync(process.env.XSPV_DUMP, `${direct.join('\n')}\n=====\n${proxied.join('\n')}\n`);
+  expect(proxied).toEqual(direct);
+  const text = direct.join('\n');
+  // The script covers what it claims: created perms, both errnos of errno_from_parents, quotas.
+  expect(text).toMatch(
+    new RegExp(`GET_PERMS req=\\d+ tx=0 "n${DOMID}\\\\u0000b${DOMID}\\\\u0000"`),
+  );
+  for (const e of ['EACCES', 'ENOENT', 'ENOSPC', 'EPERM', 'EINVAL', 'EEXIST', 'EAGAIN'])
+    expect(text, e).toContain(`"${e}\\u0000"`);
+  expect(text).toContain(
+    'WATCH_EVENT req=0 tx=0 "/local/domain/0/dmtest/hidden/child\\u0000wh\\u0000"',
+  );
+  expect(text).not.toContain('/local/domain/0/dmtest/hidden/ev\\u0000wa');
+  expect(text).toContain('"@releaseDomain\\u0000rel\\u0000"');
+  // A deleted node N could read fires its exact watch (perms from before the rm); one it could not, not.
+  expect(text).toContain('"/local/domain/0/dmtest/hidden/child\\u0000wc\\u0000"');
+  expect(text.match(/hidden\/ev\\u0000we/g)?.length).toBe(1);
+}
+
+describe('privileged upstream on XenstoreServer', { timeout: 30000 }, () => {
+  let dir: string;
+  let cleanup: (() => unknown)[];
+  beforeEach(() => {
+    dir = mkdtempSync('/tmp/xspv-');
+    cleanup = [];
+  });
+  afterEach(async () => {
+    for (const f of cleanup.reverse()) await f();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function daemon(name: string): Promise<{ s: XenstoreServer; dom0: RawConn }> {
+    const s = new XenstoreServer();
+    await s.listen(`${dir}/${name}.sock`);
+    await s.listenDomain(DOMID, `${dir}/${name}-dom${DOMID}.sock`);
+    cleanup.push(() => s.close());
+    const dom0 = await RawConn.open(`${dir}/${name}.sock`);
+    cleanup.push(() => dom0.close());
+    await runSetup(dom0, setupSteps(DOMID));
+    return { s, dom0 };
+  }
+
+  it('gives the same replies, created perms and watch events as attach(N)', async () => {
+    const a = await daemon('a');
+    const b = await daemon('b');
+    const script = privilegedScript(DOMID);
+    const direct = await RawConn.open(`${dir}/a-dom${DOMID}.sock`);
+    cleanup.push(() => direct.close());
+    const want = await runPrivScript(direct, a.dom0, script);
+    const logs: ProxyLogRecord[] = [];
+    const p = new RestrictingProxy({
+      domid: DOMID,
+      upstream: { privileged: b.s },
+      allowlist: allowAll(script),
+      log: (l) => logs.push(JSON.parse(l) as ProxyLogRecord),
+    });
+    await p.listen(`${dir}/p.sock`);
+    cleanup.push(() => p.close());
+    const via = await RawConn.open(`${dir}/p.sock`);
+    cleanup.push(() => via.close());
+    const got = await runPrivScript(via, b.dom0, script);
+    check(want, got);
+    expect(logs).toEqual([]);
+  });
+});
+
+const missing = peerMissing();
+
+describe.skipIf(missing !== undefined)(
+  `privileged upstream on C xenstored 4.17 ${missing ? `(skipped: ${missing})` : ''}`,
+  { timeout: 60000 },
+  () => {
+    let a: Peer;
+    let b: Peer;
+    let dir: string;
+    const cleanup: (() => unknown)[] = [];
+    beforeAll(() => {
+      dir = mkdtempSync('/tmp/xspq-');
+      a = startPeer([DOMID]);
+      cleanup.push(() => a.stop());
+      b = startPeer([DOMID]);
+      cleanup.push(() => b.stop());
+    });
+    afterAll(async () => {
+      for (const f of cleanup.reverse()) await f();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("gives the same replies, created perms and watch events as the daemon's domain-5 ring", async () => {
+      const a0 = await RawConn.open(a.dom0);
+      const b0 = await RawConn.open(b.dom0);
+      cleanup.push(
+        () => a0.close(),
+        () => b0.close(),
+      );
+      await runSetup(a0, setupSteps(DOMID));
+      await runSetup(b0, setupSteps(DOMID));
+      const script = privilegedScript(DOMID);
+      const direct = await RawConn.open(a.dom(DOMID));
+      const want = await runPrivScript(direct, a0, script);
+      direct.close();
+      const p = new RestrictingProxy({
+        domid: DOMID,
+        upstream: { privileged: b.dom0 },
+        allowlist: allowAll(script),
+        log: () => undefined,
+      });
+      await p.listen(`${dir}/p.sock`);
+      cleanup.push(() => p.close());
+      const via = await RawConn.open(`${dir}/p.sock`);
+      cleanup.push(() => via.close());
+      const got = await runPrivScript(via, b0, script);
+      check(want, got);
+    });
+  },
+);
