@@ -224,13 +224,21 @@ export class PrivilegedSession {
   // ---------- the dom0 connection ----------
 
   private call(reqs: readonly Req[]): Promise<XsMessage>[] {
-    if (this.closed) return reqs.map(() => Promise.reject(new LinkClosed()));
+    if (this.closed)
+      return reqs.map(() => {
+        const p = Promise.reject(new LinkClosed());
+        p.catch(() => undefined);
+        return p;
+      });
     const bufs: Buffer[] = [];
     const promises = reqs.map(([type, tx, payload]) => {
       bufs.push(encodeMessage(type, this.nextReq++ >>> 0, tx, payload));
-      return new Promise<XsMessage>((resolve, reject) =>
+      const p = new Promise<XsMessage>((resolve, reject) =>
         this.pending.push({ type, resolve, reject }),
       );
+      // A lost link rejects every pending call; those nobody awaits any more must not surface.
+      p.catch(() => undefined);
+      return p;
     });
     this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
     return promises;
