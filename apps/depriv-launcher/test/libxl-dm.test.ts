@@ -1,0 +1,225 @@
+import type { LaunchPlan } from '@xen-depriv/qemu-launcher';
+import { describe, expect, it } from 'vitest';
+import { LibxlArgvError, rewriteLibxlArgv } from '../src/libxl-dm/argv.js';
+import { dmPaths, settingsFromEnv, withFiles } from '../src/libxl-dm/run.js';
+
+// What libxl 4.17 (libxl_dm.c) passes a dm_restrict qemu-xen HVM device model with direct
+// kernel boot, stdvga and a pty serial, in its order.
+const LIBXL_ARGV = [
+  '-xen-domid',
+  '5',
+  '-no-shutdown',
+  '-chardev',
+  'socket,id=libxl-cmd,fd=9,server=on,wait=off',
+  '-S',
+  '-mon',
+  'chardev=libxl-cmd,mode=control',
+  '-chardev',
+  'socket,id=libxenstat-cmd,path=/var/run/xen/qmp-libxenstat-5,server=on,wait=off',
+  '-mon',
+  'chardev=libxenstat-cmd,mode=control',
+  '-nodefaults',
+  '-no-user-config',
+  '-name',
+  'hvmxl',
+  '-vnc',
+  'none',
+  '-display',
+  'none',
+  '-kernel',
+  '/lab/guest/vmlinuz',
+  '-initrd',
+  '/lab/guest/initrd.cpio',
+  '-append',
+  'console=ttyS0 console=hvc0 rdinit=/init',
+  '-serial',
+  'pty',
+  '-device',
+  'VGA,vgamem_mb=16',
+  '-boot',
+  'order=cda',
+  '-smp',
+  '1,maxcpus=1',
+  '-net',
+  'none',
+  '-machine',
+  'xenfv,suppress-vmdesc=on',
+  '-m',
+  '120',
+  '-xen-domid-restrict',
+  '-chroot',
+  '/var/run/xen/qemu-root-5',
+  '-runas',
+  '131077:131072',
+];
+
+describe('rewriteLibxlArgv', () => {
+  it("maps libxl's argv onto a jail-mode launch, exactly", () => {
+    expect(rewriteLibxlArgv(LIBXL_ARGV)).toEqual({
+      domid: 5,
+      name: 'hvmxl',
+      args: [
+        '-chardev',
+        'socket,id=libxl-cmd,fd=4,server=on,wait=off',
+        '-S',
+        '-mon',
+        'chardev=libxl-cmd,mode=control',
+        '-chardev',
+        'socket,id=libxenstat-cmd,path=/run/qmp-libxenstat-5,server=on,wait=off',
+        '-mon',
+        'chardev=libxenstat-cmd,mode=control',
+        '-vnc',
+        'none',
+        '-display',
+        'none',
+        '-kernel',
+        '/boot/kernel',
+        '-initrd',
+        '/boot/initrd',
+        '-append',
+        'console=ttyS0 console=hvc0 rdinit=/init',
+        '-serial',
+        'null',
+        '-device',
+        'VGA,vgamem_mb=16',
+        '-boot',
+        'order=cda',
+        '-smp',
+        '1,maxcpus=1',
+        '-net',
+        'none',
+        '-machine',
+        'xenfv,suppress-vmdesc=on',
+        '-m',
+        '120',
+      ],
+      libxlQmpFd: 9,
+      files: [
+        { host: '/lab/guest/vmlinuz', jail: '/boot/kernel' },
+        { host: '/lab/guest/initrd.cpio', jail: '/boot/initrd' },
+      ],
+      sockets: [{ host: '/var/run/xen/qmp-libxenstat-5', jail: '/run/qmp-libxenstat-5' }],
+      notes: [
+        "-serial pty became -serial null: no /dev/ptmx in the DM's root",
+        'dropped -chroot /var/run/xen/qemu-root-5: the launcher drops privileges before exec',
+        'dropped -runas 131077:131072: the launcher drops privileges before exec',
+      ],
+    });
+  });
+
+  it('honours the fd target and boot directory options', () => {
+    const r = rewriteLibxlArgv(
+      [
+        '-xen-domid',
+        '7',
+        '-chardev',
+        'socket,id=libxl-cmd,fd=3,server=on,wait=off',
+        '-kernel',
+        '/k',
+      ],
+      { qmpFdTarget: 11, bootDir: '/guest' },
+    );
+    expect(r.args).toEqual([
+      '-chardev',
+      'socket,id=libxl-cmd,fd=11,server=on,wait=off',
+      '-kernel',
+      '/guest/kernel',
+    ]);
+    expect(r.libxlQmpFd).toBe(3);
+  });
+
+  it('a path-based libxl QMP socket (no pre-opened fd) is moved into /run too', () => {
+    const r = rewriteLibxlArgv([
+      '-xen-domid',
+      '3',
+      '-chardev',
+      'socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-3,server=on,wait=off',
+    ]);
+    expect(r.libxlQmpFd).toBeNull();
+    expect(r.args).toEqual([
+      '-chardev',
+      'socket,id=libxl-cmd,path=/run/qmp-libxl-3,server=on,wait=off',
+    ]);
+    expect(r.sockets).toEqual([{ host: '/var/run/xen/qmp-libxl-3', jail: '/run/qmp-libxl-3' }]);
+  });
+
+  it('a pty chardev backend becomes null', () => {
+    expect(rewriteLibxlArgv(['-xen-domid', '2', '-chardev', 'pty,id=libxl-channel0']).args).toEqual(
+      ['-chardev', 'null,id=libxl-channel0'],
+    );
+  });
+
+  it.each([
+    [[], '-xen-domid: missing'],
+    [['-xen-domid'], '-xen-domid: expected a value'],
+    [['-xen-domid', 'x'], 'expected a number'],
+    [['-xen-domid', '1', '-kernel', 'vmlinuz'], 'expected an absolute path'],
+    [['-xen-domid', '1', '-chardev', 'socket,id=libxl-cmd,fd=x'], 'fd is not a number'],
+  ])('refuses %j', (argv, message) => {
+    expect(() => rewriteLibxlArgv(argv)).toThrow(LibxlArgvError);
+    expect(() => rewriteLibxlArgv(argv)).toThrow(message);
+  });
+});
+
+describe('withFiles', () => {
+  const p = {
+    paths: { jail: '/s/dm-5/root' },
+    skeleton: [{ kind: 'dir', path: '/dev', mode: 0o755 }],
+    mounts: [{ type: 'bind', source: '/s/dm-5/root', target: '/s/dm-5/root', readOnly: true }],
+    rootEntries: ['dev', 'run', 'usr'],
+  } as unknown as LaunchPlan;
+
+  it('binds each file read-only onto a placeholder in its own top-level directory', () => {
+    const q = withFiles(p, [
+      { host: '/lab/guest/vmlinuz', jail: '/boot/kernel' },
+      { host: '/lab/guest/initrd.cpio', jail: '/boot/initrd' },
+    ]);
+    expect(q.skeleton).toEqual([
+      { kind: 'dir', path: '/dev', mode: 0o755 },
+      { kind: 'dir', path: '/boot', mode: 0o755 },
+      { kind: 'file', path: '/boot/kernel', mode: 0o444 },
+      { kind: 'file', path: '/boot/initrd', mode: 0o444 },
+    ]);
+    expect(q.mounts.slice(1)).toEqual([
+      {
+        type: 'bind',
+        source: '/lab/guest/vmlinuz',
+        target: '/s/dm-5/root/boot/kernel',
+        readOnly: true,
+      },
+      {
+        type: 'bind',
+        source: '/lab/guest/initrd.cpio',
+        target: '/s/dm-5/root/boot/initrd',
+        readOnly: true,
+      },
+    ]);
+    expect(q.rootEntries).toEqual(['boot', 'dev', 'run', 'usr']);
+  });
+
+  it('leaves a plan without files as it is', () => {
+    expect(withFiles(p, [])).toBe(p);
+  });
+});
+
+describe('settings', () => {
+  it('defaults: the project pool at 3,220,000, dom0 upstream, /run/xen-depriv-dm', () => {
+    const s = settingsFromEnv({});
+    expect(s).toMatchObject({
+      stateDir: '/run/xen-depriv-dm',
+      poolFirst: 3_220_000,
+      poolCount: 1000,
+      upstream: 'dom0',
+      xenstoredSocket: '/run/xenstored/socket',
+    });
+    expect(dmPaths(s, 5)).toEqual({
+      proxySocket: '/run/xen-depriv-dm/xs-proxy/dm-5.sock',
+      log: '/var/log/xen/xen-depriv-dm-5.log',
+    });
+  });
+
+  it('the upstream switch takes dom0 or privileged only', () => {
+    expect(settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'privileged' }).upstream).toBe('privileged');
+    expect(() => settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'root' })).toThrow('dom0 or privileged');
+  });
+});
