@@ -4,6 +4,10 @@
 //   - through RestrictingProxy attached to that server in the same process (`upstream: server`),
 //   - through RestrictingProxy in a process of its own, in front of the server's domain-5
 //     socket (`upstream: path`, the deployment in front of C xenstored: one more socket hop),
+//   - through RestrictingProxy in privileged mode (`upstream: { privileged }`: the proxy talks to the
+//     daemon as dom0 and decides every request as domain 5 itself), attached to the server as dom0 in
+//     the same process, and in a process of its own in front of the server's dom0 socket (the
+//     deployment in front of a real host's /run/xenstored/socket),
 // with 1 and 4 clients, each keeping 16 pairs in flight and, separately, one at a time.
 // Rounds alternate direct/proxy; the median of the rounds and the ratio proxy/direct are printed.
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
@@ -58,12 +62,15 @@ await s.listen(dir + '/xs.sock');
 await s.listenDomain(${DOMID}, dir + '/dom${DOMID}.sock');
 const p = new RestrictingProxy({ domid: ${DOMID}, upstream: s, limits: { maxClients: 64 } });
 await p.listen(dir + '/inproc.sock');
+const pp = new RestrictingProxy({ domid: ${DOMID}, upstream: { privileged: s }, limits: { maxClients: 64 } });
+await pp.listen(dir + '/inproc-priv.sock');
 process.stdout.write('ready\\n');
-process.on('SIGTERM', () => p.close().then(() => s.close()).then(() => process.exit(0)));`;
+process.on('SIGTERM', () => Promise.all([p.close(), pp.close()]).then(() => s.close()).then(() => process.exit(0)));`;
 
 const PROXY = `
 const { RestrictingProxy } = await import(process.argv[1]);
-const p = new RestrictingProxy({ domid: ${DOMID}, upstream: process.argv[2], limits: { maxClients: 64 } });
+const up = process.argv[4] === 'privileged' ? { privileged: process.argv[2] } : process.argv[2];
+const p = new RestrictingProxy({ domid: ${DOMID}, upstream: up, limits: { maxClients: 64 } });
 await p.listen(process.argv[3]);
 process.stdout.write('ready\\n');
 process.on('SIGTERM', () => p.close().then(() => process.exit(0)));`;
@@ -113,6 +120,15 @@ await startReady([
   `${dir}/dom${DOMID}.sock`,
   `${dir}/proxy.sock`,
 ]);
+await startReady([
+  '--input-type=module',
+  '-e',
+  PROXY,
+  path.join(dist, 'index.js'),
+  `${dir}/xs.sock`,
+  `${dir}/proxy-priv.sock`,
+  'privileged',
+]);
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const cases = [
@@ -123,20 +139,25 @@ const cases = [
 ];
 console.log(`pairs/s (write+read), ${SECONDS}s per run, median of ${ROUNDS} alternating rounds`);
 for (const [label, n, pipe] of cases) {
-  const direct = [];
-  const inproc = [];
-  const hop = [];
+  const runs = { direct: [], inproc: [], hop: [], privIn: [], privHop: [] };
   for (let r = 0; r < ROUNDS; r++) {
-    direct.push(await pairs(`${dir}/dom${DOMID}.sock`, n, pipe));
-    inproc.push(await pairs(`${dir}/inproc.sock`, n, pipe));
-    hop.push(await pairs(`${dir}/proxy.sock`, n, pipe));
+    runs.direct.push(await pairs(`${dir}/dom${DOMID}.sock`, n, pipe));
+    runs.inproc.push(await pairs(`${dir}/inproc.sock`, n, pipe));
+    runs.hop.push(await pairs(`${dir}/proxy.sock`, n, pipe));
+    runs.privIn.push(await pairs(`${dir}/inproc-priv.sock`, n, pipe));
+    runs.privHop.push(await pairs(`${dir}/proxy-priv.sock`, n, pipe));
   }
-  const d = median(direct);
-  const i = median(inproc);
-  const h = median(hop);
+  const d = median(runs.direct);
   const f = (x) => x.toFixed(0).padStart(7);
+  const col = (name, xs) => `${name} ${f(median(xs))} ${(median(xs) / d).toFixed(2)}x`;
   console.log(
-    `${label.padEnd(24)} direct ${f(d)} | proxy in-process ${f(i)} ${(i / d).toFixed(2)}x | proxy own process ${f(h)} ${(h / d).toFixed(2)}x`,
+    [
+      `${label.padEnd(24)} direct ${f(d)}`,
+      col('proxy in-process', runs.inproc),
+      col('proxy own process', runs.hop),
+      col('privileged in-process', runs.privIn),
+      col('privileged own process', runs.privHop),
+    ].join(' | '),
   );
 }
 process.exit(0);

@@ -64,8 +64,8 @@ const SPECIAL_PERMS: readonly XsPerm[] = [{ domid: 0, perm: 'n' }];
 /** Most node permissions cached per session for watch-event decisions on deleted nodes. */
 export const PERMS_CACHE_MAX = 4096;
 
-/** How often a create of ours (wrapped in a transaction of ours) is retried on EAGAIN. */
-const MAX_RETRIES = 64;
+/** Commits of ours that met EAGAIN this often are retried after a random pause. */
+const BACKOFF_AFTER = 8;
 
 class LinkClosed {}
 
@@ -415,7 +415,8 @@ export class PrivilegedSession {
     const now = cur.get(path);
     const ok = this.readable(old) || this.readable(now) || this.readable(parentPerms);
     for (const [p, perms] of cur) if (isChild(p, root)) this.cache(p, perms);
-    if (!now) this.perms.delete(path);
+    // rm fires exact events for the descendants, which a watch above does not match: forget them too.
+    if (!now) for (const p of [...this.perms.keys()]) if (isChild(p, path)) this.perms.delete(p);
     return ok;
   }
 
@@ -660,7 +661,12 @@ export class PrivilegedSession {
         this.settle(own);
         return this.ok(m);
       }
-      if (e !== 'EAGAIN' || attempt >= MAX_RETRIES) return this.err(m, e === 'EAGAIN' ? 'EIO' : e);
+      if (e !== 'EAGAIN') return this.err(m, e);
+      // Another connection committed a change to a node we read: check again. A direct write never
+      // answers EAGAIN, so there is no giving up; contenders are spread apart after a few rounds.
+      if (attempt >= BACKOFF_AFTER)
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(attempt, 20)));
+      if (this.closed) throw new LinkClosed();
     }
   }
 
@@ -690,6 +696,16 @@ export class PrivilegedSession {
       for (const c of [...this.book.created]) if (isChild(c, p)) this.book.created.delete(c);
     }
     for (const p of t.created) this.book.created.add(p);
+  }
+
+  /** Near the quota: forget counted nodes that are gone or no longer N's (the toolstack removed them). */
+  private async prune(): Promise<void> {
+    const paths = [...this.book.created];
+    const replies = await Promise.all(this.call(paths.map((p): Req => [XS_GET_PERMS, 0, z(p)])));
+    replies.forEach((r, i) => {
+      const gone = r.type !== XS_GET_PERMS || parsePermsReply(r)[0]?.domid !== this.domid;
+      if (gone) this.book.created.delete(paths[i] as string);
+    });
   }
 
   /** N's entries as the proxy counts them: nodes it created through the proxy, plus a transaction's own. */
@@ -766,6 +782,8 @@ export class PrivilegedSession {
     );
     const perms = parentPerms.map((p) => ({ ...p }));
     (perms[0] as XsPerm).domid = this.domid;
+    if (this.entries(own, inClientTx) + names.length >= this.quotas.nodesPerDomain)
+      await this.prune();
     // create_node's checks in its order: new nodes bottom up (entries, then size), then the parent.
     let count = this.entries(own, inClientTx);
     let written = 0;

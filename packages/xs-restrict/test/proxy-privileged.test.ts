@@ -9,13 +9,16 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type ProxyLogRecord, RestrictingProxy } from '../src/proxy.js';
 import { XenstoreServer } from '../src/server.js';
+import * as W from '../src/wire.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
 import { RawConn } from './helpers/raw.js';
 import {
+  A,
   allowAll,
   privilegedScript,
   runPrivScript,
   runSetup,
+  type Step,
   setupSteps,
 } from './privileged-script.js';
 
@@ -86,6 +89,68 @@ describe('privileged upstream on XenstoreServer', { timeout: 30000 }, () => {
     const got = await runPrivScript(via, b.dom0, script);
     check(want, got);
     expect(logs).toEqual([]);
+  });
+});
+
+describe('privileged upstream: entries per domain', { timeout: 30000 }, () => {
+  it('refuses creates beyond quota_nb_entry_per_domain with ENOSPC, counted as the daemon counts them when N owns nothing else', async () => {
+    const dir = mkdtempSync('/tmp/xspe-');
+    const closers: (() => unknown)[] = [];
+    try {
+      const daemons: { s: XenstoreServer; dom0: RawConn }[] = [];
+      for (const name of ['a', 'b']) {
+        const s = new XenstoreServer({ quotas: { nodesPerDomain: 5 } });
+        await s.listen(`${dir}/${name}.sock`);
+        await s.listenDomain(DOMID, `${dir}/${name}-d.sock`);
+        closers.push(() => s.close());
+        const dom0 = await RawConn.open(`${dir}/${name}.sock`);
+        closers.push(() => dom0.close());
+        await runSetup(dom0, [
+          { who: 'dom0', type: W.XS_WRITE, payload: `${A}\0` },
+          { who: 'dom0', type: W.XS_SET_PERMS, payload: `${A}\0n0\0b${DOMID}\0` },
+        ]);
+        daemons.push({ s, dom0 });
+      }
+      const [a, b] = daemons as [(typeof daemons)[0], (typeof daemons)[0]];
+      const w = (p: string): Step => ({ who: 'n', type: W.XS_WRITE, payload: `${A}/${p}\0v` });
+      const script: Step[] = [
+        w('n1'),
+        w('n2/x'),
+        w('n3'),
+        w('n4'),
+        w('n5'),
+        { who: 'n', type: W.XS_RM, payload: `${A}/n1\0` },
+        w('n6/y'),
+        w('n6'),
+        { who: 'dom0', type: W.XS_RM, payload: `${A}/n2\0` },
+        w('n7/z'),
+        w('n8'),
+        { who: 'n', type: W.XS_TRANSACTION_START, payload: '\0' },
+        { who: 'n', type: W.XS_RM, payload: `${A}/n3\0`, tx: 1 },
+        w('n9'),
+        { who: 'n', type: W.XS_TRANSACTION_END, payload: 'T\0', tx: 1 },
+        w('n9'),
+      ];
+      const direct = await RawConn.open(`${dir}/a-d.sock`);
+      closers.push(() => direct.close());
+      const want = await runPrivScript(direct, a.dom0, script);
+      const p = new RestrictingProxy({
+        domid: DOMID,
+        upstream: { privileged: b.s },
+        allowlist: allowAll(script),
+        log: () => undefined,
+      });
+      await p.listen(`${dir}/p.sock`);
+      closers.push(() => p.close());
+      const via = await RawConn.open(`${dir}/p.sock`);
+      closers.push(() => via.close());
+      const got = await runPrivScript(via, b.dom0, script);
+      expect(got).toEqual(want);
+      expect(want.filter((l) => l.includes('ENOSPC')).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      for (const f of closers.reverse()) await f();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
