@@ -589,7 +589,8 @@ export class PrivilegedSession {
   private async readOp(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {
     let name: string | undefined;
     if (m.type === XS_DIRECTORY_PART) {
-      if (countNul(m.payload) !== 2) return this.err(m, 'EINVAL');
+      // The daemon parses the arguments (its answer to dom0 is the one N gets): only the path here.
+      if (countNul(m.payload) < 2) return this.err(m, 'EINVAL');
       name = m.payload.subarray(0, m.payload.indexOf(0)).toString('utf8');
     } else name = oneArg(m.payload);
     if (name === undefined) return this.err(m, 'EINVAL');
@@ -611,6 +612,8 @@ export class PrivilegedSession {
       [perms, reply] = b.replies as [XsMessage, XsMessage];
     }
     try {
+      // Arguments are checked before permissions, and the same for dom0 and N.
+      if (errnoOf(reply) === 'EINVAL') return this.err(m, 'EINVAL');
       const got = await this.getNode(t, path, perms, XS_PERM_READ);
       if (!Array.isArray(got)) return this.err(m, got.errno);
       return this.relay(m, reply);
