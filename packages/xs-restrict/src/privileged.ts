@@ -46,16 +46,41 @@ export class DomainBook {
   readonly created = new Set<string>();
   /** Watches N holds through the proxy. */
   watches = 0;
+  private tail: Promise<void> = Promise.resolve();
   constructor(
     readonly domid: number,
     readonly quotas: XenstoreQuotas = DEFAULT_QUOTAS,
   ) {}
+
+  /**
+   * Runs the proxy's own write transactions one at a time: the clients of one
+   * proxy then never make each other's commits fail with EAGAIN (a direct
+   * domain connection never sees EAGAIN outside a transaction).
+   */
+  async serialize<T>(f: () => Promise<T>): Promise<T> {
+    const prev = this.tail;
+    let release = (): void => undefined;
+    this.tail = new Promise<void>((r) => {
+      release = r;
+    });
+    await prev;
+    try {
+      return await f();
+    } finally {
+      release();
+    }
+  }
 }
 
 /** The dom0 connection to the daemon: bytes out, and `end` to close it. */
 export interface PrivilegedLink {
   write(b: Buffer): void;
   end(): void;
+  /**
+   * The daemon handles all the requests of one `write` before anyone else's (an embedded server
+   * attached in process): requests sent together are then one atomic step without a transaction.
+   */
+  atomicWrites?: boolean;
 }
 
 /** The special nodes' permissions as xenstored starts with them: dom0 owns them, nobody else reads. */
@@ -602,8 +627,8 @@ export class PrivilegedSession {
     let t: number;
     let perms: XsMessage;
     let reply: XsMessage;
-    if (tx) {
-      t = tx.up;
+    if (tx || this.link.atomicWrites) {
+      t = tx?.up ?? 0;
       [perms, reply] = (await Promise.all(this.call(reqs(t)))) as [XsMessage, XsMessage];
     } else {
       // A transaction of ours makes the perms and the data one snapshot of the node.
@@ -618,7 +643,7 @@ export class PrivilegedSession {
       if (!Array.isArray(got)) return this.err(m, got.errno);
       return this.relay(m, reply);
     } finally {
-      if (!tx) void this.endTx(t, false).catch(() => undefined);
+      if (t !== 0 && !tx) void this.endTx(t, false).catch(() => undefined);
     }
   }
 
@@ -637,6 +662,14 @@ export class PrivilegedSession {
       const replies = await Promise.all(this.call(first(tx.up)));
       return (await body(tx.up, replies, tx)) ?? this.ok(m);
     }
+    return this.book.serialize(() => this.ownTransaction(m, first, body));
+  }
+
+  private async ownTransaction(
+    m: XsMessage,
+    first: (t: number) => Req[],
+    body: (t: number, first: XsMessage[], own: VirtualTx) => Promise<Buffer | undefined>,
+  ): Promise<Buffer> {
     for (let attempt = 0; ; attempt++) {
       const b = await this.begin(first);
       const own: VirtualTx = {

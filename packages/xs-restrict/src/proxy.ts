@@ -762,6 +762,8 @@ function openDom0(
       conn?.close();
       conn = undefined;
     },
+    // XenstoreConnection.receive handles every request of a chunk before returning.
+    atomicWrites: true,
   };
 }
 
