@@ -203,13 +203,13 @@ describe('withFiles', () => {
 });
 
 describe('settings', () => {
-  it('defaults: the project pool at 3,220,000, dom0 upstream, /run/xen-depriv-dm', () => {
+  it('defaults: the project pool at 3,220,000, privileged upstream, /run/xen-depriv-dm', () => {
     const s = settingsFromEnv({});
     expect(s).toMatchObject({
       stateDir: '/run/xen-depriv-dm',
       poolFirst: 3_220_000,
       poolCount: 1000,
-      upstream: 'dom0',
+      upstream: 'privileged',
       xenstoredSocket: '/run/xenstored/socket',
     });
     expect(dmPaths(s, 5)).toEqual({
@@ -219,7 +219,7 @@ describe('settings', () => {
   });
 
   it('the upstream switch takes dom0 or privileged only', () => {
-    expect(settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'privileged' }).upstream).toBe('privileged');
+    expect(settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'dom0' }).upstream).toBe('dom0');
     expect(() => settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'root' })).toThrow('dom0 or privileged');
   });
 });

@@ -50,10 +50,11 @@ export interface LibxlDmSettings {
   readonly poolFirst: number;
   readonly poolCount: number;
   /**
-   * How the proxy reaches the real xenstored. `dom0`: as dom0 over its socket (the proxy's
-   * allowlist is the only restriction). `privileged`: xs-restrict's privileged upstream, where
-   * the proxy enforces domain N's permissions itself; the launcher then grants domain N write
-   * access to /local/domain/0/device-model/N before QEMU starts.
+   * How the proxy reaches the real xenstored (XEN_DEPRIV_DM_UPSTREAM). `privileged` (default):
+   * xs-restrict's privileged upstream, a dom0 connection on which the proxy decides as domain N
+   * (permissions, quotas) itself; the launcher grants domain N write access to
+   * /local/domain/0/device-model/N before QEMU starts. `dom0`: the proxy's requests act as dom0
+   * and its allowlist is the only restriction.
    */
   readonly upstream: 'dom0' | 'privileged';
   readonly xenstoredSocket: string;
@@ -67,7 +68,7 @@ export interface LibxlDmSettings {
 }
 
 export function settingsFromEnv(env: NodeJS.ProcessEnv): LibxlDmSettings {
-  const upstream = env.XEN_DEPRIV_DM_UPSTREAM ?? 'dom0';
+  const upstream = env.XEN_DEPRIV_DM_UPSTREAM ?? 'privileged';
   if (upstream !== 'dom0' && upstream !== 'privileged') {
     throw new Error(`XEN_DEPRIV_DM_UPSTREAM: expected dom0 or privileged, saw "${upstream}"`);
   }
@@ -369,11 +370,7 @@ export async function runLibxlDm(argv: readonly string[], s: LibxlDmSettings): P
 
     mkdirSync(posix.dirname(paths.proxySocket), { recursive: true, mode: 0o711 });
     const upstream: ProxyUpstream =
-      s.upstream === 'privileged'
-        ? // xs-restrict's privileged upstream (the proxy talks to the daemon as dom0 and
-          // enforces domain N's permissions itself); cast until that option is in its types.
-          ({ privileged: s.xenstoredSocket } as unknown as ProxyUpstream)
-        : s.xenstoredSocket;
+      s.upstream === 'privileged' ? { privileged: s.xenstoredSocket } : s.xenstoredSocket;
     proxy = new RestrictingProxy({
       domid,
       upstream,
