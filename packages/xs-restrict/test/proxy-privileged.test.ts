@@ -6,12 +6,14 @@
  * the perms of created nodes and the watch events N may and may not see.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type ProxyLogRecord, RestrictingProxy } from '../src/proxy.js';
 import { XenstoreServer } from '../src/server.js';
 import * as W from '../src/wire.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
 import { RawConn } from './helpers/raw.js';
+import { dStep, initial, nStep, PATH_STEPS, setup, withWatches } from './privileged-random.js';
 import {
   A,
   allowAll,
@@ -174,6 +176,53 @@ describe.skipIf(missing !== undefined)(
     afterAll(async () => {
       for (const f of cleanup.reverse()) await f();
       rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('random requests and toolstack changes (3 seeded scripts of 150 steps): the same transcript as the ring', async () => {
+      for (const seed of (process.env.XSPV_SEEDS ?? '1,2,3').split(',').map(Number)) {
+        const pa = startPeer([DOMID]);
+        const pb = startPeer([DOMID]);
+        cleanup.push(
+          () => pa.stop(),
+          () => pb.stop(),
+        );
+        const [init] = fc.sample(initial, { seed, numRuns: 1 }) as [{ p: string; q: string[] }[]];
+        const [ops] = fc.sample(
+          fc.array(fc.oneof({ weight: 3, arbitrary: nStep }, { weight: 1, arbitrary: dStep }), {
+            minLength: 150,
+            maxLength: 150,
+          }),
+          { seed, numRuns: 1 },
+        ) as [Step[]];
+        const script = withWatches(ops);
+        const a0 = await RawConn.open(pa.dom0);
+        const b0 = await RawConn.open(pb.dom0);
+        cleanup.push(
+          () => a0.close(),
+          () => b0.close(),
+        );
+        await runSetup(a0, [...setupSteps(DOMID).slice(0, 2), ...setup(init)]);
+        await runSetup(b0, [...setupSteps(DOMID).slice(0, 2), ...setup(init)]);
+        const direct = await RawConn.open(pa.dom(DOMID));
+        const want = await runPrivScript(direct, a0, script, false);
+        direct.close();
+        const p = new RestrictingProxy({
+          domid: DOMID,
+          upstream: { privileged: pb.dom0 },
+          allowlist: allowAll([...script, ...PATH_STEPS]),
+          // The daemon's transaction quota is under test here, not the proxy's own DM limit.
+          limits: { maxTransactions: 100 },
+          log: () => undefined,
+        });
+        await p.listen(`${dir}/r${seed}.sock`);
+        cleanup.push(() => p.close());
+        const via = await RawConn.open(`${dir}/r${seed}.sock`);
+        cleanup.push(() => via.close());
+        const got = await runPrivScript(via, b0, script, false);
+        expect(got, `seed ${seed}`).toEqual(want);
+        pa.stop();
+        pb.stop();
+      }
     });
 
     it("gives the same replies, created perms and watch events as the daemon's domain-5 ring", async () => {
