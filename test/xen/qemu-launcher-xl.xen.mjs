@@ -44,7 +44,7 @@ async function until(what, ms, fn) {
     const v = await fn();
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(250);
+    await sleep(500);
   }
 }
 
@@ -174,7 +174,11 @@ export default function (test) {
         const f = readOr(`/proc/${pid}/stat`).split(') ')[1]?.split(' ') ?? [];
         return Math.round(((Number(f[11]) + Number(f[12])) / 100) * 10) / 10;
       };
-      const cpu = { launcherS: cpuSeconds(launcherPid), qemuS: cpuSeconds(qemuPid) };
+      const cpu = {
+        launcherS: cpuSeconds(launcherPid),
+        launcherAtReadyS: ready?.cpuS ?? null,
+        qemuS: cpuSeconds(qemuPid),
+      };
 
       // xl destroy: libxl kills the DM by uid (the launcher wrote the leased uid into
       // device-model-kill-uid); the launcher sees QEMU exit and tears down the rest.

@@ -199,6 +199,11 @@ export function withFiles(p: LaunchPlan, files: LibxlDmArgv['files']): LaunchPla
  */
 export const LEGACY_BACKENDS = ['console', 'vkbd', '9pfs', 'qusb'] as const;
 
+const cpuSeconds = (): number => {
+  const u = process.cpuUsage();
+  return Math.round((u.user + u.system) / 1e5) / 10;
+};
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -226,7 +231,8 @@ function spawnerWithFd(extra: { target: number; source: number } | null): {
       const exited = (async () => {
         while (!done) {
           if (waitPid(child.pid, { noHang: true }) !== null) break;
-          await sleep(50);
+          // Rarely: dom0 has one vCPU, shared with the QEMU it serves.
+          await sleep(250);
         }
         done = true;
       })()
@@ -328,6 +334,7 @@ export async function runLibxlDm(argv: readonly string[], s: LibxlDmSettings): P
         refused: refusedTotal,
         refusals,
         seconds: Math.round((performance.now() - t0) / 100) / 10,
+        cpuS: cpuSeconds(),
       });
       log.close();
     })();
@@ -436,11 +443,12 @@ export async function runLibxlDm(argv: readonly string[], s: LibxlDmSettings): P
       pid: handle.pid,
       uid: lease.uid,
       seconds: Math.round((performance.now() - t0) / 100) / 10,
+      cpuS: cpuSeconds(),
     });
     const dm = await spawned;
     const domainGone = (async () => {
       for (;;) {
-        await sleep(1000);
+        await sleep(2000);
         if (tearing) return 'teardown';
         const there = await xs?.tryRead(`/local/domain/${domid}/domid`).catch(() => 'unknown');
         if (there === undefined) return 'domain gone';
