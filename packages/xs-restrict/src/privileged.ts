@@ -117,6 +117,8 @@ interface Slot {
   path?: string;
   /** Held while a commit of ours is answered: its events for `suppress` paths are dropped. */
   held?: boolean;
+  /** Dropped for good: a permission decision arriving later does not bring it back. */
+  dropped?: boolean;
 }
 
 interface Pending {
@@ -402,10 +404,14 @@ export class PrivilegedSession {
     const parentBefore = this.perms.get(parentPath(path));
     this.permitted(path, root, before, parentBefore).then(
       (ok) => {
-        slot.bytes = ok ? raw : null;
+        slot.bytes = ok && !slot.dropped ? raw : null;
         this.flush();
       },
-      () => undefined,
+      () => {
+        // No answer to decide on (the link went away, or perms we cannot parse): not N's event.
+        slot.bytes = null;
+        this.flush();
+      },
     );
   }
 
@@ -467,7 +473,11 @@ export class PrivilegedSession {
         const perms = replies[2 * i] as XsMessage;
         const dir = replies[2 * i + 1] as XsMessage;
         if (perms.type !== XS_GET_PERMS) return;
-        this.cache(p, parsePermsReply(perms));
+        try {
+          this.cache(p, parsePermsReply(perms));
+        } catch {
+          return;
+        }
         if (dir.type !== XS_DIRECTORY) return;
         for (const c of dir.payload.toString('utf8').split('\0')) {
           if (c !== '') next.push(p === '/' ? `/${c}` : `${p}/${c}`);
@@ -721,7 +731,10 @@ export class PrivilegedSession {
     const ok = r.type !== XS_ERROR;
     for (const s of window.slots) {
       s.held = false;
-      if (ok && s.path !== undefined && suppress.has(s.path)) s.bytes = null;
+      if (ok && s.path !== undefined && suppress.has(s.path)) {
+        s.dropped = true;
+        s.bytes = null;
+      }
     }
     this.flush();
     return r;
