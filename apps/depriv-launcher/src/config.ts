@@ -2,10 +2,10 @@ import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync
 import { dirname, extname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { XEN_QEMU_BINARY } from './xen-qemu.js';
 import { parseXlCfg, type XlValue } from './xlcfg.js';
 
-/** Debian's Xen-enabled QEMU (package qemu-system-xen): the default binary of target `dom0`. */
-export const XEN_QEMU_BINARY = '/usr/libexec/xen-qemu-system-i386';
+export { XEN_QEMU_BINARY };
 
 /** The lowest uid a device model may get: below it live system users, 0 is root. */
 export const MIN_DM_UID = 1000;

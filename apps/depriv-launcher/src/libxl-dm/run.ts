@@ -35,7 +35,8 @@ import {
 import { close, constants, pidfdSendSignal, spawnConfined, waitPid } from '@xen-depriv/sys';
 import { dynamicPoolScheme, type Lease, UidAllocator } from '@xen-depriv/uid-allocator';
 import { type ProxyUpstream, RestrictingProxy, XenstoreClient } from '@xen-depriv/xs-restrict';
-import { XEN_QEMU_BINARY } from '../config.js';
+// Not from config.js: that pulls zod into the DM supervisor's start-up for one constant.
+import { XEN_QEMU_BINARY } from '../xen-qemu.js';
 import { type LibxlDmArgv, rewriteLibxlArgv } from './argv.js';
 
 /**
