@@ -1,7 +1,14 @@
+import {
+  IOCTL_PRIVCMD_DM_OP,
+  IOCTL_PRIVCMD_HYPERCALL,
+  runSeccomp,
+  SECCOMP_RET,
+  X86_64_SYSCALLS,
+} from '@xen-depriv/privcmd-filter';
 import type { LaunchPlan } from '@xen-depriv/qemu-launcher';
 import { describe, expect, it } from 'vitest';
 import { LibxlArgvError, rewriteLibxlArgv } from '../src/libxl-dm/argv.js';
-import { dmPaths, settingsFromEnv, withFiles } from '../src/libxl-dm/run.js';
+import { dmPaths, libxlDmSeccomp, settingsFromEnv, withFiles } from '../src/libxl-dm/run.js';
 
 // What libxl 4.17 (libxl_dm.c) passes a dm_restrict qemu-xen HVM device model with direct
 // kernel boot, stdvga and a pty serial, in its order.
@@ -221,5 +228,29 @@ describe('settings', () => {
   it('the upstream switch takes dom0 or privileged only', () => {
     expect(settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'dom0' }).upstream).toBe('dom0');
     expect(() => settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'root' })).toThrow('dom0 or privileged');
+  });
+});
+
+describe('libxlDmSeccomp', () => {
+  const ioctl = (program: Uint8Array, request: number) =>
+    runSeccomp(program, {
+      nr: X86_64_SYSCALLS.ioctl,
+      arch: 0xc000003e,
+      args: [3n, BigInt(request), 0n, 0n, 0n, 0n],
+    });
+
+  it('allows IOCTL_PRIVCMD_HYPERCALL (QEMU init before -xen-domid-restrict); strict refuses it', () => {
+    expect(ioctl(libxlDmSeccomp().program, IOCTL_PRIVCMD_HYPERCALL)).toBe(SECCOMP_RET.ALLOW);
+    expect(ioctl(libxlDmSeccomp('strict').program, IOCTL_PRIVCMD_HYPERCALL)).not.toBe(
+      SECCOMP_RET.ALLOW,
+    );
+    expect(ioctl(libxlDmSeccomp().program, IOCTL_PRIVCMD_DM_OP)).toBe(SECCOMP_RET.ALLOW);
+    expect(ioctl(libxlDmSeccomp().program, 0x5413 /* TIOCGWINSZ */)).not.toBe(SECCOMP_RET.ALLOW);
+  });
+
+  it('still kills a syscall outside the allow-list (mount)', () => {
+    expect(
+      runSeccomp(libxlDmSeccomp().program, { nr: X86_64_SYSCALLS.mount, arch: 0xc000003e }),
+    ).not.toBe(SECCOMP_RET.ALLOW);
   });
 });
