@@ -182,6 +182,11 @@ export default function (test) {
 
       // xl destroy: libxl kills the DM by uid (the launcher wrote the leased uid into
       // device-model-kill-uid); the launcher sees QEMU exit and tears down the rest.
+      // XEN_TEST_DM_KILL=pid: without device-model-kill-uid libxl signals the pid it spawned
+      // (SIGHUP to the launcher) instead, the other teardown path.
+      const killBy = process.env.XEN_TEST_DM_KILL ?? 'uid';
+      if (killBy === 'pid')
+        sh('xenstore-rm', [`/local/domain/${domid}/image/device-model-kill-uid`]);
       const tDestroy = now();
       sh('xl', ['destroy', NAME]);
       await until('the launcher to finish its teardown', 30_000, () => !alive(launcherPid));
@@ -203,6 +208,11 @@ export default function (test) {
         .filter(Boolean)
         .map((l) => JSON.parse(l))
         .find((r) => r.event === 'done');
+      const teardown = readOr(`/var/log/xen/xen-depriv-dm-${domid}.log`)
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l))
+        .find((r) => r.event === 'teardown');
       assert.deepEqual(left, [], 'nothing left after xl destroy');
       assert.ok(done, `the launcher logged its teardown:\n${diag()}`);
       assert.deepEqual(done.errors, [], 'teardown errors');
@@ -210,6 +220,8 @@ export default function (test) {
       return {
         upstream,
         vga,
+        killBy,
+        teardownWhy: teardown?.why ?? null,
         domid,
         uid,
         xlCreateS: round(tCreated - t0),
