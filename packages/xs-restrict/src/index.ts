@@ -15,7 +15,7 @@ export {
 } from './client.js';
 export { XenstoreError } from './errors.js';
 export { PACKAGE_NAME } from './package-name.js';
-export { PERMS_CACHE_MAX } from './privileged.js';
+export { PENDING_OUTPUT_MAX, PERMS_CACHE_MAX } from './privileged.js';
 export {
   DEFAULT_PROXY_LIMITS,
   type PrivilegedUpstream,

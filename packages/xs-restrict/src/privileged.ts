@@ -89,6 +89,14 @@ const SPECIAL_PERMS: readonly XsPerm[] = [{ domid: 0, perm: 'n' }];
 /** Most node permissions cached per session for watch-event decisions on deleted nodes. */
 export const PERMS_CACHE_MAX = 4096;
 
+/**
+ * Most output slots (replies and watch events) waiting for a decision per session. Each event
+ * costs a perms lookup; a burst the daemon fires faster than those lookups come back would
+ * otherwise queue without bound, so beyond this the client is closed (`event-overflow`).
+ * C xenstored serves one request per connection per loop, so a fair daemon never gets near it.
+ */
+export const PENDING_OUTPUT_MAX = 1024;
+
 /** Commits of ours that met EAGAIN this often are retried after a random pause. */
 const BACKOFF_AFTER = 8;
 
@@ -197,6 +205,7 @@ export class PrivilegedSession {
   /** Paths whose events, arriving while a commit of ours is answered, are ours to drop. */
   private window: { suppress: Set<string>; slots: Slot[] } | undefined;
   private closed = false;
+  private overflowed = false;
   private readonly link: PrivilegedLink;
 
   constructor(
@@ -204,6 +213,7 @@ export class PrivilegedSession {
     open: (onData: (b: Buffer) => void, onClose: () => void) => PrivilegedLink,
     private readonly emit: (b: Buffer) => void,
     private readonly onClose: () => void,
+    private readonly onOverflow: (detail: string) => void = () => undefined,
   ) {
     this.link = open(
       (b) => this.fromLink(b),
@@ -377,6 +387,16 @@ export class PrivilegedSession {
   // ---------- watch events ----------
 
   private event(m: XsMessage, initial: boolean): void {
+    if (this.overflowed) return;
+    if (this.out.length >= PENDING_OUTPUT_MAX) {
+      // The client is closed: what it was owed is dropped, and so is every later event.
+      this.overflowed = true;
+      this.out.length = 0;
+      this.onOverflow(
+        `${PENDING_OUTPUT_MAX} replies and watch events waited for a decision, limit ${PENDING_OUTPUT_MAX}`,
+      );
+      return;
+    }
     const nul = m.payload.indexOf(0);
     const path = m.payload.subarray(0, nul < 0 ? m.payload.length : nul).toString('utf8');
     const raw = encodeMessage(XS_WATCH_EVENT, m.reqId, m.txId, m.payload);

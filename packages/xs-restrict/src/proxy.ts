@@ -102,7 +102,13 @@ export interface ProxyLogRecord {
   time: string;
   domid: number;
   client: number;
-  event: 'refused' | 'protocol-error' | 'slow-reader' | 'upstream-closed' | 'too-many-clients';
+  event:
+    | 'refused'
+    | 'protocol-error'
+    | 'slow-reader'
+    | 'event-overflow'
+    | 'upstream-closed'
+    | 'too-many-clients';
   request?: { type: string; reqId: number; txId: number; path?: string };
   rule?: string;
   errno?: XsErrno;
@@ -366,6 +372,11 @@ export class RestrictingProxy {
         (onData, onClose) => openDom0(target, onData, onClose),
         (b) => this.fromUpstream(c, b),
         () => this.upstreamClosed(c),
+        (detail) => {
+          if (c.closed) return;
+          this.log(c, { event: 'event-overflow', detail });
+          this.closeClient(c, true);
+        },
       );
     }
     if (typeof spec === 'string') {

@@ -8,6 +8,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { XenstoreClient } from '../src/client.js';
+import { PENDING_OUTPUT_MAX } from '../src/privileged.js';
 import { type ProxyLogRecord, RestrictingProxy } from '../src/proxy.js';
 import { XenstoreServer } from '../src/server.js';
 import * as W from '../src/wire.js';
@@ -91,6 +93,68 @@ describe('privileged upstream on XenstoreServer', { timeout: 30000 }, () => {
     const got = await runPrivScript(via, b.dom0, script);
     check(want, got);
     expect(logs).toEqual([]);
+  });
+});
+
+describe('privileged upstream: a burst of watch events', { timeout: 30000 }, () => {
+  it(`closes only the client whose undecided output passes PENDING_OUTPUT_MAX (${PENDING_OUTPUT_MAX}), with a log line; others and new clients are served`, async () => {
+    const dir = mkdtempSync('/tmp/xspo-');
+    const closers: (() => unknown)[] = [];
+    try {
+      const s = new XenstoreServer();
+      await s.listen(`${dir}/s.sock`);
+      closers.push(() => s.close());
+      const dom0 = await XenstoreClient.connect({ path: `${dir}/s.sock` });
+      closers.push(() => dom0.close());
+      const state = (d: number) => `/local/domain/${d}/device/vif/0/state`;
+      for (const d of [DOMID, DOMID + 1]) {
+        await dom0.mkdir(`/local/domain/${d}`);
+        await dom0.setPerms(`/local/domain/${d}`, [{ domid: d, perm: 'n' }]);
+        await dom0.write(state(d), '1');
+      }
+      const logs: ProxyLogRecord[] = [];
+      const proxies = [DOMID, DOMID + 1].map(
+        (d) =>
+          new RestrictingProxy({
+            domid: d,
+            upstream: { privileged: `${dir}/s.sock` },
+            log: (l) => logs.push(JSON.parse(l) as ProxyLogRecord),
+          }),
+      );
+      for (const [i, p] of proxies.entries()) {
+        await p.listen(`${dir}/p${i}.sock`);
+        closers.push(() => p.close());
+      }
+      const victim = await XenstoreClient.connect({ path: `${dir}/p0.sock` });
+      closers.push(() => victim.close());
+      const bystander = await XenstoreClient.connect({ path: `${dir}/p1.sock` });
+      closers.push(() => bystander.close());
+      const watch = await victim.watch(state(DOMID), 'burst');
+      let events = 0;
+      const ended = (async () => {
+        for await (const _ of watch) events++;
+      })();
+      // The embedded server answers a whole read at once: 4000 pipelined writes fire 4000 events
+      // on the proxy's dom0 link before any of its perms lookups is answered.
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 4000; i++) writes.push(dom0.write(state(DOMID), String(i)));
+      await Promise.all(writes);
+      await ended;
+      expect(events).toBeLessThan(PENDING_OUTPUT_MAX + 1);
+      const overflow = logs.filter((l) => l.event === 'event-overflow');
+      expect(overflow).toHaveLength(1);
+      expect(overflow[0]?.domid).toBe(DOMID);
+      expect(overflow[0]?.detail).toContain(`limit ${PENDING_OUTPUT_MAX}`);
+      expect(proxies[0]?.stats()).toEqual([]);
+      // The other proxy's client and a new client of the same proxy are served.
+      expect(await bystander.readString(state(DOMID + 1))).toBe('1');
+      const again = await XenstoreClient.connect({ path: `${dir}/p0.sock` });
+      closers.push(() => again.close());
+      expect(await again.readString(state(DOMID))).toBe('3999');
+    } finally {
+      for (const c of closers.reverse()) await c();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
