@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type DestroyTarget,
@@ -13,6 +13,7 @@ import {
 import { type Lease, type SchemeConfig, schemeFromConfig } from '@xen-depriv/uid-allocator';
 import { checkHostForConfig, type LaunchConfig, loadConfig, validateConfig } from '../config.js';
 import { CliError, ConfigError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
+import { cleanDmLeftovers, LAUNCHER_FILE, saveLauncherConfig } from '../libxl-dm/state.js';
 import { createLogger } from '../log.js';
 import { color, type Output, processOutput, wrap } from '../output.js';
 import {
@@ -29,19 +30,6 @@ import {
 import type { RegisterCommand } from './index.js';
 
 const DEFAULT_STATE_DIR = '/run/xen-depriv';
-const LAUNCHER_FILE = 'xen-depriv.json';
-
-/**
- * The config a state directory was launched with, saved beside its records: `destroy`, `check`
- * and `recover` need the uid scheme again (the allocator checks a lease against it).
- */
-function saveLauncherConfig(config: LaunchConfig): void {
-  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(config.stateDir, LAUNCHER_FILE), `${JSON.stringify(config)}\n`, {
-    mode: 0o600,
-  });
-}
-
 export function launcherConfig(stateDir: string): LaunchConfig {
   let text: string;
   try {
@@ -290,12 +278,20 @@ xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
       const config = launcherConfig(opts.stateDir);
       const result = await recover(opts.stateDir, { uids: uidOpsFor(config) });
       const leases = await allocatorFor(config).recover();
+      // xen-depriv-dm's proxy socket and QMP symlinks, of domains whose launcher died and whose
+      // QEMU is gone (or never started).
+      const keep = new Set([
+        ...result.running.map((r) => r.domid),
+        ...result.errors.map((e) => e.domid),
+      ]);
+      const dmLeftovers = cleanDmLeftovers(opts.stateDir, keep);
       const summary = {
         ok: result.errors.length === 0,
         finished: result.finished,
         running: result.running.map((r) => ({ domid: r.domid, pid: r.pid })),
         errors: result.errors.map((e) => ({ domid: e.domid, error: e.error.message })),
         leasesReclaimed: leases.reclaimed.map((s) => s.uid),
+        dmLeftoversRemoved: dmLeftovers.flatMap((d) => d.removed),
       };
       if (out.json) out.line(JSON.stringify(summary));
       else printRecover(out, summary);
@@ -310,6 +306,7 @@ function printRecover(
     running: { domid: number; pid: number | null }[];
     errors: { domid: number; error: string }[];
     leasesReclaimed: number[];
+    dmLeftoversRemoved: string[];
   },
 ): void {
   out.line(
@@ -318,5 +315,7 @@ function printRecover(
   for (const r of s.running) out.line(`  domain ${r.domid}: still running as pid ${r.pid}, kept`);
   if (s.leasesReclaimed.length)
     out.line(`  stale leases reclaimed: uids ${s.leasesReclaimed.join(', ')}`);
+  if (s.dmLeftoversRemoved.length)
+    out.line(`  xen-depriv-dm leftovers removed: ${s.dmLeftoversRemoved.join(', ')}`);
   for (const e of s.errors) out.error(`  ${color.bad('error')} domain ${e.domid}: ${e.error}`);
 }

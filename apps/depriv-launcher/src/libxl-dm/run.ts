@@ -38,6 +38,12 @@ import { type ProxyUpstream, RestrictingProxy, XenstoreClient } from '@xen-depri
 // Not from config.js: that pulls zod into the DM supervisor's start-up for one constant.
 import { XEN_QEMU_BINARY } from '../xen-qemu.js';
 import { type LibxlDmArgv, rewriteLibxlArgv } from './argv.js';
+import {
+  dmLauncherConfig,
+  removeDmLeftoversFile,
+  saveLauncherConfig,
+  writeDmLeftovers,
+} from './state.js';
 
 /**
  * Settings of the `device_model_override` entry point. libxl passes its own environment on to
@@ -295,6 +301,7 @@ export async function runLibxlDm(argv: readonly string[], s: LibxlDmSettings): P
   let xs: XenstoreClient | null = null;
   let handle: DmHandle | null = null;
   const links: string[] = [];
+  let leftovers = false;
   let tearing: Promise<void> | null = null;
 
   const teardown = (why: string): Promise<void> => {
@@ -330,6 +337,10 @@ export async function runLibxlDm(argv: readonly string[], s: LibxlDmSettings): P
         await step('proxy.close', () => p.close());
       }
       xs?.close();
+      // Kept after a failed step, for `xen-depriv recover` to finish.
+      if (leftovers && errors.length === 0) {
+        await step('leftovers', () => removeDmLeftoversFile(s.stateDir, domid));
+      }
       note('done', {
         errors,
         refused: refusedTotal,
@@ -355,6 +366,8 @@ export async function runLibxlDm(argv: readonly string[], s: LibxlDmSettings): P
       upstream: s.upstream,
       seccomp: s.seccomp,
     });
+    // Before the lease: `xen-depriv recover --state-dir` needs the pool to check and reclaim it.
+    saveLauncherConfig(dmLauncherConfig(s, domid));
     lease = await allocator.acquire(domid);
     xs = await XenstoreClient.connect({ path: s.xenstoredSocket });
     // libxl kills a DM that has a uid of its own by that uid (device-model-kill-uid, from the
@@ -377,6 +390,13 @@ export async function runLibxlDm(argv: readonly string[], s: LibxlDmSettings): P
     }
 
     mkdirSync(posix.dirname(paths.proxySocket), { recursive: true, mode: 0o711 });
+    // What no launch record knows, for `xen-depriv recover` should this process be killed.
+    writeDmLeftovers(s.stateDir, {
+      domid,
+      socket: paths.proxySocket,
+      links: parsed.sockets.map((x) => x.host),
+    });
+    leftovers = true;
     const upstream: ProxyUpstream =
       s.upstream === 'privileged' ? { privileged: s.xenstoredSocket } : s.xenstoredSocket;
     proxy = new RestrictingProxy({
