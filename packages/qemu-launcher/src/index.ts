@@ -61,7 +61,12 @@ export {
   utilLinuxSpawner,
 } from './spawner.js';
 export type { LaunchPhase, LaunchRecord } from './state.js';
-export { sysSpawner, sysSpawnSpec } from './sys-spawner.js';
+export {
+  createSysSpawner,
+  type SysSpawnerOptions,
+  sysSpawner,
+  sysSpawnSpec,
+} from './sys-spawner.js';
 export { allocatorUidOps, pidsOfUid, procUidOps, type UidOps } from './uids.js';
 export {
   type ConfinementCheck,

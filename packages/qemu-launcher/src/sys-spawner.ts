@@ -81,61 +81,80 @@ export function sysSpawnSpec(
   };
 }
 
+export interface SysSpawnerOptions {
+  /**
+   * Descriptors of this process handed to the DM besides the plan's, as `{ target, source }`
+   * (e.g. a QMP listener libxl opened before it exec'd the launcher).
+   */
+  extraFds?: readonly { target: number; source: number }[];
+  /** How often the DM's exit is polled with waitpid(WNOHANG). Default 20 ms. */
+  pollMs?: number;
+}
+
 /**
  * The real backend: `@xen-depriv/sys`'s `spawnConfined` (clone, unshare, mounts, pivot_root,
  * setrlimit, setgroups/setresgid/setresuid, no-new-privs, the launcher's seccomp program, execve),
- * signalled through its pidfd and reaped with waitpid.
+ * signalled through its pidfd and reaped with waitpid. `sysSpawner` is this with the defaults.
  */
-export const sysSpawner: Spawner = {
-  name: 'sys',
-  limitations() {
-    return [];
-  },
-  async spawn(plan, fds) {
-    if (!isAvailable()) {
-      throw new LauncherError('EUNSUPPORTED', '@xen-depriv/sys: native addon not available', {
-        step: 'spawn',
-      });
-    }
-    let child: { pid: number; pidfd: number };
-    try {
-      child = spawnConfined(sysSpawnSpec(plan, fds));
-    } catch (e) {
-      const x = e as Error & { step?: string; errno?: string; code?: string };
-      throw new LauncherError('ESPAWN', `spawnConfined: ${x.message}`, {
-        step: 'spawn',
-        errno: typeof x.errno === 'string' ? x.errno : x.code,
-        cause: e,
-      });
-    }
-    let done = false;
-    const exited = (async () => {
-      // waitPid with noHang polls: a blocking wait would stall the event loop.
-      while (!done) {
-        const r = waitPid(child.pid, { noHang: true });
-        if (r !== null) break;
-        await sleep(20);
+export function createSysSpawner(options: SysSpawnerOptions = {}): Spawner {
+  const extraFds = options.extraFds ?? [];
+  const pollMs = options.pollMs ?? 20;
+  return {
+    name: 'sys',
+    limitations() {
+      return [];
+    },
+    async spawn(plan, fds) {
+      if (!isAvailable()) {
+        throw new LauncherError('EUNSUPPORTED', '@xen-depriv/sys: native addon not available', {
+          step: 'spawn',
+        });
       }
-      done = true;
-    })()
-      .catch(() => {
-        done = true;
-      })
-      .finally(() => close(child.pidfd));
-    return {
-      pid: child.pid,
-      signal(signal) {
-        if (done) return;
-        try {
-          pidfdSendSignal(
-            child.pidfd,
-            signal === 'SIGKILL' ? (constants.SIGKILL ?? 9) : (constants.SIGTERM ?? 15),
-          );
-        } catch {
-          // Already gone.
+      let child: { pid: number; pidfd: number };
+      try {
+        const spec = sysSpawnSpec(plan, fds);
+        child = spawnConfined(
+          extraFds.length === 0 ? spec : { ...spec, fds: [...(spec.fds ?? []), ...extraFds] },
+        );
+      } catch (e) {
+        const x = e as Error & { step?: string; errno?: string; code?: string };
+        throw new LauncherError('ESPAWN', `spawnConfined: ${x.message}`, {
+          step: 'spawn',
+          errno: typeof x.errno === 'string' ? x.errno : x.code,
+          cause: e,
+        });
+      }
+      let done = false;
+      const exited = (async () => {
+        // waitPid with noHang polls: a blocking wait would stall the event loop.
+        while (!done) {
+          const r = waitPid(child.pid, { noHang: true });
+          if (r !== null) break;
+          await sleep(pollMs);
         }
-      },
-      exited,
-    } satisfies SpawnedDm;
-  },
-};
+        done = true;
+      })()
+        .catch(() => {
+          done = true;
+        })
+        .finally(() => close(child.pidfd));
+      return {
+        pid: child.pid,
+        signal(signal) {
+          if (done) return;
+          try {
+            pidfdSendSignal(
+              child.pidfd,
+              signal === 'SIGKILL' ? (constants.SIGKILL ?? 9) : (constants.SIGTERM ?? 15),
+            );
+          } catch {
+            // Already gone.
+          }
+        },
+        exited,
+      } satisfies SpawnedDm;
+    },
+  };
+}
+
+export const sysSpawner: Spawner = createSysSpawner();

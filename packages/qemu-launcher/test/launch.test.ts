@@ -1,12 +1,21 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isAvailable } from '@xen-depriv/sys';
+import { isAvailable, memfdCreate } from '@xen-depriv/sys';
 import { dynamicPoolScheme, UidAllocator } from '@xen-depriv/uid-allocator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   allocatorUidOps,
+  createSysSpawner,
   type DmHandle,
   destroy,
   deviceModelSeccomp,
@@ -177,6 +186,27 @@ describe.skipIf(!runnable)(
         await destroy(h);
         expect(pidsOfUid(uid)).toEqual([]);
         expect(existsSync(join(stateDir, 'dm-13'))).toBe(false);
+      },
+    );
+
+    it.skipIf(!sysAvailable())(
+      'createSysSpawner({ extraFds }): a descriptor of the launcher reaches the DM at its target',
+      async () => {
+        const uid = 3_011_011;
+        const p = plan({ domid: 22, binary: X86, stateDir }, caps, { uid, gid: uid });
+        const memfd = memfdCreate('libxl-qmp-stand-in');
+        try {
+          const h = await launch(p, {
+            spawner: createSysSpawner({ extraFds: [{ target: 9, source: memfd }], pollMs: 50 }),
+          });
+          handles.push(h);
+          expect(h.spawner).toBe('sys');
+          expect(readlinkSync(`/proc/${h.pid}/fd/9`)).toBe('/memfd:libxl-qmp-stand-in (deleted)');
+          await destroy(h);
+          expect(pidsOfUid(uid)).toEqual([]);
+        } finally {
+          closeSync(memfd);
+        }
       },
     );
 

@@ -18,6 +18,7 @@ import {
 } from '@xen-depriv/privcmd-filter';
 import {
   allocatorUidOps,
+  createSysSpawner,
   type DeviceNode,
   type DmHandle,
   destroy,
@@ -29,10 +30,8 @@ import {
   type SeccompProgram,
   type SpawnedDm,
   type Spawner,
-  sysSpawnSpec,
   xenDevices,
 } from '@xen-depriv/qemu-launcher';
-import { close, constants, pidfdSendSignal, spawnConfined, waitPid } from '@xen-depriv/sys';
 import { dynamicPoolScheme, type Lease, UidAllocator } from '@xen-depriv/uid-allocator';
 import { type ProxyUpstream, RestrictingProxy, XenstoreClient } from '@xen-depriv/xs-restrict';
 // Not from config.js: that pulls zod into the DM supervisor's start-up for one constant.
@@ -214,54 +213,23 @@ const cpuSeconds = (): number => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * qemu-launcher's `sys` spawner with one more descriptor: libxl's pre-opened QMP listener, at
- * the number the rewritten `-chardev ...,fd=` names.
+ * qemu-launcher's `sys` spawner with one more descriptor (libxl's pre-opened QMP listener, at
+ * the number the rewritten `-chardev ...,fd=` names), polling rarely (dom0 has one vCPU, shared
+ * with the QEMU it serves), and the spawned DM handed out for its `exited`.
  */
 function spawnerWithFd(extra: { target: number; source: number } | null): {
   spawner: Spawner;
   spawned: Promise<SpawnedDm>;
 } {
+  const base = createSysSpawner({ extraFds: extra ? [extra] : [], pollMs: 250 });
   let resolve!: (dm: SpawnedDm) => void;
   const spawned = new Promise<SpawnedDm>((r) => {
     resolve = r;
   });
   const spawner: Spawner = {
-    name: 'sys',
-    limitations: () => [],
+    ...base,
     async spawn(p, fds) {
-      const spec = sysSpawnSpec(p, fds);
-      const child = spawnConfined({
-        ...spec,
-        fds: [...(spec.fds ?? []), ...(extra ? [extra] : [])],
-      });
-      let done = false;
-      const exited = (async () => {
-        while (!done) {
-          if (waitPid(child.pid, { noHang: true }) !== null) break;
-          // Rarely: dom0 has one vCPU, shared with the QEMU it serves.
-          await sleep(250);
-        }
-        done = true;
-      })()
-        .catch(() => {
-          done = true;
-        })
-        .finally(() => close(child.pidfd));
-      const dm: SpawnedDm = {
-        pid: child.pid,
-        signal(signal) {
-          if (done) return;
-          try {
-            pidfdSendSignal(
-              child.pidfd,
-              signal === 'SIGKILL' ? (constants.SIGKILL ?? 9) : (constants.SIGTERM ?? 15),
-            );
-          } catch {
-            // Gone.
-          }
-        },
-        exited,
-      };
+      const dm = await base.spawn(p, fds);
       resolve(dm);
       return dm;
     },
