@@ -369,7 +369,7 @@ export class RestrictingProxy {
       const target = spec.privileged;
       return new PrivilegedSession(
         this.book as DomainBook,
-        (onData, onClose) => openDom0(target, onData, onClose),
+        (onData, onClose) => openLink(target, 0, onData, onClose),
         (b) => this.fromUpstream(c, b),
         () => this.upstreamClosed(c),
         (detail) => {
@@ -379,33 +379,12 @@ export class RestrictingProxy {
         },
       );
     }
-    if (typeof spec === 'string') {
-      const up = net.createConnection(spec);
-      up.on('data', (d) => this.fromUpstream(c, d));
-      up.on('error', () => undefined);
-      up.on('close', () => this.upstreamClosed(c));
-      return { write: (b) => up.write(b), end: () => up.end() };
-    }
-    let conn: XenstoreConnection | undefined;
-    let ending = false;
-    conn = spec.attach(
+    return openLink(
+      spec,
       this.domid,
-      (b) => {
-        this.fromUpstream(c, b);
-        return true;
-      },
-      () => {
-        if (!ending) this.upstreamClosed(c);
-      },
+      (b) => this.fromUpstream(c, b),
+      () => this.upstreamClosed(c),
     );
-    return {
-      write: (b) => conn?.receive(b),
-      end: () => {
-        ending = true;
-        conn?.close();
-        conn = undefined;
-      },
-    };
   }
 
   private send(c: ProxyClient, b: Buffer): void {
@@ -742,9 +721,13 @@ export class RestrictingProxy {
   }
 }
 
-/** A dom0 connection: the privileged socket, or the embedded server attached as domain 0. */
-function openDom0(
+/**
+ * A connection to the upstream: a unix socket (whose daemon decides who it acts as), or the
+ * embedded server attached as `domid` (0 for the privileged mode's dom0 link).
+ */
+function openLink(
   target: string | XenstoreServer,
+  domid: number,
   onData: (b: Buffer) => void,
   onClose: () => void,
 ): PrivilegedLink {
@@ -757,7 +740,7 @@ function openDom0(
   }
   let ending = false;
   let conn: XenstoreConnection | undefined = target.attach(
-    0,
+    domid,
     (b) => {
       onData(b);
       return true;
