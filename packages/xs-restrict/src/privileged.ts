@@ -97,6 +97,16 @@ export const PERMS_CACHE_MAX = 4096;
  */
 export const PENDING_OUTPUT_MAX = 1024;
 
+/**
+ * A node's data plus its children's names (each NUL-terminated), from its READ and DIRECTORY
+ * replies, as node size quotas count them; infinite when either failed, so the check refuses.
+ */
+function valueAndChildBytes(value: XsMessage, dir: XsMessage): number {
+  return value.type === XS_READ && dir.type === XS_DIRECTORY
+    ? value.payload.length + dir.payload.length
+    : Number.POSITIVE_INFINITY;
+}
+
 /** Commits of ours that met EAGAIN this often are retried after a random pause. */
 const BACKOFF_AFTER = 8;
 
@@ -869,12 +879,7 @@ export class PrivilegedSession {
       if (!inClientTx) count++;
     }
     const top = names[names.length - 1] as string;
-    const pv = valR as XsMessage;
-    const pd = dirR as XsMessage;
-    const parentLen =
-      pv.type === XS_READ && pd.type === XS_DIRECTORY
-        ? pv.payload.length + pd.payload.length
-        : Number.POSITIVE_INFINITY;
+    const parentLen = valueAndChildBytes(valR as XsMessage, dirR as XsMessage);
     if (
       nodeRecordSize(parentPerms.length, 0, parentLen + Buffer.byteLength(baseName(top)) + 1) >=
       this.quotas.entrySize
@@ -956,12 +961,7 @@ export class PrivilegedSession {
         const got = await this.getNode(t, path, permsR as XsMessage, need);
         if (!Array.isArray(got)) return this.err(m, got.errno);
         if ((perms[0] as XsPerm).domid !== (got[0] as XsPerm).domid) return this.err(m, 'EPERM');
-        const v = valR as XsMessage;
-        const d = dirR as XsMessage;
-        const len =
-          v.type === XS_READ && d.type === XS_DIRECTORY
-            ? v.payload.length + d.payload.length
-            : Number.POSITIVE_INFINITY;
+        const len = valueAndChildBytes(valR as XsMessage, dirR as XsMessage);
         if (nodeRecordSize(perms.length, 0, len) >= this.quotas.entrySize)
           return this.err(m, 'ENOSPC');
         const r = await this.one(XS_SET_PERMS, t, p);
