@@ -8,14 +8,16 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyConfinement } from '@xen-depriv/qemu-launcher';
+import { pidsOfUid, readOr, sleep, until as untilEvery } from './helpers.mjs';
 
 const repo = join(import.meta.dirname, '..', '..');
 const DM = join(repo, 'apps', 'depriv-launcher', 'dist', 'dm.js');
 const NAME = 'hvmxl';
 const STATE = '/run/xen-depriv-xl-test';
 const POOL_FIRST = 3_220_000;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now() / 1000;
+// The guest boots for minutes under TCG: poll twice a second.
+const until = (what, ms, fn) => untilEvery(what, ms, fn, 500);
 
 const sh = (cmd, args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: 'pipe' });
 const trySh = (cmd, args) => {
@@ -25,28 +27,7 @@ const trySh = (cmd, args) => {
     return null;
   }
 };
-const readOr = (path, fallback = '') => {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return fallback;
-  }
-};
 const alive = (pid) => existsSync(`/proc/${pid}`);
-const pidsOfUid = (uid) =>
-  readdirSync('/proc')
-    .filter((d) => /^[0-9]+$/.test(d))
-    .filter((d) => new RegExp(`^Uid:\\t${uid}\\t`, 'm').test(readOr(`/proc/${d}/status`)));
-
-async function until(what, ms, fn) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(500);
-  }
-}
 
 /**
  * The xl config: the lab's HVM guest with qemu-xen, dm_restrict and our launcher. `vga = "none"`

@@ -9,6 +9,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pidsOfUid, readOr, until } from './helpers.mjs';
 import { makeHvm } from './privcmd-filter.xen.mjs';
 
 const repo = join(import.meta.dirname, '..', '..');
@@ -17,15 +18,7 @@ const CLI = join(repo, 'apps', 'depriv-launcher', 'dist', 'cli.js');
 const STATE = '/run/xen-depriv-dm-recover-test';
 const POOL_FIRST = 3_240_000;
 const POOL_COUNT = 16;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const readOr = (path, fallback = '') => {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return fallback;
-  }
-};
 const exists = (path) => {
   try {
     lstatSync(path);
@@ -34,21 +27,7 @@ const exists = (path) => {
     return false;
   }
 };
-const pidsOfUid = (uid) =>
-  readdirSync('/proc')
-    .filter((d) => /^[0-9]+$/.test(d))
-    .filter((d) => new RegExp(`^Uid:\\t${uid}\\t`, 'm').test(readOr(`/proc/${d}/status`)));
 const ls = (dir) => (existsSync(dir) ? readdirSync(dir).sort() : []);
-
-async function until(what, ms, fn) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(250);
-  }
-}
 
 const recoverMs = [];
 function recover() {

@@ -252,7 +252,7 @@ export default function (test) {
       assert.deepEqual(byName['a committed transaction'], { ok: 'paused' }, seen);
       assert.deepEqual(byName['read missing ring-ref'], { err: 'ENOENT' }, seen);
       assert.deepEqual(byName['write backend state (read-only)'], { err: 'EACCES' }, seen);
-      assert.deepEqual(byName['INTRODUCE'], { err: 'EACCES' }, seen);
+      assert.deepEqual(byName.INTRODUCE, { err: 'EACCES' }, seen);
       assert.deepEqual(byName['rm state'], { err: 'EACCES' }, seen); // not in the allowlist
       assert.deepEqual(
         real.events,
