@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { XenstoreServer } from './server.js';
+import { XenstoreServer } from './server/server.js';
 
 const USAGE = 'usage: xs-restrict serve --socket PATH [--domain N=PATH ...]';
 

@@ -28,7 +28,7 @@ import {
   XS_WRITE,
   type XsMessage,
   type XsPerm,
-} from './wire.js';
+} from './wire/wire.js';
 
 export const DEFAULT_XENSTORED_PATH = '/run/xenstored/socket';
 export const XENBUS_DEVICE = '/dev/xen/xenbus';

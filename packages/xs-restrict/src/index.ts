@@ -15,7 +15,14 @@ export {
 } from './client.js';
 export { XenstoreError } from './errors.js';
 export { PACKAGE_NAME } from './package-name.js';
-export { PENDING_OUTPUT_MAX, PERMS_CACHE_MAX } from './privileged.js';
+export {
+  Allowlist,
+  type AllowRule,
+  allowlistFromCatalogue,
+  allowlistProblems,
+  patternSource,
+} from './proxy/allowlist.js';
+export { PENDING_OUTPUT_MAX, PERMS_CACHE_MAX } from './proxy/privileged.js';
 export {
   DEFAULT_PROXY_LIMITS,
   type PrivilegedUpstream,
@@ -26,14 +33,7 @@ export {
   proxyClientBufferBound,
   RestrictingProxy,
   type RestrictingProxyOptions,
-} from './proxy.js';
-export {
-  Allowlist,
-  type AllowRule,
-  allowlistFromCatalogue,
-  allowlistProblems,
-  patternSource,
-} from './proxy-allowlist.js';
+} from './proxy/proxy.js';
 export {
   type PhysmapEntry,
   type PreDropState,
@@ -46,5 +46,5 @@ export {
   type XenstoreQuotas,
   XenstoreServer,
   type XenstoreServerOptions,
-} from './server.js';
-export * from './wire.js';
+} from './server/server.js';
+export * from './wire/wire.js';

@@ -1,8 +1,8 @@
 import { CATALOGUE, type CatalogueEntry } from './catalogue.js';
 import type { XenstoreClient } from './client.js';
 import { XenstoreError } from './errors.js';
-import { patternSource } from './proxy-allowlist.js';
-import { XS_READ } from './wire.js';
+import { patternSource } from './proxy/allowlist.js';
+import { XS_READ } from './wire/wire.js';
 
 /** One region QEMU recorded under `device-model/<domid>/physmap` (xen-hvm.c:xen_save_physmap). */
 export interface PhysmapEntry {

@@ -11,8 +11,8 @@ import {
   allowlistFromCatalogue,
   allowlistProblems,
   patternSource,
-} from '../src/proxy-allowlist.js';
-import { nodePathProblem } from '../src/wire.js';
+} from '../src/proxy/allowlist.js';
+import { nodePathProblem } from '../src/wire/wire.js';
 import { instantiate } from './proxy-fixture.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -4,8 +4,8 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
 import { XenstoreError } from '../src/errors.js';
-import { XenstoreServer } from '../src/server.js';
-import { XenstoreWireError } from '../src/wire.js';
+import { XenstoreServer } from '../src/server/server.js';
+import { XenstoreWireError } from '../src/wire/wire.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
 
 async function exercise(

@@ -22,8 +22,8 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { XenstoreServer } from '../src/server.js';
-import * as W from '../src/wire.js';
+import { XenstoreServer } from '../src/server/server.js';
+import * as W from '../src/wire/wire.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
 import { RawConn, show } from './helpers/raw.js';
 

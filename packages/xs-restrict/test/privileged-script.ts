@@ -6,8 +6,8 @@
  * events N may or may not see. Run through the proxy and on a direct
  * domain-N connection, the transcripts must be identical.
  */
-import type { AllowRule } from '../src/proxy-allowlist.js';
-import * as W from '../src/wire.js';
+import type { AllowRule } from '../src/proxy/allowlist.js';
+import * as W from '../src/wire/wire.js';
 import type { RawConn } from './helpers/raw.js';
 import { show } from './helpers/raw.js';
 

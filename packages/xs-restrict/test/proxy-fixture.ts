@@ -1,8 +1,8 @@
 /** Shared by the proxy tests: the nodes a toolstack prepares for a deprivileged DM, and request scripts. */
 import { CATALOGUE, type CatalogueOp, PLACEHOLDERS } from '../src/catalogue.js';
 import type { XenstoreClient } from '../src/client.js';
-import { Allowlist, allowlistFromCatalogue } from '../src/proxy-allowlist.js';
-import * as W from '../src/wire.js';
+import { Allowlist, allowlistFromCatalogue } from '../src/proxy/allowlist.js';
+import * as W from '../src/wire/wire.js';
 import type { RawConn } from './helpers/raw.js';
 import { show } from './helpers/raw.js';
 

@@ -12,9 +12,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
-import { type ProxyLogRecord, proxyClientBufferBound, RestrictingProxy } from '../src/proxy.js';
-import { XenstoreServer } from '../src/server.js';
-import * as W from '../src/wire.js';
+import {
+  type ProxyLogRecord,
+  proxyClientBufferBound,
+  RestrictingProxy,
+} from '../src/proxy/proxy.js';
+import { XenstoreServer } from '../src/server/server.js';
+import * as W from '../src/wire/wire.js';
 import { RawConn, show } from './helpers/raw.js';
 import { prepareFixture } from './proxy-fixture.js';
 

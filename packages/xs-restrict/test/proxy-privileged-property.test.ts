@@ -7,8 +7,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RestrictingProxy } from '../src/proxy.js';
-import { XenstoreServer } from '../src/server.js';
+import { RestrictingProxy } from '../src/proxy/proxy.js';
+import { XenstoreServer } from '../src/server/server.js';
 import { RawConn } from './helpers/raw.js';
 import { dStep, initial, nStep, PATH_STEPS, setup, withWatches } from './privileged-random.js';
 import { allowAll, runPrivScript, runSetup } from './privileged-script.js';

@@ -9,9 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CATALOGUE } from '../src/catalogue.js';
 import { XenstoreClient } from '../src/client.js';
-import { type ProxyLogRecord, type ProxyUpstream, RestrictingProxy } from '../src/proxy.js';
-import { XenstoreServer } from '../src/server.js';
-import * as W from '../src/wire.js';
+import { type ProxyLogRecord, type ProxyUpstream, RestrictingProxy } from '../src/proxy/proxy.js';
+import { XenstoreServer } from '../src/server/server.js';
+import * as W from '../src/wire/wire.js';
 import { RawConn, show } from './helpers/raw.js';
 import {
   allowedScript,

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CATALOGUE } from '../src/catalogue.js';
 import { XenstoreClient } from '../src/client.js';
 import { readBeforeDrop } from '../src/read-before-drop.js';
-import { XenstoreServer } from '../src/server.js';
+import { XenstoreServer } from '../src/server/server.js';
 import { peerMissing, startPeer } from './helpers/peer.js';
 
 let dir: string;

@@ -3,7 +3,7 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
-import { XenstoreServer } from '../src/server.js';
+import { XenstoreServer } from '../src/server/server.js';
 import {
   encodeMessage,
   MessageParser,
@@ -12,7 +12,7 @@ import {
   XS_READ,
   XS_WRITE,
   type XsMessage,
-} from '../src/wire.js';
+} from '../src/wire/wire.js';
 import { RawConn, show } from './helpers/raw.js';
 
 const RUNS = Number(process.env.XSR_FUZZ_RUNS ?? 40000) / 4;

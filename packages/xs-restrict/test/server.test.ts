@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { XenstoreServer } from '../src/server.js';
+import { XenstoreServer } from '../src/server/server.js';
 import {
   encodeMessage,
   MessageParser,
@@ -13,7 +13,7 @@ import {
   XS_WATCH,
   XS_WRITE,
   type XsMessage,
-} from '../src/wire.js';
+} from '../src/wire/wire.js';
 
 function attach(server: XenstoreServer, domid = 0) {
   const parser = new MessageParser();

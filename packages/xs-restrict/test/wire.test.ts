@@ -15,7 +15,7 @@ import {
   XS_WRITE,
   XSD_ERRORS,
   type XsMessage,
-} from '../src/wire.js';
+} from '../src/wire/wire.js';
 
 /** Cases per fast-check property; XSR_FUZZ_RUNS=1000000 for the long run (see README). */
 const RUNS = Number(process.env.XSR_FUZZ_RUNS ?? 40000);

@@ -1,5 +1,10 @@
 import net from 'node:net';
-import { encodeMessage, MessageParser, XS_TYPE_NAMES, type XsMessage } from '../../src/wire.js';
+import {
+  encodeMessage,
+  MessageParser,
+  XS_TYPE_NAMES,
+  type XsMessage,
+} from '../../src/wire/wire.js';
 
 /** A bare xenstore connection for tests: sends exact bytes, records exact replies. */
 export class RawConn {

@@ -1,6 +1,6 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { nodeRecordSize, parentPath, permForDomain, XS_PERM_ALL } from './perms.js';
+import { nodeRecordSize, parentPath, permForDomain, XS_PERM_ALL } from '../rules/perms.js';
 import {
   encodeMessage,
   formatPerm,
@@ -37,7 +37,7 @@ import {
   type XsErrno,
   type XsMessage,
   type XsPerm,
-} from './wire.js';
+} from '../wire/wire.js';
 
 /** Per-domain limits; the defaults are C xenstored 4.17's (xenstored_core.c). */
 export interface XenstoreQuotas {

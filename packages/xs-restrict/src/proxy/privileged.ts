@@ -9,8 +9,8 @@
  * would get.
  */
 
-import { nodeRecordSize, parentPath, permForDomain } from './perms.js';
-import { DEFAULT_QUOTAS, type XenstoreQuotas } from './server.js';
+import { nodeRecordSize, parentPath, permForDomain } from '../rules/perms.js';
+import { DEFAULT_QUOTAS, type XenstoreQuotas } from '../server/server.js';
 import {
   encodeMessage,
   formatPerm,
@@ -38,7 +38,7 @@ import {
   type XsErrno,
   type XsMessage,
   type XsPerm,
-} from './wire.js';
+} from '../wire/wire.js';
 
 /** What all the privileged sessions of one proxy (one domain N) share: N's per-domain counts. */
 export class DomainBook {

@@ -3,7 +3,7 @@
  * restricting proxy's privileged mode, as C xenstored 4.17 makes them
  * (xenstored_core.c perm_for_conn, xenstored_watch.c watch_permitted).
  */
-import { permBits, XS_PERM_OWNER, XS_PERM_READ, XS_PERM_WRITE, type XsPerm } from './wire.js';
+import { permBits, XS_PERM_OWNER, XS_PERM_READ, XS_PERM_WRITE, type XsPerm } from '../wire/wire.js';
 
 /** Every right: what owners and privileged connections get. */
 export const XS_PERM_ALL = XS_PERM_READ | XS_PERM_WRITE | XS_PERM_OWNER;

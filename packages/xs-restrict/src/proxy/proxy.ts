@@ -1,14 +1,12 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import type { CatalogueOp } from './catalogue.js';
-import { DomainBook, type PrivilegedLink, PrivilegedSession } from './privileged.js';
-import { Allowlist, type AllowRule, allowlistFromCatalogue } from './proxy-allowlist.js';
+import type { CatalogueOp } from '../catalogue.js';
 import {
   DEFAULT_QUOTAS,
   type XenstoreConnection,
   type XenstoreQuotas,
   type XenstoreServer,
-} from './server.js';
+} from '../server/server.js';
 import {
   encodeMessage,
   XENSTORE_HEADER_SIZE,
@@ -39,7 +37,9 @@ import {
   XS_WRITE,
   type XsErrno,
   type XsMessage,
-} from './wire.js';
+} from '../wire/wire.js';
+import { Allowlist, type AllowRule, allowlistFromCatalogue } from './allowlist.js';
+import { DomainBook, type PrivilegedLink, PrivilegedSession } from './privileged.js';
 
 /** Per-client bounds the proxy enforces on the device model. */
 export interface ProxyLimits {

@@ -1,4 +1,4 @@
-import { CATALOGUE, type CatalogueEntry, type CatalogueOp, PLACEHOLDERS } from './catalogue.js';
+import { CATALOGUE, type CatalogueEntry, type CatalogueOp, PLACEHOLDERS } from '../catalogue.js';
 
 /** One allowlist rule: the operations a deprivileged DM may perform on nodes matching `pattern`. */
 export interface AllowRule {
