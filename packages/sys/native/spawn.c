@@ -535,69 +535,124 @@ static pid_t run_child(int (*fn)(void *), plan *p, int extra_flags, int *pidfd, 
   return pid;
 }
 
-static void reap(pid_t pid) {
+/*
+ * One spawnConfined or reaperKill call, in three parts so that the synchronous and the
+ * asynchronous exports share every line: *_prepare reads the arguments on the main thread
+ * into the job (plain C memory, no napi_value kept), *_execute clones, waits and reaps
+ * without any Node-API call (so it may run on the libuv thread pool), and *_settle turns
+ * the outcome into the return value or the thrown error on the main thread again.
+ */
+typedef struct job job;
+struct job {
+  plan p;
+  bool pid_ns;
+  /* Async only: F_DUPFD_CLOEXEC copies of the fd sources, owned by the job, so that the
+   * caller closing its own fds while the spawn is queued changes nothing; -1 where the
+   * source was not open (the child then fails step 'fds' exactly as the sync call does). */
+  int *owned;
+  pid_t pid;
+  int pidfd;
+  int clone_err;
   int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  report rep;
+  void (*execute)(job *);
+  napi_value (*settle)(napi_env, job *);
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+static void free_job(job *j) {
+  if (j->pidfd >= 0) close(j->pidfd);
+  if (j->owned)
+    for (int i = 0; i < j->p.nfds; i++)
+      if (j->owned[i] >= 0) close(j->owned[i]);
+  free(j->owned);
+  free_plan(&j->p);
+  free(j);
+}
+
+static job *new_job(void) {
+  job *j = calloc(1, sizeof *j);
+  if (j) j->pidfd = -1;
+  return j;
+}
+
+static void reap(pid_t pid, int *status) {
+  int ignored;
+  while (waitpid(pid, status ? status : &ignored, 0) < 0 && errno == EINTR) {
   }
 }
 
-napi_value js_spawn_confined(napi_env env, napi_callback_info info) {
+static job *spawn_prepare(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_type_error(env, "spawnConfined(spec, pidNamespace)");
+  if (argc < 2) {
+    throw_type_error(env, "spawnConfined(spec, pidNamespace)");
+    return NULL;
+  }
   napi_valuetype t;
   napi_typeof(env, argv[0], &t);
-  if (t != napi_object) return throw_type_error(env, "spec must be an object");
-  bool pid_ns = false;
-  napi_get_value_bool(env, argv[1], &pid_ns);
-
-  plan p;
-  memset(&p, 0, sizeof p);
-  if (!build_plan(env, argv[0], &p)) {
+  if (t != napi_object) {
+    throw_type_error(env, "spec must be an object");
+    return NULL;
+  }
+  job *j = new_job();
+  if (!j) {
+    throw_sys_error(env, "spawnConfined", ENOMEM, "preparing the child");
+    return NULL;
+  }
+  napi_get_value_bool(env, argv[1], &j->pid_ns);
+  if (!build_plan(env, argv[0], &j->p)) {
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) throw_sys_error(env, "spawnConfined", ENOMEM, "preparing the child");
-    free_plan(&p);
+    free_job(j);
     return NULL;
   }
-  int pidfd = -1;
-  report rep;
-  pid_t pid = run_child(spawn_child, &p, pid_ns ? CLONE_NEWPID : 0, &pidfd, &rep);
-  int err = errno;
-  if (pid < 0) {
-    free_plan(&p);
-    return throw_spawn_error(env, "clone", err, p.file);
+  return j;
+}
+
+static void spawn_execute(job *j) {
+  j->pid = run_child(spawn_child, &j->p, j->pid_ns ? CLONE_NEWPID : 0, &j->pidfd, &j->rep);
+  j->clone_err = errno;
+  if (j->pid > 0 && j->rep.step >= 0) {
+    reap(j->pid, NULL);
+    close(j->pidfd);
+    j->pidfd = -1;
   }
-  if (rep.step >= 0) {
+}
+
+static napi_value spawn_settle(napi_env env, job *j) {
+  plan *p = &j->p;
+  if (j->pid < 0) return throw_spawn_error(env, "clone", j->clone_err, p->file);
+  if (j->rep.step >= 0) {
     char detail[600];
-    const char *what = p.file;
-    if ((rep.step == STEP_MOUNT || rep.step == STEP_MKNOD) && rep.index >= 0 &&
-        rep.index < p.nmounts)
-      what = p.mounts[rep.index].target;
-    else if (rep.step == STEP_PIVOT_ROOT || rep.step == STEP_CHROOT)
-      what = p.root;
-    else if (rep.step == STEP_CHDIR)
-      what = p.cwd;
-    if (rep.index >= 0)
-      snprintf(detail, sizeof detail, "entry %d (%s)", rep.index, what ? what : "");
+    const char *what = p->file;
+    if ((j->rep.step == STEP_MOUNT || j->rep.step == STEP_MKNOD) && j->rep.index >= 0 &&
+        j->rep.index < p->nmounts)
+      what = p->mounts[j->rep.index].target;
+    else if (j->rep.step == STEP_PIVOT_ROOT || j->rep.step == STEP_CHROOT)
+      what = p->root;
+    else if (j->rep.step == STEP_CHDIR)
+      what = p->cwd;
+    if (j->rep.index >= 0)
+      snprintf(detail, sizeof detail, "entry %d (%s)", j->rep.index, what ? what : "");
     else
       snprintf(detail, sizeof detail, "%s", what ? what : "");
-    reap(pid);
-    close(pidfd);
-    free_plan(&p);
-    const char *name = rep.step < STEP_COUNT ? step_names[rep.step] : "unknown";
-    return throw_spawn_error(env, name, rep.err, detail);
+    const char *name = j->rep.step < STEP_COUNT ? step_names[j->rep.step] : "unknown";
+    return throw_spawn_error(env, name, j->rep.err, detail);
   }
-  free_plan(&p);
   napi_value out;
   NAPI_CALL(env, napi_create_object(env, &out));
-  NAPI_CALL(env, napi_set_named_property(env, out, "pid", make_int(env, pid)));
-  NAPI_CALL(env, napi_set_named_property(env, out, "pidfd", make_int(env, pidfd)));
+  NAPI_CALL(env, napi_set_named_property(env, out, "pid", make_int(env, j->pid)));
+  NAPI_CALL(env, napi_set_named_property(env, out, "pidfd", make_int(env, j->pidfd)));
+  /* From here the caller owns the pidfd. */
+  j->pidfd = -1;
   return out;
 }
 
-napi_value js_reaper_kill(napi_env env, napi_callback_info info) {
+static job *reaper_prepare(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -607,28 +662,139 @@ napi_value js_reaper_kill(napi_env env, napi_callback_info info) {
     return NULL;
   /* Re-checked here so that no caller of the raw binding can reach kill(-1) as root. */
   if (target < 1000 || reaper < 1000 || target == reaper || target == (uint32_t)-1 ||
-      reaper == (uint32_t)-1)
-    return throw_type_error(env, "reaperKill: unsafe uid combination");
-  plan p;
-  memset(&p, 0, sizeof p);
-  p.target_uid = target;
-  p.reaper_uid = reaper;
-  int pidfd = -1;
-  report rep;
-  pid_t pid = run_child(reaper_child, &p, 0, &pidfd, &rep);
-  int err = errno;
-  if (pid < 0) return throw_sys_error(env, "clone", err, "reaper");
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      reaper == (uint32_t)-1) {
+    throw_type_error(env, "reaperKill: unsafe uid combination");
+    return NULL;
   }
-  close(pidfd);
+  job *j = new_job();
+  if (!j) {
+    throw_sys_error(env, "reaperKill", ENOMEM, "preparing the reaper");
+    return NULL;
+  }
+  j->p.target_uid = target;
+  j->p.reaper_uid = reaper;
+  return j;
+}
+
+static void reaper_execute(job *j) {
+  j->pid = run_child(reaper_child, &j->p, 0, &j->pidfd, &j->rep);
+  j->clone_err = errno;
+  if (j->pid > 0) {
+    reap(j->pid, &j->status);
+    close(j->pidfd);
+    j->pidfd = -1;
+  }
+}
+
+static napi_value reaper_settle(napi_env env, job *j) {
+  if (j->pid < 0) return throw_sys_error(env, "clone", j->clone_err, "reaper");
   char detail[96];
-  snprintf(detail, sizeof detail, "reaper for uid %u (reaper uid %u)", target, reaper);
-  if (rep.step >= 0) {
-    const char *name = rep.step < STEP_COUNT ? step_names[rep.step] : "unknown";
-    return throw_sys_error(env, name, rep.err, detail);
+  snprintf(detail, sizeof detail, "reaper for uid %u (reaper uid %u)", j->p.target_uid,
+           j->p.reaper_uid);
+  if (j->rep.step >= 0) {
+    const char *name = j->rep.step < STEP_COUNT ? step_names[j->rep.step] : "unknown";
+    return throw_sys_error(env, name, j->rep.err, detail);
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+  if (!WIFEXITED(j->status) || WEXITSTATUS(j->status) != 0)
     return throw_sys_error(env, "reaper", ECHILD, detail);
-  return NULL;
+  napi_value undef;
+  NAPI_CALL(env, napi_get_undefined(env, &undef));
+  return undef;
+}
+
+static napi_value run_sync(napi_env env, job *j) {
+  if (!j) return NULL;
+  j->execute(j);
+  napi_value out = j->settle(env, j);
+  free_job(j);
+  return out;
+}
+
+/* ---- the same calls on the libuv thread pool ---- */
+
+static void async_execute(napi_env env, void *data) {
+  job *j = data;
+  /* No Node-API here: this runs on a thread-pool thread. */
+  j->execute(j);
+}
+
+static void async_complete(napi_env env, napi_status status, void *data) {
+  job *j = data;
+  napi_value value = NULL, error = NULL;
+  if (status == napi_ok) {
+    value = j->settle(env, j);
+    if (!value) napi_get_and_clear_last_exception(env, &error);
+  } else {
+    napi_value msg;
+    napi_create_string_utf8(env, "cancelled before it ran", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &error);
+  }
+  napi_delete_async_work(env, j->work);
+  napi_deferred deferred = j->deferred;
+  free_job(j);
+  if (value)
+    napi_resolve_deferred(env, deferred, value);
+  else
+    napi_reject_deferred(env, deferred, error);
+}
+
+static napi_value queue_job(napi_env env, job *j, const char *name) {
+  if (!j) return NULL;
+  napi_value promise, resource_name;
+  if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_promise(env, &j->deferred, &promise) != napi_ok) {
+    free_job(j);
+    return throw_sys_error(env, name, ENOMEM, "creating the promise");
+  }
+  if (napi_create_async_work(env, NULL, resource_name, async_execute, async_complete, j,
+                             &j->work) != napi_ok ||
+      napi_queue_async_work(env, j->work) != napi_ok) {
+    /* The deferred is left unsettled and the promise is dropped: the caller gets the throw. */
+    if (j->work) napi_delete_async_work(env, j->work);
+    free_job(j);
+    return throw_sys_error(env, name, ENOMEM, "queueing the work");
+  }
+  return promise;
+}
+
+/* The caller may close its fds as soon as the call returns; the job keeps its own copies. */
+static bool own_fd_sources(job *j) {
+  plan *p = &j->p;
+  j->owned = malloc((p->nfds + 1) * sizeof(int));
+  if (!j->owned) return false;
+  for (int i = 0; i < p->nfds; i++) {
+    j->owned[i] = fcntl(p->fd_source[i], F_DUPFD_CLOEXEC, 3);
+    if (j->owned[i] >= 0) p->fd_source[i] = j->owned[i];
+  }
+  return true;
+}
+
+static job *with_kind(job *j, void (*execute)(job *), napi_value (*settle)(napi_env, job *)) {
+  if (j) {
+    j->execute = execute;
+    j->settle = settle;
+  }
+  return j;
+}
+
+napi_value js_spawn_confined(napi_env env, napi_callback_info info) {
+  return run_sync(env, with_kind(spawn_prepare(env, info), spawn_execute, spawn_settle));
+}
+
+napi_value js_spawn_confined_async(napi_env env, napi_callback_info info) {
+  job *j = with_kind(spawn_prepare(env, info), spawn_execute, spawn_settle);
+  if (j && !own_fd_sources(j)) {
+    free_job(j);
+    return throw_sys_error(env, "spawnConfinedAsync", ENOMEM, "copying the fds");
+  }
+  return queue_job(env, j, "spawnConfinedAsync");
+}
+
+napi_value js_reaper_kill(napi_env env, napi_callback_info info) {
+  return run_sync(env, with_kind(reaper_prepare(env, info), reaper_execute, reaper_settle));
+}
+
+napi_value js_reaper_kill_async(napi_env env, napi_callback_info info) {
+  return queue_job(env, with_kind(reaper_prepare(env, info), reaper_execute, reaper_settle),
+                   "reaperKillAsync");
 }

@@ -25,17 +25,20 @@
 
 /* ---- errors and argument helpers ---- */
 
-static napi_value throw_with_class(napi_env env, napi_ref cls_ref, const char *first, int err,
-                                   const char *detail) {
-  addon_state *st = NULL;
-  napi_value cls = NULL;
-  if (napi_get_instance_data(env, (void **)&st) != napi_ok || st == NULL || cls_ref == NULL ||
-      napi_get_reference_value(env, cls_ref, &cls) != napi_ok || cls == NULL) {
+/* Builds (does not throw) an instance of the registered class, or a plain Error before
+ * setErrorClasses ran. NULL only when even that failed. */
+static napi_value make_with_class(napi_env env, napi_ref cls_ref, const char *first, int err,
+                                  const char *detail) {
+  napi_value cls = NULL, obj = NULL;
+  if (cls_ref == NULL || napi_get_reference_value(env, cls_ref, &cls) != napi_ok || cls == NULL) {
     char msg[512];
+    napi_value text;
     snprintf(msg, sizeof msg, "%s: %s%s%s", first, strerror(err), detail ? ": " : "",
              detail ? detail : "");
-    napi_throw_error(env, NULL, msg);
-    return NULL;
+    if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text) != napi_ok ||
+        napi_create_error(env, NULL, text, &obj) != napi_ok)
+      return NULL;
+    return obj;
   }
   napi_value args[3];
   napi_create_string_utf8(env, first, NAPI_AUTO_LENGTH, &args[0]);
@@ -44,8 +47,16 @@ static napi_value throw_with_class(napi_env env, napi_ref cls_ref, const char *f
     napi_create_string_utf8(env, detail, NAPI_AUTO_LENGTH, &args[2]);
   else
     napi_get_undefined(env, &args[2]);
-  napi_value obj;
-  if (napi_new_instance(env, cls, 3, args, &obj) == napi_ok) napi_throw(env, obj);
+  if (napi_new_instance(env, cls, 3, args, &obj) != napi_ok) return NULL;
+  return obj;
+}
+
+static napi_value throw_with_class(napi_env env, napi_ref cls_ref, const char *first, int err,
+                                   const char *detail) {
+  napi_value obj = make_with_class(env, cls_ref, first, err, detail);
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (obj && !pending) napi_throw(env, obj);
   return NULL;
 }
 
@@ -58,6 +69,11 @@ static addon_state *state(napi_env env) {
 napi_value throw_sys_error(napi_env env, const char *syscall, int err, const char *detail) {
   addon_state *st = state(env);
   return throw_with_class(env, st ? st->sys_error : NULL, syscall, err, detail);
+}
+
+napi_value make_sys_error(napi_env env, const char *syscall, int err, const char *detail) {
+  addon_state *st = state(env);
+  return make_with_class(env, st ? st->sys_error : NULL, syscall, err, detail);
 }
 
 napi_value throw_spawn_error(napi_env env, const char *step, int err, const char *detail) {
@@ -115,7 +131,7 @@ bool get_uint32(napi_env env, napi_value v, const char *what, uint32_t *out) {
   return true;
 }
 
-static bool get_fd(napi_env env, napi_value v, const char *what, int *fd) {
+bool get_fd(napi_env env, napi_value v, const char *what, int *fd) {
   int32_t n;
   if (!get_int32(env, v, what, &n)) return false;
   if (n < 0) {
@@ -175,7 +191,7 @@ napi_value make_int(napi_env env, int64_t n) {
   return v;
 }
 
-static napi_value get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+napi_value get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   napi_value undef = NULL;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -679,7 +695,13 @@ static napi_value init(napi_env env, napi_value exports) {
       {"pidfdSendSignal", js_pidfd_send_signal},
       {"waitPid", js_wait_pid},
       {"spawnConfined", js_spawn_confined},
+      {"spawnConfinedAsync", js_spawn_confined_async},
       {"reaperKill", js_reaper_kill},
+      {"reaperKillAsync", js_reaper_kill_async},
+      {"pidfdGetfd", js_pidfd_getfd},
+      {"pidfdWatch", js_pidfd_watch},
+      {"pidfdWatchClose", js_pidfd_watch_close},
+      {"pidfdWatchRef", js_pidfd_watch_ref},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

@@ -3,6 +3,7 @@ export { SpawnError, SysError } from './errors.js';
 export { close, flock, type IoctlPointer, ioctl, memfdCreate, mmap, munmap, open } from './io.js';
 export { isAvailable } from './native.js';
 export { PACKAGE_NAME } from './package-name.js';
+export { type PidfdWatch, pidfdExited, pidfdGetfd, watchPidfd } from './pidfd.js';
 export {
   getgrnam,
   getpwnam,
@@ -11,6 +12,7 @@ export {
   pidfdSendSignal,
   REAPER_MIN_UID,
   reaperKill,
+  reaperKillAsync,
   waitPid,
 } from './process.js';
 export {
@@ -21,5 +23,6 @@ export {
   type RlimitSpec,
   type SpawnSpec,
   spawnConfined,
+  spawnConfinedAsync,
   type TmpfsMount,
 } from './spawn.js';

@@ -38,6 +38,11 @@ export interface NativeMount {
   gid: number;
 }
 
+/** The opaque handle native/pidfd.c returns for one watched pidfd. */
+export interface NativePidfdWatch {
+  readonly __pidfdWatch: unique symbol;
+}
+
 export interface Binding {
   setErrorClasses(sysError: typeof SysError, spawnError: typeof SpawnError): void;
   constants: Record<string, number>;
@@ -65,7 +70,16 @@ export interface Binding {
     noHang: boolean,
   ): { pid: number; exitCode: number | null; signal: number | null } | null;
   spawnConfined(spec: NativeSpawnSpec, pidNamespace: boolean): { pid: number; pidfd: number };
+  spawnConfinedAsync(
+    spec: NativeSpawnSpec,
+    pidNamespace: boolean,
+  ): Promise<{ pid: number; pidfd: number }>;
   reaperKill(targetUid: number, reaperUid: number): void;
+  reaperKillAsync(targetUid: number, reaperUid: number): Promise<void>;
+  pidfdGetfd(pidfd: number, targetFd: number): number;
+  pidfdWatch(pidfd: number, onExit: (error?: SysError) => void): NativePidfdWatch;
+  pidfdWatchClose(watch: NativePidfdWatch): void;
+  pidfdWatchRef(watch: NativePidfdWatch, ref: boolean): void;
 }
 
 // dist/index.{js,cjs} and src/native.ts both sit one level below the package root, where

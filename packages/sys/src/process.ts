@@ -54,21 +54,26 @@ export const REAPER_MIN_UID = 1000;
  * Refuses, before forking anything, uid 0, uids below 1000, and equal uids.
  */
 export function reaperKill(targetUid: number, reaperUid: number): void {
-  const target = id('reaperKill targetUid', targetUid);
-  const reaper = id('reaperKill reaperUid', reaperUid);
-  if (target < REAPER_MIN_UID)
-    fail(
-      'reaperKill targetUid',
-      `a uid >= ${REAPER_MIN_UID} (never root or a system account)`,
-      target,
-    );
-  if (reaper < REAPER_MIN_UID)
-    fail(
-      'reaperKill reaperUid',
-      `a uid >= ${REAPER_MIN_UID} (never root or a system account)`,
-      reaper,
-    );
-  if (target === reaper)
-    fail('reaperKill reaperUid', `a uid other than the target ${target}`, reaper);
+  const [target, reaper] = reaperUids('reaperKill', targetUid, reaperUid);
   binding().reaperKill(target, reaper);
+}
+
+/**
+ * reaperKill with the fork and the wait for the reaper on the libuv thread pool, so the
+ * event loop keeps running. The same refusals (as rejections, before anything is forked)
+ * and the same checks in the child before kill(-1).
+ */
+export async function reaperKillAsync(targetUid: number, reaperUid: number): Promise<void> {
+  const [target, reaper] = reaperUids('reaperKillAsync', targetUid, reaperUid);
+  return binding().reaperKillAsync(target, reaper);
+}
+
+function reaperUids(fn: string, targetUid: unknown, reaperUid: unknown): [number, number] {
+  const target = id(`${fn} targetUid`, targetUid);
+  const reaper = id(`${fn} reaperUid`, reaperUid);
+  const never = `a uid >= ${REAPER_MIN_UID} (never root or a system account)`;
+  if (target < REAPER_MIN_UID) fail(`${fn} targetUid`, never, target);
+  if (reaper < REAPER_MIN_UID) fail(`${fn} reaperUid`, never, reaper);
+  if (target === reaper) fail(`${fn} reaperUid`, `a uid other than the target ${target}`, reaper);
+  return [target, reaper];
 }

@@ -354,3 +354,16 @@ export function spawnConfined(spec: SpawnSpec): { pid: number; pidfd: number } {
   const { native, pidNamespace } = normalizeSpawnSpec(spec);
   return binding().spawnConfined(native, pidNamespace);
 }
+
+/**
+ * spawnConfined without blocking the event loop: the spec is checked and copied here, and
+ * the clone and the wait for the child's execve (or its failure report) run on the libuv
+ * thread pool. Settles exactly as spawnConfined returns or throws: the same checks (as
+ * rejections), the same SpawnError with step and errno. The fd sources in `spec.fds` are
+ * duplicated before this returns, so the caller may close its own copies at once. The
+ * caller owns `pidfd` and reaps the child (see watchPidfd and waitPid).
+ */
+export async function spawnConfinedAsync(spec: SpawnSpec): Promise<{ pid: number; pidfd: number }> {
+  const { native, pidNamespace } = normalizeSpawnSpec(spec);
+  return binding().spawnConfinedAsync(native, pidNamespace);
+}

@@ -37,6 +37,19 @@ const fdCalls: [string, Call][] = [
   ['pidfdSendSignal', (b) => sys.pidfdSendSignal(b as number, 0)],
   ['waitPid', (b) => sys.waitPid(b as number)],
   ['reaperKill', (b) => sys.reaperKill(b as number, 3_970_001)],
+  ['pidfdGetfd pidfd', (b) => sys.pidfdGetfd(b as number, 0)],
+  ['pidfdGetfd targetFd', (b) => sys.pidfdGetfd(0, b as number)],
+  ['watchPidfd', (b) => sys.watchPidfd(b as number, () => {})],
+];
+// The promise-returning exports refuse the same way, as a rejection.
+const asyncCalls: [string, Call, fc.Arbitrary<unknown>][] = [
+  ['reaperKillAsync', (b) => sys.reaperKillAsync(b as number, 3_970_001), notAnFd],
+  ['pidfdExited', (b) => sys.pidfdExited(b as number), notAnFd],
+  [
+    'spawnConfinedAsync file',
+    (b) => sys.spawnConfinedAsync({ file: b as string, argv: ['x'], env: {} }),
+    notAString,
+  ],
 ];
 const stringCalls: [string, Call][] = [
   ['open', (b) => sys.open(b as string, 0)],
@@ -52,6 +65,24 @@ describe.skipIf(!canRun)('bad input never crashes Node', () => {
         expect(() => call(bad)).toThrow(TypeError);
       }),
       { numRuns: 200 },
+    );
+  });
+
+  it.each(asyncCalls)(
+    '%s: a wrong type rejects with TypeError (property)',
+    async (_, call, arb) => {
+      await fc.assert(
+        fc.asyncProperty(arb, async (bad) => {
+          await expect(call(bad)).rejects.toThrow(TypeError);
+        }),
+        { numRuns: 100 },
+      );
+    },
+  );
+
+  it('watchPidfd refuses a non-function onExit', () => {
+    expect(() => sys.watchPidfd(0, 'x' as unknown as () => void)).toThrow(
+      new TypeError('watchPidfd onExit: expected a function, got "x"'),
     );
   });
 
@@ -94,10 +125,16 @@ describe.skipIf(!canRun)('bad input never crashes Node', () => {
         'munmap',
         'open',
         'peerCredentials',
+        'pidfdGetfd',
         'pidfdOpen',
         'pidfdSendSignal',
+        'pidfdWatch',
+        'pidfdWatchClose',
+        'pidfdWatchRef',
         'reaperKill',
+        'reaperKillAsync',
         'spawnConfined',
+        'spawnConfinedAsync',
         'waitPid',
       ].sort(),
     );
