@@ -535,10 +535,9 @@ static int open_conn(int nonblock_connect) {
   memcpy(sa.sun_path, sock_path, len + 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock_connect ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) return -1;
-  int r;
-  do r = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) {
+  /* No EINTR: the only signals with an effect here are blocked. A unix-domain connect never
+   * returns EINPROGRESS: non-blocking, a full backlog is EAGAIN (retried a second later). */
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
     int e = errno;
     close(fd);
     errno = e;
@@ -702,6 +701,7 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &dfl, NULL);
   sigaction(SIGINT, &dfl, NULL);
   sigaction(SIGPIPE, &ign, NULL);
+  sigaction(SIGXFSZ, &ign, NULL); /* stderr is a log under libxl's RLIMIT_FSIZE: EFBIG, not death */
   sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sigfd < 0) fail("signalfd: ", strerror(errno));
 
