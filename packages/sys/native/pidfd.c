@@ -109,7 +109,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
    * defers on_close to the loop's closing phase, so w stays valid until we return. */
   napi_async_context context = w->context;
   start_close(w);
-  napi_get_undefined(env, &recv);
+  /* napi_make_callback converts recv to an object: undefined would throw. */
+  napi_get_global(env, &recv);
   if (have_cb && napi_make_callback(env, context, recv, cb, argc, &arg, &result) != napi_ok) {
     bool pending = false;
     napi_is_exception_pending(env, &pending);

@@ -1,4 +1,6 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { open as openAsync } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isAvailable } from '../src/index.js';
@@ -68,4 +70,37 @@ export async function execDone(pid: number, comm: string): Promise<void> {
   const seenComm = await pollUntil(read, (c) => c === comm);
   if (seenComm !== comm)
     throw new Error(`pid ${pid}: expected comm ${comm} after execve, saw ${seenComm}`);
+}
+
+/** One turn of the event loop. */
+export function immediate(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Occupies every libuv thread-pool thread with an open(2) of a FIFO that has no writer, so
+ * that work queued after this call cannot start until `release()`: while held, a promise
+ * that waits for the pool stays pending however many turns the loop makes, which proves
+ * the loop was not blocked, with no clock involved. Always release (try/finally).
+ */
+export function holdThreadPool(dir: string): { release(): Promise<void> } {
+  const fifo = join(dir, 'pool-gate');
+  execFileSync('/usr/bin/mkfifo', [fifo]);
+  // libuv reads the same variable; 4 when unset.
+  const size = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  const opens = Array.from({ length: size }, () => openAsync(fifo, 'r'));
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      // O_RDWR never blocks on a FIFO and counts as a writer: every blocked reader returns.
+      const w = openSync(fifo, 'r+');
+      try {
+        for (const handle of await Promise.all(opens)) await handle.close();
+      } finally {
+        closeSync(w);
+      }
+    },
+  };
 }
