@@ -1,5 +1,6 @@
 /*
- * spawnConfined and reaperKill.
+ * spawnConfined and reaperKill, and their thread-pool twins spawnConfinedAsync and
+ * reaperKillAsync (the same code: see "One spawnConfined or reaperKill call" below).
  *
  * Both clone a child with CLONE_VM | CLONE_VFORK onto a stack the parent mapped, the way
  * glibc's posix_spawn does: the parent thread is suspended until the child execs or exits,
@@ -712,6 +713,8 @@ static napi_value run_sync(napi_env env, job *j) {
 
 /* ---- the same calls on the libuv thread pool ---- */
 
+/* The clone may come from any thread: CLONE_VFORK suspends only the calling one, and the
+ * child touches nothing but the job and its own stack. */
 static void async_execute(napi_env env, void *data) {
   job *j = data;
   /* No Node-API here: this runs on a thread-pool thread. */
