@@ -1,7 +1,12 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: { cli: 'src/cli.ts', dm: 'src/dm.ts', index: 'src/index.ts' },
+  entry: {
+    cli: 'src/cli.ts',
+    deprivd: 'src/deprivd.ts',
+    'host-worker': 'src/service/host-worker.ts',
+    index: 'src/index.ts',
+  },
   format: ['esm'],
   target: 'node20',
   platform: 'node',

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import {
   destroy,
   deviceModelSeccomp,
+  hostRootIsRamfs,
   launch,
   plan,
   probeQemu,
@@ -79,7 +80,7 @@ export default function (test) {
         },
         caps,
         { uid, gid: uid },
-        { seccomp: deviceModelSeccomp() },
+        { seccomp: deviceModelSeccomp(), rootEntry: hostRootIsRamfs() ? 'chroot' : 'pivot_root' },
       );
       handle = await launch(p, { spawner: sysSpawner });
       const status = readFileSync(`/proc/${handle.pid}/status`, 'utf8');

@@ -274,10 +274,12 @@ describe('xen-depriv recover after a launch killed mid-way (built CLI)', () => {
       const r = runCli(['--json', 'recover', '--state-dir', stateDir]);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
-      expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, finished: [9], running: [] });
+      expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, finished: [9], adopted: [] });
       expect(leftBehind(stateDir, 9, uids)).toEqual([]);
       const again = runCli(['recover', '--state-dir', stateDir]);
-      expect(again.stdout).toBe('recover: 0 half-done launch(es) or destroy(s) finished\n');
+      expect(again.stdout).toBe(
+        'recover (in-process): 0 half-done launch(es) or destroy(s) finished\n',
+      );
     },
     T,
   );

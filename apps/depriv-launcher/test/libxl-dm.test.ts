@@ -5,10 +5,11 @@ import {
   SECCOMP_RET,
   X86_64_SYSCALLS,
 } from '@xen-depriv/privcmd-filter';
-import type { LaunchPlan } from '@xen-depriv/qemu-launcher';
+import { deviceModelSeccomp, type LaunchPlan } from '@xen-depriv/qemu-launcher';
 import { describe, expect, it } from 'vitest';
 import { LibxlArgvError, rewriteLibxlArgv } from '../src/libxl-dm/argv.js';
-import { dmPaths, libxlDmSeccomp, settingsFromEnv, withFiles } from '../src/libxl-dm/run.js';
+import { withFiles } from '../src/libxl-dm/devices.js';
+import { dmSeccomp } from '../src/seccomp.js';
 
 // What libxl 4.17 (libxl_dm.c) passes a dm_restrict qemu-xen HVM device model with direct
 // kernel boot, stdvga and a pty serial, in its order.
@@ -209,29 +210,7 @@ describe('withFiles', () => {
   });
 });
 
-describe('settings', () => {
-  it('defaults: the project pool at 3,220,000, privileged upstream, /run/xen-depriv-dm', () => {
-    const s = settingsFromEnv({});
-    expect(s).toMatchObject({
-      stateDir: '/run/xen-depriv-dm',
-      poolFirst: 3_220_000,
-      poolCount: 1000,
-      upstream: 'privileged',
-      xenstoredSocket: '/run/xenstored/socket',
-    });
-    expect(dmPaths(s, 5)).toEqual({
-      proxySocket: '/run/xen-depriv-dm/xs-proxy/dm-5.sock',
-      log: '/var/log/xen/xen-depriv-dm-5.log',
-    });
-  });
-
-  it('the upstream switch takes dom0 or privileged only', () => {
-    expect(settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'dom0' }).upstream).toBe('dom0');
-    expect(() => settingsFromEnv({ XEN_DEPRIV_DM_UPSTREAM: 'root' })).toThrow('dom0 or privileged');
-  });
-});
-
-describe('libxlDmSeccomp', () => {
+describe('dmSeccomp (every launch path)', () => {
   const ioctl = (program: Uint8Array, request: number) =>
     runSeccomp(program, {
       nr: X86_64_SYSCALLS.ioctl,
@@ -240,17 +219,17 @@ describe('libxlDmSeccomp', () => {
     });
 
   it('allows IOCTL_PRIVCMD_HYPERCALL (QEMU init before -xen-domid-restrict); strict refuses it', () => {
-    expect(ioctl(libxlDmSeccomp().program, IOCTL_PRIVCMD_HYPERCALL)).toBe(SECCOMP_RET.ALLOW);
-    expect(ioctl(libxlDmSeccomp('strict').program, IOCTL_PRIVCMD_HYPERCALL)).not.toBe(
+    expect(ioctl(dmSeccomp().program, IOCTL_PRIVCMD_HYPERCALL)).toBe(SECCOMP_RET.ALLOW);
+    expect(ioctl(deviceModelSeccomp().program, IOCTL_PRIVCMD_HYPERCALL)).not.toBe(
       SECCOMP_RET.ALLOW,
     );
-    expect(ioctl(libxlDmSeccomp().program, IOCTL_PRIVCMD_DM_OP)).toBe(SECCOMP_RET.ALLOW);
-    expect(ioctl(libxlDmSeccomp().program, 0x5413 /* TIOCGWINSZ */)).not.toBe(SECCOMP_RET.ALLOW);
+    expect(ioctl(dmSeccomp().program, IOCTL_PRIVCMD_DM_OP)).toBe(SECCOMP_RET.ALLOW);
+    expect(ioctl(dmSeccomp().program, 0x5413 /* TIOCGWINSZ */)).not.toBe(SECCOMP_RET.ALLOW);
   });
 
   it('still kills a syscall outside the allow-list (mount)', () => {
     expect(
-      runSeccomp(libxlDmSeccomp().program, { nr: X86_64_SYSCALLS.mount, arch: 0xc000003e }),
+      runSeccomp(dmSeccomp().program, { nr: X86_64_SYSCALLS.mount, arch: 0xc000003e }),
     ).not.toBe(SECCOMP_RET.ALLOW);
   });
 });

@@ -21,6 +21,7 @@ export {
   DEFAULT_NAMESPACES,
   DEFAULT_RLIMITS,
   type DeviceNode,
+  type FdSource,
   formatPlan,
   type JailEntry,
   type JailMount,
@@ -30,6 +31,7 @@ export {
   type LaunchPolicy,
   type LeaseLike,
   type Namespace,
+  type PassedFd,
   type PlannedFd,
   type PlannedRlimit,
   plan,
@@ -57,12 +59,14 @@ export {
   type SpawnedDm,
   type Spawner,
   type SpawnFds,
+  sourceFd,
   utilLinuxScript,
   utilLinuxSpawner,
 } from './spawner.js';
-export type { LaunchPhase, LaunchRecord } from './state.js';
+export { type LaunchPhase, type LaunchRecord, processStartTime } from './state.js';
 export {
   createSysSpawner,
+  hostRootIsRamfs,
   type SysSpawnerOptions,
   sysSpawner,
   sysSpawnSpec,

@@ -69,6 +69,11 @@ export interface LauncherDeps {
   readonly destroyOnQmpFailure?: boolean;
   /** Called before each step; tests kill the launcher here. */
   readonly beforeStep?: ((step: LaunchStep | DestroyStep) => void) | undefined;
+  /**
+   * The caller's descriptors for the plan's `passed:NAME` fds (the plan's `passedFds`), by
+   * name. The caller keeps ownership: launch never closes them.
+   */
+  readonly passedFds?: Readonly<Record<string, number>>;
 }
 
 export interface DmHandle {
@@ -273,7 +278,12 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     fds.push(devnull);
     const log = openSync(p.paths.log, 'a', 0o600);
     fds.push(log);
-    dm = await spawner.spawn(p, { devnull, log, 'qmp-listener': serverFd(server) });
+    dm = await spawner.spawn(p, {
+      devnull,
+      log,
+      'qmp-listener': serverFd(server),
+      ...(deps.passedFds === undefined ? {} : { passed: deps.passedFds }),
+    });
     handle.pid = dm.pid;
     handle.signal = dm.signal;
     handle.startTime = processStartTime(dm.pid);

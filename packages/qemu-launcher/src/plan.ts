@@ -48,6 +48,8 @@ export interface LaunchConfig {
   /** Host path of the DM's restricting xenstore proxy socket, bound at `/run/xenstored/socket`. */
   readonly xenstoreSocket?: string;
   readonly name?: string;
+  /** Descriptors the caller passes at launch (after 0..3), by name. */
+  readonly passedFds?: readonly PassedFd[];
 }
 
 /** The uid/gid a DM runs as, from `uid-allocator`'s lease. */
@@ -71,6 +73,13 @@ export interface LaunchPolicy {
   readonly sandbox?: 'auto' | 'off';
   readonly namespaces?: readonly Namespace[];
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * How a jail-mode DM enters its private root: `pivot_root` (default), or `chroot` inside its
+   * own mount namespace where pivot_root(2) is EINVAL (a host whose root is the initial ramfs,
+   * as in a dom0 booted from an initramfs; see `hostRootIsRamfs`). The DM holds no
+   * CAP_SYS_CHROOT to leave it either way.
+   */
+  readonly rootEntry?: 'pivot_root' | 'chroot';
 }
 
 export interface PlannedRlimit {
@@ -116,10 +125,26 @@ export type JailMount =
       readonly gid: number;
     };
 
+/**
+ * Where a descriptor comes from: one the launcher opens (`devnull`, `log`, `qmp-listener`), or
+ * one the caller passes by name (`passed:NAME`, e.g. libxl's pre-opened QMP listener).
+ */
+export type FdSource = 'devnull' | 'log' | 'qmp-listener' | `passed:${string}`;
+
 /** Which descriptor the launcher puts at `target` in the DM. */
 export interface PlannedFd {
   readonly target: number;
-  readonly source: 'devnull' | 'log' | 'qmp-listener';
+  readonly source: FdSource;
+  /** What the DM finds there (checked by verifyConfinement). */
+  readonly kind: 'file' | 'socket';
+}
+
+/** A descriptor the caller hands the DM besides the launcher's own (LaunchConfig.passedFds). */
+export interface PassedFd {
+  readonly target: number;
+  /** The key of the descriptor in `launch`'s `passedFds`. */
+  readonly name: string;
+  readonly kind: 'file' | 'socket';
 }
 
 export interface LaunchPlan {
@@ -157,8 +182,8 @@ export interface LaunchPlan {
     readonly log: string;
     readonly state: string;
   };
-  /** How the root is entered: by the launcher (pivot_root) or by QEMU itself (`-chroot`). */
-  readonly root: { readonly path: string; readonly how: 'pivot_root' | 'qemu-chroot' };
+  /** How the root is entered: by the launcher (pivot_root or chroot) or by QEMU itself (`-chroot`). */
+  readonly root: { readonly path: string; readonly how: 'pivot_root' | 'chroot' | 'qemu-chroot' };
   /** Made on the host by the launcher (jail mode). */
   readonly skeleton: readonly JailEntry[];
   /** Made in the DM's mount namespace (jail mode). */
@@ -295,6 +320,18 @@ export function plan(
     }
     if (seen.has(d.path)) fail(`device: "${d.path}" is listed twice`);
     seen.add(d.path);
+  }
+  const passed = config.passedFds ?? [];
+  for (const f of passed) {
+    if (!Number.isInteger(f.target) || f.target <= QMP_FD || f.target > 255) {
+      fail(`passedFds: expected a target descriptor in [${QMP_FD + 1}, 255], saw ${f.target}`);
+    }
+    if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(f.name)) {
+      fail(`passedFds: expected a name of a-z, 0-9 and -, saw "${f.name}"`);
+    }
+  }
+  if (new Set(passed.map((f) => f.target)).size !== passed.length) {
+    fail('passedFds: two descriptors at the same target');
   }
   if (config.xenstoreSocket !== undefined && !isAbs(config.xenstoreSocket)) {
     fail(`xenstoreSocket: expected a normalized absolute path, saw "${config.xenstoreSocket}"`);
@@ -434,10 +471,15 @@ export function plan(
     argv,
     env,
     fds: [
-      { target: 0, source: 'devnull' },
-      { target: 1, source: 'log' },
-      { target: 2, source: 'log' },
-      { target: QMP_FD, source: 'qmp-listener' },
+      { target: 0, source: 'devnull', kind: 'file' },
+      { target: 1, source: 'log', kind: 'file' },
+      { target: 2, source: 'log', kind: 'file' },
+      { target: QMP_FD, source: 'qmp-listener', kind: 'socket' },
+      ...passed.map((f) => ({
+        target: f.target,
+        source: `passed:${f.name}` as const,
+        kind: f.kind,
+      })),
     ],
     rlimits,
     namespaces: [...(policy.namespaces ?? DEFAULT_NAMESPACES)],
@@ -454,7 +496,7 @@ export function plan(
     paths,
     root:
       mode === 'jail'
-        ? { path: paths.jail, how: 'pivot_root' }
+        ? { path: paths.jail, how: policy.rootEntry ?? 'pivot_root' }
         : { path: paths.jail, how: 'qemu-chroot' },
     skeleton,
     mounts,

@@ -1,5 +1,15 @@
 import { execFile, spawn } from 'node:child_process';
-import { lstatSync, readlinkSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
 import { LauncherError } from './errors.js';
 
 /** The identity a probe result is cached under: a replaced or rebuilt binary is probed again. */
@@ -48,8 +58,14 @@ export interface QemuCaps {
 export interface ProbeOptions {
   /** Per-command timeout of the probe runs. */
   readonly timeoutMs?: number;
-  /** Bypass the per-identity cache. */
+  /** Bypass the per-identity cache (memory and disk). */
   readonly fresh?: boolean;
+  /**
+   * A root-only directory where results persist across processes, one JSON file per binary
+   * identity: a resident service probes a binary once per host, and again only when it is
+   * replaced. A file that does not parse, or names another identity, is probed over.
+   */
+  readonly cacheDir?: string;
 }
 
 const cache = new Map<string, QemuCaps>();
@@ -204,6 +220,20 @@ export async function probeQemu(binary: string, options: ProbeOptions = {}): Pro
   const key = identityKey(identity);
   const hit = cache.get(key);
   if (hit && !options.fresh) return hit;
+  const diskPath =
+    options.cacheDir === undefined
+      ? null
+      : join(
+          options.cacheDir,
+          `${createHash('sha256').update(key).digest('hex').slice(0, 32)}.json`,
+        );
+  if (diskPath !== null && !options.fresh) {
+    const stored = readCached(diskPath, key);
+    if (stored) {
+      cache.set(key, stored);
+      return stored;
+    }
+  }
 
   const [versionText, help, machinesText] = await Promise.all([
     run(binary, ['-version'], timeoutMs),
@@ -262,5 +292,28 @@ export async function probeQemu(binary: string, options: ProbeOptions = {}): Pro
     hostRoot: hostRootLayout(),
   };
   cache.set(key, caps);
+  if (diskPath !== null) writeCached(diskPath, caps);
   return caps;
+}
+
+function readCached(path: string, key: string): QemuCaps | null {
+  try {
+    const caps = JSON.parse(readFileSync(path, 'utf8')) as QemuCaps;
+    return caps?.identity && identityKey(caps.identity) === key && Array.isArray(caps.machines)
+      ? caps
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+function writeCached(path: string, caps: QemuCaps): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(caps)}\n`, { mode: 0o600 });
+    renameSync(tmp, path);
+  } catch {
+    // A cache that cannot be written costs a probe next time, nothing else.
+  }
 }

@@ -7,6 +7,22 @@ export interface SpawnFds {
   readonly devnull: number;
   readonly log: number;
   readonly 'qmp-listener': number;
+  /** The caller's descriptors, by the name in the plan's `passed:NAME` sources. */
+  readonly passed?: Readonly<Record<string, number>>;
+}
+
+/** The descriptor of this process a planned fd is taken from. */
+export function sourceFd(fds: SpawnFds, source: string): number {
+  if (source.startsWith('passed:')) {
+    const fd = fds.passed?.[source.slice('passed:'.length)];
+    if (fd === undefined) {
+      throw new LauncherError('ESPAWN', `fd ${source}: the plan names it, the launch passed none`, {
+        step: 'spawn',
+      });
+    }
+    return fd;
+  }
+  return fds[source as 'devnull' | 'log' | 'qmp-listener'];
 }
 
 export interface SpawnedDm {
@@ -122,7 +138,7 @@ export const utilLinuxSpawner: Spawner = {
       );
     }
     const stdio: number[] = [];
-    for (const f of plan.fds) stdio[f.target] = fds[f.source];
+    for (const f of plan.fds) stdio[f.target] = sourceFd(fds, f.source);
     for (let i = 0; i < stdio.length; i++) {
       if (stdio[i] === undefined) {
         return Promise.reject(

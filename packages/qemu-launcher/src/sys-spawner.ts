@@ -5,12 +5,13 @@ import {
   isAvailable,
   pidfdSendSignal,
   type SpawnSpec,
-  spawnConfined,
+  spawnConfinedAsync,
   waitPid,
+  watchPidfd,
 } from '@xen-depriv/sys';
 import { LauncherError } from './errors.js';
 import type { LaunchPlan, RlimitName } from './plan.js';
-import type { SpawnedDm, Spawner } from './spawner.js';
+import { type SpawnedDm, type Spawner, type SpawnFds, sourceFd } from './spawner.js';
 
 /** Linux's RLIMIT_* numbers (asm-generic/resource.h, shared by x86_64 and arm64). */
 const RLIMIT: Readonly<Record<RlimitName, number>> = {
@@ -49,23 +50,21 @@ export function hostRootIsRamfs(mountinfo?: string): boolean {
 }
 
 /** The `spawnConfined` spec a plan turns into (exposed so tests and --dry-run can show it). */
-export function sysSpawnSpec(
-  plan: LaunchPlan,
-  fds: { devnull: number; log: number; 'qmp-listener': number },
-): SpawnSpec {
+export function sysSpawnSpec(plan: LaunchPlan, fds: SpawnFds): SpawnSpec {
   return {
     file: plan.binary,
     argv: plan.argv,
     env: plan.env,
     cwd: '/',
-    fds: plan.fds.map((f) => ({ target: f.target, source: fds[f.source] })),
+    fds: plan.fds.map((f) => ({ target: f.target, source: sourceFd(fds, f.source) })),
     namespaces: plan.namespaces,
     ...(plan.mode === 'jail'
       ? {
           mounts: plan.mounts,
+          // The plan says how: the caller chose it (hostRootIsRamfs) when it made the plan.
           root: {
             path: plan.root.path,
-            mode: hostRootIsRamfs() ? ('chroot' as const) : ('pivot_root' as const),
+            mode: plan.root.how === 'chroot' ? ('chroot' as const) : ('pivot_root' as const),
           },
         }
       : {}),
@@ -87,7 +86,10 @@ export interface SysSpawnerOptions {
    * (e.g. a QMP listener libxl opened before it exec'd the launcher).
    */
   extraFds?: readonly { target: number; source: number }[];
-  /** How often the DM's exit is polled with waitpid(WNOHANG). Default 20 ms. */
+  /**
+   * How often the DM's exit is polled with waitpid(WNOHANG), only where its pidfd cannot be
+   * polled (a libuv poll error); otherwise exit is seen through the pidfd. Default 20 ms.
+   */
   pollMs?: number;
 }
 
@@ -113,7 +115,9 @@ export function createSysSpawner(options: SysSpawnerOptions = {}): Spawner {
       let child: { pid: number; pidfd: number };
       try {
         const spec = sysSpawnSpec(plan, fds);
-        child = spawnConfined(
+        // The clone, the child's setup and the wait for its exec run on libuv's thread pool:
+        // a service launching many DMs keeps serving meanwhile.
+        child = await spawnConfinedAsync(
           extraFds.length === 0 ? spec : { ...spec, fds: [...(spec.fds ?? []), ...extraFds] },
         );
       } catch (e) {
@@ -125,19 +129,34 @@ export function createSysSpawner(options: SysSpawnerOptions = {}): Spawner {
         });
       }
       let done = false;
-      const exited = (async () => {
-        // waitPid with noHang polls: a blocking wait would stall the event loop.
-        while (!done) {
-          const r = waitPid(child.pid, { noHang: true });
-          if (r !== null) break;
-          await sleep(pollMs);
-        }
-        done = true;
-      })()
-        .catch(() => {
-          done = true;
+      // The pidfd turns readable when the DM exits (libuv polls it with the rest of the loop: no
+      // timer per DM); then the zombie is reaped. A poll error falls back to waitPid polling.
+      const exited = new Promise<void>((resolve) => {
+        const w = watchPidfd(child.pidfd, (error) => {
+          w.close();
+          if (error === undefined) {
+            resolve();
+            return;
+          }
+          void (async () => {
+            while (waitPid(child.pid, { noHang: true }) === null) await sleep(pollMs);
+            resolve();
+          })().catch(() => resolve());
+        });
+        // Supervision alone must not keep a short-lived launcher (the CLI) running.
+        w.unref();
+      })
+        .then(() => {
+          try {
+            waitPid(child.pid, { noHang: true });
+          } catch {
+            // Reaped already (ECHILD).
+          }
         })
-        .finally(() => close(child.pidfd));
+        .finally(() => {
+          done = true;
+          close(child.pidfd);
+        });
       return {
         pid: child.pid,
         signal(signal) {

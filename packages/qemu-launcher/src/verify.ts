@@ -333,8 +333,15 @@ export function verifyConfinement(
     allowedPaths.add(p.paths.log);
     for (const f of p.fds) {
       const link = fds[f.target];
+      // A record written before fds carried `kind` has only the launcher's own sources.
       const kind =
-        f.source === 'qmp-listener' ? 'socket:' : f.source === 'log' ? p.paths.log : '/dev/null';
+        f.kind === 'socket' || f.source === 'qmp-listener'
+          ? 'socket:'
+          : f.source === 'log'
+            ? p.paths.log
+            : f.source === 'devnull'
+              ? '/dev/null'
+              : '/';
       check(
         `fd.${f.target}`,
         link?.startsWith(kind) === true,

@@ -6,6 +6,7 @@ import {
   type LaunchConfig,
   LauncherError,
   plan,
+  sysSpawnSpec,
   xenDevices,
 } from '../src/index.js';
 import { X86_CAPS, XEN_CAPS } from './fixtures.js';
@@ -116,11 +117,45 @@ describe('plan: -M none with qemu-system-x86_64', () => {
     expect(p.rlimits).toContainEqual({ resource: 'FSIZE', soft: 262144, hard: 262144 });
     expect(p.namespaces).toEqual(['mount', 'ipc', 'net', 'uts']);
     expect(p.fds).toEqual([
-      { target: 0, source: 'devnull' },
-      { target: 1, source: 'log' },
-      { target: 2, source: 'log' },
-      { target: 3, source: 'qmp-listener' },
+      { target: 0, source: 'devnull', kind: 'file' },
+      { target: 1, source: 'log', kind: 'file' },
+      { target: 2, source: 'log', kind: 'file' },
+      { target: 3, source: 'qmp-listener', kind: 'socket' },
     ]);
+    expect(p.root).toEqual({ path: '/run/xd/dm-1/root', how: 'pivot_root' });
+  });
+
+  it('passed descriptors and the root entry are part of the plan, not decided at spawn', () => {
+    const p = plan(
+      {
+        domid: 1,
+        binary: X86_CAPS.binary,
+        stateDir: '/run/xd',
+        passedFds: [{ target: 4, name: 'libxl-qmp', kind: 'socket' }],
+      },
+      X86_CAPS,
+      lease,
+      { rootEntry: 'chroot' },
+    );
+    expect(p.fds.at(-1)).toEqual({ target: 4, source: 'passed:libxl-qmp', kind: 'socket' });
+    expect(p.root).toEqual({ path: '/run/xd/dm-1/root', how: 'chroot' });
+    const spec = sysSpawnSpec(p, {
+      devnull: 10,
+      log: 11,
+      'qmp-listener': 12,
+      passed: { 'libxl-qmp': 13 },
+    });
+    expect(spec.fds).toEqual([
+      { target: 0, source: 10 },
+      { target: 1, source: 11 },
+      { target: 2, source: 11 },
+      { target: 3, source: 12 },
+      { target: 4, source: 13 },
+    ]);
+    expect(spec.root).toEqual({ path: '/run/xd/dm-1/root', mode: 'chroot' });
+    expect(() => sysSpawnSpec(p, { devnull: 10, log: 11, 'qmp-listener': 12 })).toThrow(
+      'fd passed:libxl-qmp: the plan names it, the launch passed none',
+    );
   });
 
   it('libxl-compat leaves elevateprivileges out of -sandbox: QEMU 7.2 traps its own -runas setuid', () => {
@@ -148,6 +183,11 @@ describe('plan: refusals are typed and say what was seen', () => {
     ['other binary', () => plan({ ...base, binary: '/usr/bin/qemu' }, X86_CAPS, lease), 'caps'],
     ['machine', () => plan({ ...base, machine: 'xenfv' }, XEN_CAPS, lease), 'binary'],
     ['unknown machine', () => plan({ ...base, machine: 'nope' }, X86_CAPS, lease), 'machine'],
+    [
+      'passed fd over the launcher own',
+      () => plan({ ...base, passedFds: [{ target: 3, name: 'x', kind: 'file' }] }, X86_CAPS, lease),
+      'passedFds',
+    ],
     [
       'device outside /dev',
       () =>

@@ -5,18 +5,13 @@ import { DeviceModel } from '@xen-depriv/dmop-abi';
 import { SimHypervisor } from '@xen-depriv/dmop-abi/sim';
 import { MapCache, MapCacheError, MemfdForeignMemory } from '@xen-depriv/memmap';
 import { type PolicyContext, qemuXenHvmProfile, SimPrivcmd } from '@xen-depriv/privcmd-filter';
-import {
-  type DmHandle,
-  destroy,
-  launch,
-  pidsOfUid,
-  verifyConfinement,
-} from '@xen-depriv/qemu-launcher';
+import { pidsOfUid } from '@xen-depriv/qemu-launcher';
 import { RestrictingProxy, XenstoreClient, XenstoreServer } from '@xen-depriv/xs-restrict';
-import { validateConfig } from '../config.js';
 import { EXIT_FAILED } from '../errors.js';
 import { color, type Output, processOutput, table, wrap } from '../output.js';
-import { allocatorFor, assess, isRoot, planFor, probe, uidOpsFor } from '../runtime.js';
+import { assess, isRoot } from '../runtime.js';
+import { defaultSettings } from '../service/engine.js';
+import { openEngine } from '../service/local.js';
 import type { RegisterCommand } from './index.js';
 
 type Outcome = 'ok' | 'skipped' | 'failed';
@@ -263,27 +258,34 @@ async function stepQemu(
   binary: string,
 ): Promise<QemuResult> {
   const stateDir = join(dir, 'state');
-  const config = validateConfig({
-    domid,
-    stateDir,
-    qemu: { binary, machine: 'none', args: [] },
-    user: { scheme: 'pool', first: 3_300_000, count: 64 },
-  });
-  const caps = await probe(config);
-  rec.note(`${caps.binary} ${caps.version.major}.${caps.version.minor}.${caps.version.micro}`);
-  const allocator = allocatorFor(config);
-  const uids = uidOpsFor(config);
-  const lease = await allocator.acquire(domid);
-  const p = planFor(config, caps, lease);
-  let dm: DmHandle | null = null;
+  // The one launch path: the service's engine, in process, on the embedded defaults.
+  const user = { scheme: 'pool' as const, first: 3_300_000, count: 64 };
+  const engine = await openEngine(defaultSettings({ stateDir, target: 'embedded', user }));
+  let launched = false;
   try {
-    dm = await launch(p, { lease, uids });
-    const status = (await dm.qmp?.execute('query-status')) as { status?: string } | undefined;
-    rec.allowed(
-      `launch -M none as uid ${p.uid} in its jail`,
-      `pid ${dm.pid}, ${status?.status ?? '?'}`,
+    const r = await engine.launch({
+      kind: 'config',
+      domid,
+      mode: 'jail',
+      target: 'embedded',
+      qemu: { binary, machine: 'none', args: [] },
+      user,
+    });
+    launched = true;
+    const p = await engine.plan(
+      {
+        kind: 'config',
+        domid,
+        mode: 'jail',
+        target: 'embedded',
+        qemu: { binary, machine: 'none', args: [] },
+        user,
+      },
+      { uid: r.uid, gid: r.gid },
     );
-    const report = verifyConfinement(dm.pid, p, dm.root ? { expectedRoot: dm.root } : {});
+    rec.note(`${binary}; xenstore through its restricting proxy`);
+    rec.allowed(`launch -M none as uid ${r.uid} in its jail`, `pid ${r.pid}, ${r.status}`);
+    const report = await engine.check(domid);
     const verdict = assess(report.checks);
     const rows = report.checks.map((c) => [
       c.name,
@@ -300,30 +302,30 @@ async function stepQemu(
     }
     const passed = report.checks.filter((c) => c.ok).length;
     for (const c of verdict.limited) {
-      rec.note(`lim: ${c.name} is ${c.actual}, not ${c.expected}: ${dm.limitations.join('; ')}`);
+      rec.note(`lim: ${c.name} is ${c.actual}, not ${c.expected}: ${r.limitations.join('; ')}`);
     }
     if (!verdict.ok) {
       throw new Error(`confinement: ${verdict.failed.map((c) => c.name).join(', ')} failed`);
     }
-    await destroy(dm, { uids });
-    const pid = dm.pid;
-    dm = null;
+    await engine.destroy(domid);
+    launched = false;
     const left: string[] = [];
-    if (pidsOfUid(p.uid).length) left.push(`processes of uid ${p.uid}`);
+    if (pidsOfUid(r.uid).length) left.push(`processes of uid ${r.uid}`);
     const leases = readdirSafe(join(stateDir, 'leases')).filter((n) => !n.startsWith('.'));
     if (leases.length) left.push(`leases ${leases.join(' ')}`);
     if (existsSync(dirname(p.paths.jail))) left.push(`jail ${dirname(p.paths.jail)}`);
     if (existsSync(p.paths.qmpSocket)) left.push(`socket ${p.paths.qmpSocket}`);
+    if (existsSync(r.xenstoreSocket)) left.push(`socket ${r.xenstoreSocket}`);
     if (existsSync(p.paths.state)) left.push(`record ${p.paths.state}`);
     if (left.length) throw new Error(`left behind after destroy: ${left.join(', ')}`);
-    rec.allowed(`destroy pid ${pid}: quit, reap uid ${p.uid}, release`, 'nothing left');
+    rec.allowed(`destroy pid ${r.pid}: quit, reap uid ${r.uid}, release`, 'nothing left');
     return {
-      detail: `${passed}/${report.checks.length} checks pass${verdict.limited.length ? `, ${verdict.limited.length} lim.` : ''}; uid ${p.uid}`,
+      detail: `${passed}/${report.checks.length} checks pass${verdict.limited.length ? `, ${verdict.limited.length} lim.` : ''}; uid ${r.uid}`,
       confined: report.checks.map((c) => ({ name: c.name, ok: c.ok, actual: c.actual })),
     };
   } finally {
-    if (dm) await destroy(dm, { uids }).catch(() => undefined);
-    await allocator.release(lease).catch(() => undefined);
+    if (launched) await engine.destroy(domid).catch(() => undefined);
+    await engine.close();
   }
 }
 

@@ -1,48 +1,25 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import {
-  type DestroyTarget,
-  destroy,
-  formatPlan,
-  type LaunchRecord,
-  type LaunchStep,
-  launch,
-  recover,
-  verifyConfinement,
-} from '@xen-depriv/qemu-launcher';
-import { type Lease, type SchemeConfig, schemeFromConfig } from '@xen-depriv/uid-allocator';
-import { checkHostForConfig, type LaunchConfig, loadConfig, validateConfig } from '../config.js';
-import { CliError, ConfigError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
-import { cleanDmLeftovers, LAUNCHER_FILE, saveLauncherConfig } from '../libxl-dm/state.js';
+import { formatPlan, verifyConfinement } from '@xen-depriv/qemu-launcher';
+import { checkHostForConfig, type LaunchConfig, loadConfig } from '../config.js';
+import { CliError, ConfigError, EXIT_FAILED, EXIT_UNSUPPORTED, EXIT_USAGE } from '../errors.js';
 import { createLogger } from '../log.js';
-import { color, type Output, processOutput, wrap } from '../output.js';
+import { color, type Output, processOutput, table, wrap } from '../output.js';
+import { assess, checksTable, readRecords, requireDom0, requireRoot } from '../runtime.js';
+import { DeprivdClient, RpcError } from '../service/client.js';
 import {
-  allocatorFor,
-  assess,
-  checksTable,
-  planFor,
-  probe,
-  readRecords,
-  requireDom0,
-  requireRoot,
-  uidOpsFor,
-} from '../runtime.js';
+  DEFAULT_STATE_DIR,
+  type DmEngine,
+  type DmInfo,
+  EngineError,
+  type LaunchRequest,
+  type LaunchResult,
+} from '../service/engine.js';
+import { openEngine, settingsForConfig } from '../service/local.js';
+import { DEFAULT_SOCKET } from '../service/paths.js';
+import { ERRORS } from '../service/schema.js';
 import type { RegisterCommand } from './index.js';
 
-const DEFAULT_STATE_DIR = '/run/xen-depriv';
-export function launcherConfig(stateDir: string): LaunchConfig {
-  let text: string;
-  try {
-    text = readFileSync(join(stateDir, LAUNCHER_FILE), 'utf8');
-  } catch {
-    // Nothing was launched from here: any valid config with this state dir reaches no lease.
-    return validateConfig({ domid: 1, stateDir });
-  }
-  return validateConfig({ ...(JSON.parse(text) as object), stateDir });
-}
-
 // Test hook: the e2e test of `recover` kills the launcher at a named step, as a crash would.
-function crashHook(): ((step: LaunchStep | string) => void) | undefined {
+function crashHook(): ((step: string) => void) | undefined {
   const at = process.env.XEN_DEPRIV_TEST_CRASH_AT;
   if (!at) return undefined;
   return (step) => {
@@ -50,28 +27,31 @@ function crashHook(): ((step: LaunchStep | string) => void) | undefined {
   };
 }
 
-function firstCandidate(config: LaunchConfig): { uid: number; gid: number } {
-  let scheme: ReturnType<typeof schemeFromConfig>;
-  try {
-    scheme = schemeFromConfig(
-      config.user as SchemeConfig,
-      config.user.scheme === 'pool' ? { reaperUid: config.user.first + config.user.count } : {},
-    );
-  } catch (err) {
-    throw new ConfigError('user', (err as Error).message);
-  }
-  for (const c of scheme.candidates(config.domid)) return c;
-  throw new ConfigError('user', `the scheme has no uid for domain ${config.domid}`);
-}
+const socketDefault = () => process.env.XEN_DEPRIVD_SOCKET ?? DEFAULT_SOCKET;
 
-function recordFor(stateDir: string, domid: number): LaunchRecord {
-  const r = readRecords(stateDir).find((x) => x.domid === domid);
-  if (!r) {
-    throw new CliError(`no device model of domain ${domid} in ${stateDir}`, {
-      hint: 'see `xen-depriv recover --state-dir DIR` for what a state directory holds',
-    });
+/** An engine or RPC error as the CLI reports it: one line, the exit code of its kind. */
+function cliError(e: unknown, what: string): CliError {
+  if (e instanceof CliError) return e;
+  const data = (e as { data?: { key?: unknown; detail?: unknown } }).data;
+  if (typeof data?.key === 'string' && typeof data.detail === 'string') {
+    // A config problem, named by its key, wherever it was found (here or in the service).
+    return new ConfigError(data.key, data.detail);
   }
-  return r;
+  const code =
+    e instanceof RpcError
+      ? e.code === ERRORS.INVALID_PARAMS.code
+        ? EXIT_USAGE
+        : e.code === ERRORS.HOST_CANNOT.code
+          ? EXIT_UNSUPPORTED
+          : EXIT_FAILED
+      : e instanceof EngineError
+        ? e.code === 'BAD_PARAMS'
+          ? EXIT_USAGE
+          : e.code === 'HOST_CANNOT'
+            ? EXIT_UNSUPPORTED
+            : EXIT_FAILED
+        : EXIT_FAILED;
+  return new CliError(`${what}: ${(e as Error).message}`, { exitCode: code, cause: e });
 }
 
 function parseDomid(text: string): number {
@@ -84,12 +64,63 @@ function parseDomid(text: string): number {
   return n;
 }
 
+function configRequest(config: LaunchConfig): LaunchRequest {
+  return {
+    kind: 'config',
+    domid: config.domid,
+    name: config.name,
+    mode: config.mode,
+    target: config.target,
+    qemu: config.qemu,
+    user: config.user,
+  };
+}
+
+/** The config as launch params over RPC: the service's own state directory applies. */
+function configParams(config: LaunchConfig): Record<string, unknown> {
+  const { stateDir: _ignored, ...rest } = config;
+  return rest;
+}
+
+/** Runs `fn` against the service when it listens at `socket`, else against an engine here. */
+async function viaServiceOr<T>(
+  socket: string,
+  remote: (c: DeprivdClient) => Promise<T>,
+  local: () => Promise<T>,
+): Promise<{ value: T; via: 'service' | 'in-process' }> {
+  const client = await DeprivdClient.connect(socket).catch(() => null);
+  if (client === null) return { value: await local(), via: 'in-process' };
+  try {
+    return { value: await remote(client), via: 'service' };
+  } finally {
+    client.close();
+  }
+}
+
+function printLaunch(out: Output, r: LaunchResult, via: string): void {
+  if (out.json) {
+    out.line(JSON.stringify({ ok: true, via, ...r }));
+    return;
+  }
+  out.line(
+    `${color.ok('launched')} domain ${r.domid}: pid ${r.pid}, uid ${r.uid}, ${r.status} (${via})`,
+  );
+  out.line(`  qmp      ${r.qmpSocket}`);
+  out.line(`  xenstore ${r.xenstoreSocket} (restricting proxy)`);
+  out.line(`  log      ${r.log}`);
+  for (const l of r.limitations)
+    out.line(wrap(`  ${color.warn('limitation:')} ${l}`, out.width, '    '));
+}
+
 export const registerLaunch: RegisterCommand = (program, globals) => {
   program
     .command('launch')
-    .description('launch a deprivileged device model from CONFIG (JSON, or xl.cfg keys)')
+    .description(
+      'launch a deprivileged device model from CONFIG (JSON, or xl.cfg keys): through xen-deprivd when it runs, else in this process',
+    )
     .argument('<config>', 'path of the config file (.json, or xl.cfg syntax)')
     .option('--dry-run', 'validate and print the launch plan, do nothing')
+    .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
     .addHelpText(
       'after',
       `
@@ -98,86 +129,67 @@ JSON keys: domid, name, mode (jail|libxl-compat), target (embedded|dom0),
   shared | per-vm), stateDir.
 xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
   device_model_user, device_model_override, device_model_args,
-  device_model_version = "qemu-xen", xen_depriv_mode, xen_depriv_state_dir.`,
+  device_model_version = "qemu-xen", xen_depriv_mode, xen_depriv_state_dir.
+target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
     )
-    .action(async (configPath: string, opts: { dryRun?: boolean }) => {
+    .action(async (configPath: string, opts: { dryRun?: boolean; socket: string }) => {
       const g = globals();
       const out = processOutput(Boolean(g.json));
       const log = createLogger(Boolean(g.logJson));
       const config = loadConfig(configPath);
       checkHostForConfig(config);
       requireDom0(config);
-      const caps = await probe(config);
       if (opts.dryRun) {
-        // The uid the scheme would try first; the real one comes from the lease at launch.
-        const { uid, gid } = firstCandidate(config);
-        const p = planFor(config, caps, { uid, gid });
-        log.info({ domid: p.domid, uid: p.uid, argv: p.argv, dryRun: true }, 'launch plan');
-        out.line(
-          out.json
-            ? JSON.stringify({ ok: true, dryRun: true, plan: JSON.parse(formatPlan(p)) })
-            : formatPlan(p).trimEnd(),
-        );
+        // The printed plan is what would run: the same engine code, touching nothing.
+        const engine = await openEngine(settingsForConfig(config), { readOnly: true });
+        try {
+          const p = await engine.plan(configRequest(config));
+          log.info({ domid: p.domid, uid: p.uid, argv: p.argv, dryRun: true }, 'launch plan');
+          out.line(
+            out.json
+              ? JSON.stringify({ ok: true, dryRun: true, plan: JSON.parse(formatPlan(p)) })
+              : formatPlan(p).trimEnd(),
+          );
+        } catch (e) {
+          throw cliError(e, `plan of domain ${config.domid}`);
+        } finally {
+          await engine.close();
+        }
         return;
       }
       requireRoot('launch');
-      saveLauncherConfig(config);
-      const allocator = allocatorFor(config);
-      const uids = uidOpsFor(config);
-      let lease: Lease = await allocator.acquire(config.domid);
-      log.info({ domid: config.domid, uid: lease.uid }, 'lease acquired');
-      const p = (() => {
-        try {
-          return planFor(config, caps, lease);
-        } catch (err) {
-          void allocator.release(lease);
-          throw err;
-        }
-      })();
-      let dm: Awaited<ReturnType<typeof launch>>;
+      let r: { value: LaunchResult; via: 'service' | 'in-process' };
       try {
-        dm = await launch(p, {
-          lease,
-          uids,
-          destroyOnQmpFailure: false,
-          beforeStep: crashHook(),
-        });
-      } catch (err) {
-        await allocator.release(lease).catch(() => undefined);
-        throw new CliError(`launch of domain ${config.domid}: ${(err as Error).message}`, {
-          cause: err,
-          hint: `the QEMU log, if any: ${p.paths.log}`,
-        });
-      }
-      lease = await allocator.attachDm(lease, dm.pid);
-      const status = (await dm.qmp?.execute('query-status')) as { status?: string } | undefined;
-      // The DM outlives this process: close our QMP session without condemning it.
-      dm.qmp?.close();
-      log.info({ domid: config.domid, pid: dm.pid, uid: p.uid }, 'device model running');
-      const result = {
-        ok: true,
-        domid: config.domid,
-        pid: dm.pid,
-        uid: p.uid,
-        gid: p.gid,
-        status: status?.status ?? 'unknown',
-        spawner: dm.spawner,
-        limitations: dm.limitations,
-        qmpSocket: p.paths.qmpSocket,
-        log: p.paths.log,
-        stateDir: config.stateDir,
-      };
-      if (out.json) out.line(JSON.stringify(result));
-      else {
-        out.line(
-          `${color.ok('launched')} domain ${result.domid}: pid ${result.pid}, uid ${result.uid}, ${result.status}`,
+        r = await viaServiceOr(
+          opts.socket,
+          (c) => c.call<LaunchResult>('launch', configParams(config)),
+          async () => {
+            if (config.target === 'dom0') {
+              throw new CliError(
+                `target dom0 needs xen-deprivd: nothing listens at ${opts.socket}`,
+                {
+                  exitCode: EXIT_UNSUPPORTED,
+                  hint: 'start it (systemctl start xen-deprivd, or xen-deprivd --socket PATH) and launch again',
+                },
+              );
+            }
+            const engine = await openEngine(settingsForConfig(config), { recover: false });
+            try {
+              return await engine.launch(configRequest(config), { beforeStep: crashHook() });
+            } finally {
+              // The DM outlives this process; a later destroy, recover or service adopts it.
+              await engine.close();
+            }
+          },
         );
-        out.line(`  qmp ${result.qmpSocket}`);
-        out.line(`  log ${result.log}`);
-        for (const l of dm.limitations) {
-          out.line(wrap(`  ${color.warn('limitation:')} ${l}`, out.width, '    '));
-        }
+      } catch (e) {
+        throw cliError(e, `launch of domain ${config.domid}`);
       }
+      log.info(
+        { domid: config.domid, dmPid: r.value.pid, uid: r.value.uid },
+        'device model running',
+      );
+      printLaunch(out, r.value, r.via);
       process.exit(0);
     });
 
@@ -185,66 +197,97 @@ xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
     .command('destroy')
     .description('take down the device model of DOMID: quit, kill, reap its uid, release, clean')
     .argument('<domid>', 'the domain whose device model to destroy')
-    .option('--state-dir <dir>', 'state directory it was launched with', DEFAULT_STATE_DIR)
-    .action(async (domidText: string, opts: { stateDir: string }) => {
+    .option('--state-dir <dir>', 'state directory (in process only)', DEFAULT_STATE_DIR)
+    .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
+    .action(async (domidText: string, opts: { stateDir: string; socket: string }) => {
       const out = processOutput(Boolean(globals().json));
-      requireRoot('destroy');
       const domid = parseDomid(domidText);
-      const r = recordFor(opts.stateDir, domid);
-      const config = launcherConfig(opts.stateDir);
-      const target: DestroyTarget = {
-        plan: r.plan,
-        pid: r.pid,
-        startTime: r.startTime,
-        lease: r.lease,
-      };
+      requireRoot('destroy');
+      let r: { value: { pid: number | null; uid: number | null }; via: string };
       try {
-        await destroy(target, { uids: uidOpsFor(config) });
-      } catch (err) {
-        throw new CliError(`destroy of domain ${domid}: ${(err as Error).message}`, {
-          cause: err,
-          hint: 'run `xen-depriv recover` to finish what is left',
-        });
+        r = await viaServiceOr(
+          opts.socket,
+          (c) => c.call<{ pid: number | null; uid: number | null }>('destroy', { domid }),
+          async () => {
+            const engine = await openEngine(settingsForDir(opts.stateDir));
+            try {
+              return await engine.destroy(domid);
+            } finally {
+              await engine.close();
+            }
+          },
+        );
+      } catch (e) {
+        throw cliError(e, `destroy of domain ${domid}`);
       }
       out.line(
         out.json
-          ? JSON.stringify({ ok: true, domid, pid: r.pid, uid: r.plan.uid })
-          : `${color.ok('destroyed')} domain ${domid}: pid ${r.pid} gone, uid ${r.plan.uid} empty and released, jail removed`,
+          ? JSON.stringify({ ok: true, domid, pid: r.value.pid, uid: r.value.uid, via: r.via })
+          : `${color.ok('destroyed')} domain ${domid}: pid ${r.value.pid ?? '-'} gone, uid ${r.value.uid ?? '-'} empty and released, jail removed (${r.via})`,
       );
     });
 
   program
     .command('check')
     .description('the confinement report of a running device model, check by check')
-    .argument('<pid|domid>', 'a domid launched from --state-dir, or any pid')
-    .option('--state-dir <dir>', 'state directory it was launched with', DEFAULT_STATE_DIR)
-    .option('--pid', 'read the argument as a pid even if a domain has that number')
-    .action((arg: string, opts: { stateDir: string; pid?: boolean }) => {
+    .argument('<domid>', 'the domain whose device model to check (or a pid, with --pid)')
+    .option('--pid', 'the argument is a pid: check that process (no plan to compare with)')
+    .option('--state-dir <dir>', 'state directory (in process only)', DEFAULT_STATE_DIR)
+    .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
+    .action(async (arg: string, opts: { stateDir: string; pid?: boolean; socket: string }) => {
       const out = processOutput(Boolean(globals().json));
       const n = Number(arg);
       if (!/^[0-9]+$/.test(arg) || n < 1) {
-        throw new CliError(`expected a pid or domid, saw ${JSON.stringify(arg)}`, {
+        throw new CliError(`expected a ${opts.pid ? 'pid' : 'domid'}, saw ${JSON.stringify(arg)}`, {
           exitCode: EXIT_USAGE,
         });
       }
-      const r = opts.pid ? undefined : readRecords(opts.stateDir).find((x) => x.domid === n);
-      const pid = r ? r.pid : n;
-      if (pid === null) throw new CliError(`domain ${n} has no running device model`);
-      let report: ReturnType<typeof verifyConfinement>;
-      try {
-        report = r
-          ? verifyConfinement(pid, r.plan, r.root ? { expectedRoot: r.root } : {})
-          : verifyConfinement(pid);
-      } catch (err) {
-        throw new CliError(`check of pid ${pid}: ${(err as Error).message}`, { cause: err });
+      type Report = {
+        domid: number | null;
+        pid: number;
+        checks: ReturnType<typeof verifyConfinement>['checks'];
+      };
+      let report: Report;
+      if (opts.pid) {
+        try {
+          report = { domid: null, pid: n, checks: verifyConfinement(n).checks };
+        } catch (e) {
+          throw cliError(e, `check of pid ${n}`);
+        }
+      } else {
+        const domid = parseDomid(arg);
+        try {
+          report = (
+            await viaServiceOr(
+              opts.socket,
+              (c) => c.call<Report>('check', { domid }),
+              async () => {
+                const r = readRecords(opts.stateDir).find((x) => x.domid === domid);
+                if (!r || r.pid === null) {
+                  throw new CliError(`domain ${domid} has no device model in ${opts.stateDir}`, {
+                    hint: 'check --pid PID checks any process; xen-depriv list shows the domains',
+                  });
+                }
+                return {
+                  domid,
+                  pid: r.pid,
+                  checks: verifyConfinement(r.pid, r.plan, r.root ? { expectedRoot: r.root } : {})
+                    .checks,
+                };
+              },
+            )
+          ).value;
+        } catch (e) {
+          throw cliError(e, `check of domain ${domid}`);
+        }
       }
       const verdict = assess(report.checks);
       if (out.json) {
         out.line(
           JSON.stringify({
             ok: verdict.ok,
-            pid,
-            domid: r?.domid ?? null,
+            pid: report.pid,
+            domid: report.domid,
             failed: verdict.failed.map((c) => c.name),
             limited: verdict.limited.map((c) => c.name),
             checks: report.checks,
@@ -252,70 +295,150 @@ xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
         );
       } else {
         out.line(
-          `pid ${pid}${r ? ` (domain ${r.domid})` : ''}: ${verdict.ok ? color.ok('confined') : color.bad('NOT confined')}, ${report.checks.filter((c) => c.ok).length}/${report.checks.length} checks pass`,
+          `pid ${report.pid}${report.domid !== null ? ` (domain ${report.domid})` : ''}: ${verdict.ok ? color.ok('confined') : color.bad('NOT confined')}, ${report.checks.filter((c) => c.ok).length}/${report.checks.length} checks pass`,
         );
         out.line(checksTable(report.checks, out.width));
-        for (const c of verdict.limited) {
-          out.line(
-            wrap(
-              `${color.warn('lim:')} ${c.name} ${c.actual}: the bounding set is not cleared; no-new-privs makes it unreachable`,
-              out.width,
-              '  ',
-            ),
-          );
-        }
       }
       if (!verdict.ok) process.exitCode = EXIT_FAILED;
     });
 
   program
+    .command('list')
+    .description('the device models of this host: domid, pid, uid, mode, state, age')
+    .option('--state-dir <dir>', 'state directory (in process only)', DEFAULT_STATE_DIR)
+    .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
+    .action(async (opts: { stateDir: string; socket: string }) => {
+      const out = processOutput(Boolean(globals().json));
+      const { value: dms, via } = await viaServiceOr(
+        opts.socket,
+        async (c) => (await c.call<{ dms: DmInfo[] }>('list')).dms,
+        async () =>
+          readRecords(opts.stateDir).map(
+            (r): DmInfo => ({
+              domid: r.domid,
+              pid: r.pid,
+              uid: r.plan.uid,
+              mode: r.plan.mode,
+              target: r.plan.xen ? 'dom0' : 'embedded',
+              kind: 'config',
+              state: r.phase,
+              started: '',
+              ageSeconds: 0,
+              adopted: false,
+            }),
+          ),
+      );
+      if (out.json) {
+        out.line(JSON.stringify({ ok: true, via, dms }));
+        return;
+      }
+      out.line(
+        table(
+          ['domid', 'pid', 'uid', 'mode', 'state', 'age'],
+          dms.map((d) => [
+            String(d.domid),
+            String(d.pid ?? '-'),
+            String(d.uid ?? '-'),
+            d.mode,
+            d.state,
+            via === 'service' ? age(d.ageSeconds) : '-',
+          ]),
+          out.width,
+        ),
+      );
+      out.line(
+        color.dim(
+          `${dms.length} device model(s), from ${via === 'service' ? 'xen-deprivd' : opts.stateDir}`,
+        ),
+      );
+    });
+
+  program
+    .command('status')
+    .description("xen-deprivd's status: pid, target, device models, memory")
+    .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
+    .action(async (opts: { socket: string }) => {
+      const out = processOutput(Boolean(globals().json));
+      const client = await DeprivdClient.connect(opts.socket).catch((e: Error) => {
+        throw new CliError(`cannot reach xen-deprivd at ${opts.socket}: ${e.message}`, {
+          exitCode: EXIT_UNSUPPORTED,
+        });
+      });
+      if (client === null) {
+        throw new CliError(`xen-deprivd is not running (nothing listens at ${opts.socket})`, {
+          exitCode: EXIT_UNSUPPORTED,
+          hint: 'systemctl start xen-deprivd, or xen-deprivd --socket PATH --state-dir DIR',
+        });
+      }
+      try {
+        const s = await client.call<Record<string, unknown>>('status');
+        if (out.json) out.line(JSON.stringify({ ok: true, ...s }));
+        else
+          out.line(
+            table(
+              ['key', 'value'],
+              Object.entries(s).map(([k, v]) => [k, String(v)]),
+              out.width,
+            ),
+          );
+      } finally {
+        client.close();
+      }
+    });
+
+  program
     .command('recover')
-    .description('finish launches and destroys a crashed launcher left half done')
-    .option('--state-dir <dir>', 'state directory to recover', DEFAULT_STATE_DIR)
-    .action(async (opts: { stateDir: string }) => {
+    .description('adopt running device models, finish launches and destroys left half done')
+    .option('--state-dir <dir>', 'state directory to recover (in process only)', DEFAULT_STATE_DIR)
+    .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
+    .action(async (opts: { stateDir: string; socket: string }) => {
       const out = processOutput(Boolean(globals().json));
       requireRoot('recover');
-      const config = launcherConfig(opts.stateDir);
-      const result = await recover(opts.stateDir, { uids: uidOpsFor(config) });
-      const leases = await allocatorFor(config).recover();
-      // xen-depriv-dm's proxy socket and QMP symlinks, of domains whose launcher died and whose
-      // QEMU is gone (or never started).
-      const keep = new Set([
-        ...result.running.map((r) => r.domid),
-        ...result.errors.map((e) => e.domid),
-      ]);
-      const dmLeftovers = cleanDmLeftovers(opts.stateDir, keep);
-      const summary = {
-        ok: result.errors.length === 0,
-        finished: result.finished,
-        running: result.running.map((r) => ({ domid: r.domid, pid: r.pid })),
-        errors: result.errors.map((e) => ({ domid: e.domid, error: e.error.message })),
-        leasesReclaimed: leases.reclaimed.map((s) => s.uid),
-        dmLeftoversRemoved: dmLeftovers.flatMap((d) => d.removed),
-      };
+      type R = Awaited<ReturnType<DmEngine['recover']>>;
+      const { value: r, via } = await viaServiceOr(
+        opts.socket,
+        (c) => c.call<R>('recover'),
+        async () => {
+          const engine = await openEngine(settingsForDir(opts.stateDir), { recover: false });
+          try {
+            return await engine.recover();
+          } finally {
+            await engine.close();
+          }
+        },
+      );
+      const summary = { ok: r.errors.length === 0, via, ...r };
       if (out.json) out.line(JSON.stringify(summary));
       else printRecover(out, summary);
       if (!summary.ok) process.exitCode = EXIT_FAILED;
     });
 };
 
+function settingsForDir(stateDir: string) {
+  return settingsForConfig({ stateDir } as Pick<LaunchConfig, 'stateDir'>);
+}
+
+function age(s: number): string {
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  return `${Math.round(s / 3600)}h`;
+}
+
 function printRecover(
   out: Output,
   s: {
-    finished: readonly number[];
-    running: { domid: number; pid: number | null }[];
+    adopted: number[];
+    finished: number[];
     errors: { domid: number; error: string }[];
     leasesReclaimed: number[];
-    dmLeftoversRemoved: string[];
+    via: string;
   },
 ): void {
   out.line(
-    `recover: ${s.finished.length} half-done launch(es) or destroy(s) finished${s.finished.length ? ` (domains ${s.finished.join(', ')})` : ''}`,
+    `recover (${s.via}): ${s.finished.length} half-done launch(es) or destroy(s) finished${s.finished.length ? ` (domains ${s.finished.join(', ')})` : ''}`,
   );
-  for (const r of s.running) out.line(`  domain ${r.domid}: still running as pid ${r.pid}, kept`);
+  if (s.adopted.length) out.line(`  running, kept: domains ${s.adopted.join(', ')}`);
   if (s.leasesReclaimed.length)
     out.line(`  stale leases reclaimed: uids ${s.leasesReclaimed.join(', ')}`);
-  if (s.dmLeftoversRemoved.length)
-    out.line(`  xen-depriv-dm leftovers removed: ${s.dmLeftoversRemoved.join(', ')}`);
   for (const e of s.errors) out.error(`  ${color.bad('error')} domain ${e.domid}: ${e.error}`);
 }

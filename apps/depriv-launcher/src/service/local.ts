@@ -1,0 +1,20 @@
+import type { LaunchConfig } from '../config.js';
+import { DmEngine, defaultSettings, type EngineSettings } from './engine.js';
+
+/** The engine settings the CLI runs in process with, when no service listens. */
+export function settingsForConfig(
+  config: Pick<LaunchConfig, 'stateDir'> & Partial<Pick<LaunchConfig, 'user'>>,
+): EngineSettings {
+  return defaultSettings({
+    stateDir: config.stateDir,
+    ...(config.user ? { user: config.user } : {}),
+  });
+}
+
+/** The CLI's engine: the service's code, in this process. */
+export function openEngine(
+  settings: EngineSettings,
+  options: { recover?: boolean; readOnly?: boolean } = {},
+): Promise<DmEngine> {
+  return DmEngine.open(settings, options);
+}

@@ -1,0 +1,2 @@
+/** Where xen-deprivd listens unless told otherwise (the shim's default too). */
+export const DEFAULT_SOCKET = '/run/xen-depriv/xen-deprivd.sock';
