@@ -1,18 +1,13 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  type DmHandle,
-  destroy,
-  type LaunchProgress,
-  launchMany,
-  pidsOfUid,
-} from '@xen-depriv/qemu-launcher';
-import type { Lease } from '@xen-depriv/uid-allocator';
+import { pidsOfUid } from '@xen-depriv/qemu-launcher';
 import { validateConfig } from '../config.js';
 import { CliError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
 import { color, histogram, percentile, processOutput, table } from '../output.js';
-import { allocatorFor, planFor, probe, requireRoot, uidOpsFor } from '../runtime.js';
+import { requireRoot } from '../runtime.js';
+import { defaultSettings } from '../service/engine.js';
+import { openEngine } from '../service/local.js';
 import type { RegisterCommand } from './index.js';
 
 const positive = (name: string, max: number) => (text: string) => {
@@ -53,18 +48,13 @@ export const registerStorm: RegisterCommand = (program, globals) => {
           user: { scheme: 'pool', first, count: Math.max(opts.count, 16) },
         });
         requireRoot('storm');
-        const caps = await probe(config);
-        const allocator = allocatorFor(config);
-        const uids = uidOpsFor(config);
-        const leases: Lease[] = [];
+        // The one launch path: the service's engine, in process, on a state dir of its own.
+        const engine = await openEngine(
+          defaultSettings({ stateDir, target: 'embedded', user: config.user }),
+        );
+        const domids = Array.from({ length: opts.count }, (_, i) => i + 1);
+        const launched: { domid: number; uid: number }[] = [];
         try {
-          for (let domid = 1; domid <= opts.count; domid++) {
-            leases.push(await allocator.acquire(domid));
-          }
-          const items = leases.map((lease) => ({
-            plan: planFor(config, caps, lease, lease.domid),
-            deps: { lease, uids },
-          }));
           let ready = 0;
           let failed = 0;
           const tty = process.stderr.isTTY === true && !out.json;
@@ -73,29 +63,50 @@ export const registerStorm: RegisterCommand = (program, globals) => {
               process.stderr.write(`\r${progressBar(ready, failed, opts.count, out.width - 1)}`);
           };
           const t0 = performance.now();
-          const result = await launchMany(items, {
-            concurrency: opts.concurrency,
-            uids,
-            progress: (e: LaunchProgress) => {
-              if (e.type === 'ready') ready++;
-              if (e.type === 'failed') failed++;
+          const latencies: (number | null)[] = domids.map(() => null);
+          const failures: Error[] = [];
+          let next = 0;
+          const worker = async () => {
+            for (;;) {
+              const i = next++;
+              const domid = domids[i];
+              if (domid === undefined) return;
+              const t = performance.now();
+              try {
+                const r = await engine.launch({
+                  kind: 'config',
+                  domid,
+                  mode: 'jail',
+                  target: 'embedded',
+                  qemu: config.qemu,
+                  user: config.user,
+                });
+                launched.push({ domid, uid: r.uid });
+                latencies[i] = performance.now() - t;
+                ready++;
+              } catch (e) {
+                failures.push(e as Error);
+                failed++;
+              }
               draw();
-            },
-          });
+            }
+          };
+          await Promise.all(
+            Array.from({ length: Math.min(opts.concurrency, domids.length) }, worker),
+          );
           const wallMs = performance.now() - t0;
           if (tty) process.stderr.write('\n');
           else if (!out.json) out.line(progressBar(ready, failed, opts.count, out.width));
-          const handles = result.handles.filter((h): h is DmHandle => h !== null);
           const t1 = performance.now();
-          await Promise.all(handles.map((h) => destroy(h, { uids })));
+          await Promise.all(launched.map((d) => engine.destroy(d.domid).catch(() => undefined)));
           const destroyMs = performance.now() - t1;
-          for (const l of leases) await allocator.release(l).catch(() => undefined);
-          const left = leases.filter((l) => pidsOfUid(l.uid).length > 0).map((l) => l.uid);
+          const left = launched.filter((d) => pidsOfUid(d.uid).length > 0).map((d) => d.uid);
           const leaseFiles = readdirSync(join(stateDir, 'leases')).filter(
             (n) => !n.startsWith('.'),
           );
+          const result = { latencies };
           const ms = result.latencies.filter((x): x is number => x !== null).sort((a, b) => a - b);
-          const errors = result.errors.filter((e): e is Error => e !== null);
+          const errors = failures;
           const summary = {
             ok: errors.length === 0 && left.length === 0 && leaseFiles.length === 0,
             count: opts.count,
@@ -128,13 +139,14 @@ export const registerStorm: RegisterCommand = (program, globals) => {
             );
             out.line(histogram(ms, 8, out.width));
             out.line(
-              `destroyed ${handles.length} in ${f(destroyMs)}: ${left.length ? color.bad(`uids ${left.join(' ')} still run`) : 'no process of their uids left'}`,
+              `destroyed ${launched.length} in ${f(destroyMs)}: ${left.length ? color.bad(`uids ${left.join(' ')} still run`) : 'no process of their uids left'}`,
             );
             for (const e of summary.errors) out.error(`${color.bad('failed:')} ${e}`);
           }
           if (!summary.ok) process.exitCode = EXIT_FAILED;
         } finally {
-          for (const l of leases) await allocator.release(l).catch(() => undefined);
+          for (const d of launched) await engine.destroy(d.domid).catch(() => undefined);
+          await engine.close();
         }
       } finally {
         rmSync(stateDir, { recursive: true, force: true });
