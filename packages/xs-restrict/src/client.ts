@@ -1,8 +1,8 @@
 import { closeSync, createReadStream, write as fsWrite, openSync, type ReadStream } from 'node:fs';
 import net from 'node:net';
 import { XenstoreError } from './errors.js';
+import { checkClientPath } from './rules/paths.js';
 import {
-  checkClientPath,
   encodeMessage,
   formatPerm,
   MessageParser,
@@ -28,7 +28,8 @@ import {
   XS_WRITE,
   type XsMessage,
   type XsPerm,
-} from './wire/wire.js';
+} from './wire/index.js';
+import { firstString, splitStrings } from './wire/strings.js';
 
 export const DEFAULT_XENSTORED_PATH = '/run/xenstored/socket';
 export const XENBUS_DEVICE = '/dev/xen/xenbus';
@@ -220,7 +221,7 @@ export class XenstoreClient {
     }
     for (const m of msgs) {
       if (m.type === XS_WATCH_EVENT) {
-        const parts = splitNul(m.payload);
+        const parts = splitStrings(m.payload, true);
         const path = parts[0] ?? '';
         const token = parts[1] ?? '';
         this.watches.get(token)?.push({ path, token });
@@ -231,9 +232,7 @@ export class XenstoreClient {
       this.pending.delete(m.reqId);
       if (p.timer) clearTimeout(p.timer);
       if (m.type === XS_ERROR) {
-        const code = m.payload
-          .subarray(0, m.payload.indexOf(0) < 0 ? m.payload.length : m.payload.indexOf(0))
-          .toString();
+        const code = firstString(m.payload);
         p.reject(XenstoreError.fromReply(code, p.type, p.path));
       } else p.resolve(m);
     }
@@ -328,11 +327,11 @@ export class XenstoreClient {
   }
 
   async directory(path: string, opt?: TxOption): Promise<string[]> {
-    return splitNul(await this.pathOp(XS_DIRECTORY, path, opt));
+    return splitStrings(await this.pathOp(XS_DIRECTORY, path, opt), true);
   }
 
   async getPerms(path: string, opt?: TxOption): Promise<XsPerm[]> {
-    return splitNul(await this.pathOp(XS_GET_PERMS, path, opt)).map(parsePerm);
+    return splitStrings(await this.pathOp(XS_GET_PERMS, path, opt), true).map(parsePerm);
   }
 
   async setPerms(path: string, perms: readonly XsPerm[], opt?: TxOption): Promise<void> {
@@ -411,7 +410,7 @@ export class XenstoreClient {
 
   async getDomainPath(domid: number): Promise<string> {
     const m = await this.request(XS_GET_DOMAIN_PATH, `${domid}\0`);
-    return splitNul(m.payload)[0] ?? '';
+    return splitStrings(m.payload, true)[0] ?? '';
   }
 
   async isDomainIntroduced(domid: number): Promise<boolean> {
@@ -436,10 +435,4 @@ export class XenstoreClient {
     this.fail(new XenstoreError('ECONNRESET', 'xenstore client closed'));
     this.transport.close();
   }
-}
-
-function splitNul(p: Buffer): string[] {
-  const out = p.toString('utf8').split('\0');
-  if (out[out.length - 1] === '') out.pop();
-  return out;
 }

@@ -1,4 +1,4 @@
-import { XS_TYPE_NAMES } from './wire/wire.js';
+import { XS_TYPE_NAMES } from './wire/index.js';
 
 /** An XS_ERROR reply, or a local failure named like one (ETIMEDOUT, ECONNRESET, …). */
 export class XenstoreError extends Error {

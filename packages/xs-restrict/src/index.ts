@@ -22,7 +22,8 @@ export {
   allowlistProblems,
   patternSource,
 } from './proxy/allowlist.js';
-export { PENDING_OUTPUT_MAX, PERMS_CACHE_MAX } from './proxy/privileged.js';
+export { type ClientWatch, type DecideContext, type Decision, decide } from './proxy/decide.js';
+export { PENDING_OUTPUT_MAX, PERMS_CACHE_MAX } from './proxy/privileged/book.js';
 export {
   DEFAULT_PROXY_LIMITS,
   type PrivilegedUpstream,
@@ -41,10 +42,16 @@ export {
   readBeforeDrop,
 } from './read-before-drop.js';
 export {
+  checkClientPath,
+  isSpecialPath,
+  nodePathProblem,
+  type PathProblem,
+} from './rules/paths.js';
+export {
   DEFAULT_QUOTAS,
   XenstoreConnection,
   type XenstoreQuotas,
   XenstoreServer,
   type XenstoreServerOptions,
 } from './server/server.js';
-export * from './wire/wire.js';
+export * from './wire/index.js';

@@ -2,7 +2,7 @@ import { CATALOGUE, type CatalogueEntry } from './catalogue.js';
 import type { XenstoreClient } from './client.js';
 import { XenstoreError } from './errors.js';
 import { patternSource } from './proxy/allowlist.js';
-import { XS_READ } from './wire/wire.js';
+import { XS_READ } from './wire/index.js';
 
 /** One region QEMU recorded under `device-model/<domid>/physmap` (xen-hvm.c:xen_save_physmap). */
 export interface PhysmapEntry {

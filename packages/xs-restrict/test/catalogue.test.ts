@@ -12,7 +12,7 @@ import {
   allowlistProblems,
   patternSource,
 } from '../src/proxy/allowlist.js';
-import { nodePathProblem } from '../src/wire/wire.js';
+import { nodePathProblem } from '../src/rules/paths.js';
 import { instantiate } from './proxy-fixture.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');

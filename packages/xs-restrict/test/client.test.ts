@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
 import { XenstoreError } from '../src/errors.js';
 import { XenstoreServer } from '../src/server/server.js';
-import { XenstoreWireError } from '../src/wire/wire.js';
+import { XenstoreWireError } from '../src/wire/index.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
 
 async function exercise(

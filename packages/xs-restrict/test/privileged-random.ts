@@ -1,6 +1,6 @@
 /** Random requests of domain 5 and toolstack changes over a small tree with random perms (for the property tests). */
 import fc from 'fast-check';
-import * as W from '../src/wire/wire.js';
+import * as W from '../src/wire/index.js';
 import { A, type Step } from './privileged-script.js';
 
 const DOMID = 5;

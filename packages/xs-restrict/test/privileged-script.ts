@@ -7,7 +7,7 @@
  * domain-N connection, the transcripts must be identical.
  */
 import type { AllowRule } from '../src/proxy/allowlist.js';
-import * as W from '../src/wire/wire.js';
+import * as W from '../src/wire/index.js';
 import type { RawConn } from './helpers/raw.js';
 import { show } from './helpers/raw.js';
 

@@ -2,7 +2,7 @@
 import { CATALOGUE, type CatalogueOp, PLACEHOLDERS } from '../src/catalogue.js';
 import type { XenstoreClient } from '../src/client.js';
 import { Allowlist, allowlistFromCatalogue } from '../src/proxy/allowlist.js';
-import * as W from '../src/wire/wire.js';
+import * as W from '../src/wire/index.js';
 import type { RawConn } from './helpers/raw.js';
 import { show } from './helpers/raw.js';
 

@@ -18,7 +18,7 @@ import {
   RestrictingProxy,
 } from '../src/proxy/proxy.js';
 import { XenstoreServer } from '../src/server/server.js';
-import * as W from '../src/wire/wire.js';
+import * as W from '../src/wire/index.js';
 import { RawConn, show } from './helpers/raw.js';
 import { prepareFixture } from './proxy-fixture.js';
 

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
 import { type ProxyLogRecord, type ProxyUpstream, RestrictingProxy } from '../src/proxy/proxy.js';
-import * as W from '../src/wire/wire.js';
+import * as W from '../src/wire/index.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
 import { RawConn, show } from './helpers/raw.js';
 import {

@@ -11,7 +11,7 @@ import { CATALOGUE } from '../src/catalogue.js';
 import { XenstoreClient } from '../src/client.js';
 import { type ProxyLogRecord, type ProxyUpstream, RestrictingProxy } from '../src/proxy/proxy.js';
 import { XenstoreServer } from '../src/server/server.js';
-import * as W from '../src/wire/wire.js';
+import * as W from '../src/wire/index.js';
 import { RawConn, show } from './helpers/raw.js';
 import {
   allowedScript,

@@ -12,7 +12,7 @@ import {
   XS_READ,
   XS_WRITE,
   type XsMessage,
-} from '../src/wire/wire.js';
+} from '../src/wire/index.js';
 import { RawConn, show } from './helpers/raw.js';
 
 const RUNS = Number(process.env.XSR_FUZZ_RUNS ?? 40000) / 4;

@@ -13,7 +13,7 @@ import {
   XS_WATCH,
   XS_WRITE,
   type XsMessage,
-} from '../src/wire/wire.js';
+} from '../src/wire/index.js';
 
 function attach(server: XenstoreServer, domid = 0) {
   const parser = new MessageParser();

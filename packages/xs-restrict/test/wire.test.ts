@@ -1,11 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { checkClientPath, nodePathProblem } from '../src/rules/paths.js';
 import {
-  checkClientPath,
   encodeMessage,
   formatPerm,
   MessageParser,
-  nodePathProblem,
   parsePerm,
   XENSTORE_PAYLOAD_MAX,
   XenstoreWireError,
@@ -15,7 +14,7 @@ import {
   XS_WRITE,
   XSD_ERRORS,
   type XsMessage,
-} from '../src/wire/wire.js';
+} from '../src/wire/index.js';
 
 /** Cases per fast-check property; XSR_FUZZ_RUNS=1000000 for the long run (see README). */
 const RUNS = Number(process.env.XSR_FUZZ_RUNS ?? 40000);

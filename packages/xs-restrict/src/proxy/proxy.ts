@@ -1,259 +1,48 @@
+/**
+ * The restricting proxy's transport: one upstream connection per client of
+ * the device model, every request put to decide() and then forwarded or
+ * refused, replies and events relayed in order, and memory per client bounded.
+ */
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import type { CatalogueOp } from '../catalogue.js';
+import { DEFAULT_QUOTAS } from '../rules/quotas.js';
+import { encodeMessage, type XsMessage } from '../wire/codec.js';
 import {
-  DEFAULT_QUOTAS,
-  type XenstoreConnection,
-  type XenstoreQuotas,
-  type XenstoreServer,
-} from '../server/server.js';
-import {
-  encodeMessage,
-  XENSTORE_HEADER_SIZE,
-  XENSTORE_PAYLOAD_MAX,
-  XenstoreWireError,
-  XS_CONTROL,
-  XS_DIRECTORY,
-  XS_DIRECTORY_PART,
   XS_ERROR,
-  XS_GET_DOMAIN_PATH,
-  XS_GET_PERMS,
-  XS_INTRODUCE,
-  XS_IS_DOMAIN_INTRODUCED,
-  XS_MKDIR,
-  XS_READ,
-  XS_RELEASE,
-  XS_RESET_WATCHES,
-  XS_RESUME,
-  XS_RM,
-  XS_SET_PERMS,
-  XS_SET_TARGET,
   XS_TRANSACTION_END,
-  XS_TRANSACTION_START,
   XS_TYPE_NAMES,
   XS_UNWATCH,
-  XS_WATCH,
   XS_WATCH_EVENT,
-  XS_WRITE,
   type XsErrno,
-  type XsMessage,
-} from '../wire/wire.js';
-import { Allowlist, type AllowRule, allowlistFromCatalogue } from './allowlist.js';
-import { DomainBook, type PrivilegedLink, PrivilegedSession } from './privileged.js';
+} from '../wire/constants.js';
+import { Allowlist, allowlistFromCatalogue } from './allowlist.js';
+import { type InFlight, ProxyClient } from './client.js';
+import { decide } from './decide.js';
+import { openLink, type Upstream } from './link.js';
+import {
+  DEFAULT_PROXY_LIMITS,
+  type ProxyClientStats,
+  type ProxyLimits,
+  type ProxyLogRecord,
+  type ProxyUpstream,
+  type RestrictingProxyOptions,
+} from './options.js';
+import { DomainBook } from './privileged/book.js';
+import { PrivilegedSession } from './privileged/session.js';
 
-/** Per-client bounds the proxy enforces on the device model. */
-export interface ProxyLimits {
-  /** Watches of all the proxy's clients together (xenstored's per-domain count; refused with E2BIG). */
-  maxWatches: number;
-  /** Open transactions per client (refused with ENOSPC). */
-  maxTransactions: number;
-  /** Requests forwarded and not yet answered per client; beyond it the proxy stops reading that client. */
-  maxInFlight: number;
-  /** Reply bytes queued for a client that does not read; beyond it the client is closed. */
-  maxOutputBytes: number;
-  /** Concurrent clients (QEMU opens a handful of xenstore connections). */
-  maxClients: number;
-}
-
-export const DEFAULT_PROXY_LIMITS: Readonly<ProxyLimits> = {
-  maxWatches: 128,
-  maxTransactions: 10,
-  maxInFlight: 64,
-  maxOutputBytes: 256 * 1024,
-  maxClients: 16,
-};
-
-/**
- * Where the proxy forwards to. A string is a unix socket whose connections
- * already act as the proxied domid (the C xenstored peer's `domN.sock`,
- * `XenstoreServer.listenDomain`); a server is attached to as that domid.
- */
-export type ProxyUpstream = string | XenstoreServer | PrivilegedUpstream;
-
-/**
- * The daemon's privileged socket (`/run/xenstored/socket`), or a server
- * attached to as dom0: the proxy then decides every request as xenstored
- * 4.17 decides it for the proxied domid (see README, "Privileged upstream").
- */
-export interface PrivilegedUpstream {
-  privileged: string | XenstoreServer;
-}
-
-export interface RestrictingProxyOptions {
-  /** The guest domain the device model serves; every request acts as this domid upstream. */
-  domid: number;
-  upstream: ProxyUpstream;
-  /** Default: allowlistFromCatalogue(CATALOGUE). */
-  allowlist?: readonly AllowRule[];
-  /** Where the DM's relative paths point: it is a dom0 backend, so `/local/domain/0`. */
-  homePath?: string;
-  limits?: Partial<ProxyLimits>;
-  /**
-   * Privileged upstream only: the daemon's quotas to apply to the domid (xenstored's `-Q`).
-   * Default: the embedded server's own quotas, or C xenstored 4.17's defaults for a socket path.
-   */
-  quotas?: Partial<XenstoreQuotas>;
-  /** Receives one JSON line per refusal or client-closing event. Default: stderr. */
-  log?: (line: string) => void;
-}
-
-/** A refusal or client-closing event, as logged (one JSON object per line). */
-export interface ProxyLogRecord {
-  time: string;
-  domid: number;
-  client: number;
-  event:
-    | 'refused'
-    | 'protocol-error'
-    | 'slow-reader'
-    | 'event-overflow'
-    | 'upstream-closed'
-    | 'too-many-clients';
-  request?: { type: string; reqId: number; txId: number; path?: string };
-  rule?: string;
-  errno?: XsErrno;
-  detail?: string;
-}
-
-export interface ProxyClientStats {
-  id: number;
-  inFlight: number;
-  watches: number;
-  transactions: number;
-  /** Bytes held by the two parsers (client side, upstream side) for partial messages. */
-  parserBytes: number;
-  /** Reply bytes queued in the client socket. */
-  outputBytes: number;
-}
-
-const PRIVILEGED = new Map<number, string>([
-  [XS_CONTROL, 'CONTROL'],
-  [XS_INTRODUCE, 'INTRODUCE'],
-  [XS_RELEASE, 'RELEASE'],
-  [XS_SET_TARGET, 'SET_TARGET'],
-  [XS_RESUME, 'RESUME'],
-  [XS_IS_DOMAIN_INTRODUCED, 'IS_DOMAIN_INTRODUCED'],
-]);
-
-const PATH_OPS = new Map<number, CatalogueOp>([
-  [XS_READ, 'read'],
-  [XS_DIRECTORY, 'read'],
-  [XS_DIRECTORY_PART, 'read'],
-  [XS_GET_PERMS, 'read'],
-  [XS_WRITE, 'write'],
-  [XS_MKDIR, 'mkdir'],
-  [XS_RM, 'rm'],
-  [XS_SET_PERMS, 'setPerms'],
-  [XS_WATCH, 'watch'],
-]);
-
-interface Upstream {
-  write(b: Buffer): void;
-  /** Close after what was written has gone out. */
-  end(): void;
-}
-
-interface InFlight {
-  /** A refusal queued behind earlier forwarded requests, so replies keep the order of requests. */
-  refusal?: Buffer;
-  type: number;
-  reqId: number;
-  txId: number;
-  watchKey?: string;
-  watch?: ClientWatch;
-}
-
-interface ClientWatch {
-  /** Absolute path as registered upstream. */
-  path: string;
-  token: string;
-  /** Prefix (with trailing '/') to strip from events, for a watch the client set with a relative path. */
-  strip: string | undefined;
-}
-
-/**
- * MessageParser's framing without its copies: whole messages are returned as
- * views of the chunk they arrived in (the proxy only looks at them before the
- * next read), and only a trailing partial message is kept, so at most
- * 16 + 4096 - 1 bytes are held between reads. The length field is checked as
- * soon as a header is complete, as MessageParser does.
- */
-class Framer {
-  private carry: Buffer | undefined;
-
-  get buffered(): number {
-    return this.carry?.length ?? 0;
-  }
-
-  push(chunk: Buffer): XsMessage[] {
-    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
-    this.carry = undefined;
-    const out: XsMessage[] = [];
-    let off = 0;
-    while (buf.length - off >= XENSTORE_HEADER_SIZE) {
-      const len = buf.readUInt32LE(off + 12);
-      if (len > XENSTORE_PAYLOAD_MAX) {
-        throw new XenstoreWireError(
-          'EPAYLOAD',
-          `length field ${len} exceeds the payload limit ${XENSTORE_PAYLOAD_MAX} (type ${buf.readUInt32LE(off)}, req_id ${buf.readUInt32LE(off + 4)})`,
-        );
-      }
-      const end = off + XENSTORE_HEADER_SIZE + len;
-      if (end > buf.length) break;
-      out.push({
-        type: buf.readUInt32LE(off),
-        reqId: buf.readUInt32LE(off + 4),
-        txId: buf.readUInt32LE(off + 8),
-        payload: buf.subarray(off + XENSTORE_HEADER_SIZE, end),
-      });
-      off = end;
-    }
-    if (off < buf.length) this.carry = Buffer.from(buf.subarray(off));
-    return out;
-  }
-}
-
-let nextClientId = 1;
+export {
+  DEFAULT_PROXY_LIMITS,
+  type PrivilegedUpstream,
+  type ProxyClientStats,
+  type ProxyLimits,
+  type ProxyLogRecord,
+  type ProxyUpstream,
+  proxyClientBufferBound,
+  type RestrictingProxyOptions,
+} from './options.js';
 
 /** How long a closed client's upstream waits for outstanding replies before it is closed anyway. */
 const DRAIN_TIMEOUT_MS = 5000;
-
-class ProxyClient {
-  readonly id = nextClientId++;
-  readonly parser = new Framer();
-  readonly upParser = new Framer();
-  readonly inFlight: InFlight[] = [];
-  /** Requests of the current read to forward; encoded only when the read cannot pass through raw. */
-  toUpstream: [XsMessage, Buffer][] = [];
-  /** Set when a request of the current read was refused or rewritten (no raw pass-through). */
-  altered = false;
-  /** Watches set with a relative path: only then do events need rewriting. */
-  relativeWatches = 0;
-  readonly watches = new Map<string, ClientWatch>();
-  readonly transactions = new Set<number>();
-  upstream: Upstream | undefined;
-  /** After the client closed: the upstream, kept open until the replies to what was sent have come back. */
-  draining: Upstream | undefined;
-  drainTimer: NodeJS.Timeout | undefined;
-  closed = false;
-  paused = false;
-  constructor(
-    readonly proxy: RestrictingProxy,
-    readonly sock: net.Socket,
-  ) {}
-}
-
-function nulSplit(p: Buffer): string[] {
-  const out: string[] = [];
-  let start = 0;
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === 0) {
-      out.push(p.subarray(start, i).toString('utf8'));
-      start = i + 1;
-    }
-  }
-  return out;
-}
 
 /**
  * A xenstore endpoint for one deprivileged device model of domain `domid`.
@@ -325,6 +114,16 @@ export class RestrictingProxy {
   /** Closed clients whose upstream connection still waits for replies (at most 5 s each). */
   get drainingCount(): number {
     return this.drainingClients.size;
+  }
+
+  /** @internal Watches of all clients, set or being set (xenstored counts them per domain). */
+  watchesHeld(): number {
+    let total = 0;
+    for (const other of this.clients) {
+      total += other.watches.size;
+      for (const f of other.inFlight) if (f.watch) total++;
+    }
+    return total;
   }
 
   /** Per-client state sizes, for monitoring and the memory-bound tests. */
@@ -447,10 +246,6 @@ export class RestrictingProxy {
     }
   }
 
-  private absolute(path: string): string {
-    return path.startsWith('/') || path.startsWith('@') ? path : `${this.homePath}/${path}`;
-  }
-
   private forward(c: ProxyClient, m: XsMessage, payload: Buffer, f: Partial<InFlight> = {}): void {
     c.inFlight.push({ type: m.type, reqId: m.reqId, txId: m.txId, ...f });
     if (payload !== m.payload) c.altered = true;
@@ -458,88 +253,15 @@ export class RestrictingProxy {
   }
 
   private check(c: ProxyClient, m: XsMessage): void {
-    const priv = PRIVILEGED.get(m.type);
-    if (priv !== undefined) {
-      this.refuse(c, m, 'EACCES', `privileged-op:${priv}`);
+    const d = decide(m, c.context);
+    if (d.verdict === 'refuse') {
+      this.refuse(c, m, d.errno, d.rule, d.path);
       return;
     }
-    switch (m.type) {
-      case XS_GET_DOMAIN_PATH:
-        this.forward(c, m, m.payload);
-        return;
-      case XS_TRANSACTION_START:
-        if (
-          m.txId === 0 &&
-          c.transactions.size +
-            c.inFlight.filter((f) => f.type === XS_TRANSACTION_START && !f.refusal).length >=
-            this.limits.maxTransactions
-        ) {
-          this.refuse(c, m, 'ENOSPC', 'quota:transactions');
-          return;
-        }
-        this.forward(c, m, m.payload);
-        return;
-      case XS_TRANSACTION_END:
-      case XS_RESET_WATCHES:
-        this.forward(c, m, m.payload);
-        return;
-      case XS_UNWATCH: {
-        const parts = nulSplit(m.payload);
-        const [path, token] = parts;
-        if (path === undefined || token === undefined) {
-          this.refuse(c, m, 'EINVAL', 'malformed');
-          return;
-        }
-        const abs = this.absolute(path);
-        this.forward(c, m, Buffer.from(`${abs}\0${token}\0`), { watchKey: `${abs}\0${token}` });
-        return;
-      }
-    }
-    const op = PATH_OPS.get(m.type);
-    if (op === undefined) {
-      this.refuse(c, m, 'EACCES', 'unknown-type');
-      return;
-    }
-    const z = m.payload.indexOf(0);
-    if (z < 0) {
-      this.refuse(c, m, 'EINVAL', 'malformed');
-      return;
-    }
-    const given = m.payload.subarray(0, z).toString('utf8');
-    const abs = this.absolute(given);
-    const rule = this.allowlist.match(op, abs);
-    if (!rule) {
-      this.refuse(c, m, 'EACCES', `not-in-allowlist:${op}`, abs);
-      return;
-    }
-    const rest = m.payload.subarray(z + 1);
-    const payload = abs === given ? m.payload : Buffer.concat([Buffer.from(`${abs}\0`), rest]);
-    if (payload.length > XENSTORE_PAYLOAD_MAX) {
-      this.refuse(c, m, 'E2BIG', 'payload-after-rewrite', abs);
-      return;
-    }
-    if (m.type === XS_WATCH) {
-      const token = nulSplit(rest)[0];
-      if (token === undefined) {
-        this.refuse(c, m, 'EINVAL', 'malformed', abs);
-        return;
-      }
-      let total = 0;
-      for (const other of this.clients) total += other.watches.size;
-      for (const other of this.clients) for (const f of other.inFlight) if (f.watch) total++;
-      if (total >= this.limits.maxWatches) {
-        this.refuse(c, m, 'E2BIG', 'quota:watches', abs);
-        return;
-      }
-      const watch: ClientWatch = {
-        path: abs,
-        token,
-        strip: abs === given ? undefined : `${this.homePath}/`,
-      };
-      this.forward(c, m, payload, { watch });
-      return;
-    }
-    this.forward(c, m, payload);
+    const f: Partial<InFlight> = {};
+    if (d.watch) f.watch = d.watch;
+    if (d.watchKey !== undefined) f.watchKey = d.watchKey;
+    this.forward(c, m, d.payload, f);
   }
 
   private fromUpstream(c: ProxyClient, chunk: Buffer): void {
@@ -560,13 +282,13 @@ export class RestrictingProxy {
     let altered = false;
     for (const m of msgs) {
       if (m.type === XS_WATCH_EVENT) {
-        const rewritten = c.relativeWatches > 0 ? this.event(c, m) : undefined;
+        const rewritten = c.relativeWatches > 0 ? c.event(m) : undefined;
         if (rewritten) altered = true;
         out.push(rewritten ?? m);
         continue;
       }
       const f = c.inFlight.shift();
-      if (f) this.settle(c, f, m);
+      if (f) c.settle(f, m);
       out.push(m);
       while (c.inFlight[0]?.refusal) {
         out.push((c.inFlight.shift() as InFlight).refusal as Buffer);
@@ -585,62 +307,6 @@ export class RestrictingProxy {
     if (c.paused && !c.closed && c.inFlight.length < this.limits.maxInFlight) {
       c.paused = false;
       c.sock.resume();
-    }
-  }
-
-  /** A watch event with the home prefix stripped, for a relative watch; undefined when unchanged. */
-  private event(c: ProxyClient, m: XsMessage): Buffer | undefined {
-    const [path, token] = nulSplit(m.payload);
-    if (path !== undefined && token !== undefined) {
-      for (const w of c.watches.values()) {
-        if (w.token !== token || w.strip === undefined) continue;
-        if (path === w.path || path.startsWith(`${w.path}/`)) {
-          return encodeMessage(
-            XS_WATCH_EVENT,
-            m.reqId,
-            m.txId,
-            `${path.slice(w.strip.length)}\0${token}\0`,
-          );
-        }
-      }
-    }
-    return undefined;
-  }
-
-  private settle(c: ProxyClient, f: InFlight, m: XsMessage): void {
-    const ok = m.type !== XS_ERROR;
-    switch (f.type) {
-      case XS_WATCH:
-        if (ok && f.watch) {
-          const key = `${f.watch.path}\0${f.watch.token}`;
-          if (!c.watches.has(key) && f.watch.strip !== undefined) c.relativeWatches++;
-          c.watches.set(key, f.watch);
-        }
-        return;
-      case XS_UNWATCH:
-        if (ok && f.watchKey !== undefined) {
-          if (c.watches.get(f.watchKey)?.strip !== undefined) c.relativeWatches--;
-          c.watches.delete(f.watchKey);
-        }
-        return;
-      case XS_TRANSACTION_START: {
-        const id = Number.parseInt(m.payload.toString(), 10);
-        if (ok && Number.isInteger(id) && id > 0 && id <= 0xffffffff) c.transactions.add(id);
-        return;
-      }
-      case XS_TRANSACTION_END: {
-        // xenstored forgets the transaction once the argument is valid, whether the commit worked or not.
-        const err = ok ? '' : m.payload.toString().replace(/\0.*$/s, '');
-        if (err !== 'EINVAL') c.transactions.delete(f.txId);
-        return;
-      }
-      case XS_RESET_WATCHES:
-        if (ok) {
-          c.watches.clear();
-          c.relativeWatches = 0;
-          c.transactions.clear();
-        }
-        return;
     }
   }
 
@@ -719,49 +385,4 @@ export class RestrictingProxy {
     if (hard) c.sock.destroy();
     else c.sock.end();
   }
-}
-
-/**
- * A connection to the upstream: a unix socket (whose daemon decides who it acts as), or the
- * embedded server attached as `domid` (0 for the privileged mode's dom0 link).
- */
-function openLink(
-  target: string | XenstoreServer,
-  domid: number,
-  onData: (b: Buffer) => void,
-  onClose: () => void,
-): PrivilegedLink {
-  if (typeof target === 'string') {
-    const sock = net.createConnection(target);
-    sock.on('data', onData);
-    sock.on('error', () => undefined);
-    sock.on('close', onClose);
-    return { write: (b) => sock.write(b), end: () => sock.end() };
-  }
-  let ending = false;
-  let conn: XenstoreConnection | undefined = target.attach(
-    domid,
-    (b) => {
-      onData(b);
-      return true;
-    },
-    () => {
-      if (!ending) onClose();
-    },
-  );
-  return {
-    write: (b) => conn?.receive(b),
-    end: () => {
-      ending = true;
-      conn?.close();
-      conn = undefined;
-    },
-    // XenstoreConnection.receive handles every request of a chunk before returning.
-    atomicWrites: true,
-  };
-}
-
-/** The most bytes of message data the proxy holds for one client besides its socket's output queue. */
-export function proxyClientBufferBound(): number {
-  return 2 * (XENSTORE_HEADER_SIZE + XENSTORE_PAYLOAD_MAX);
 }

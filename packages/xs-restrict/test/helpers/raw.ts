@@ -4,7 +4,7 @@ import {
   MessageParser,
   XS_TYPE_NAMES,
   type XsMessage,
-} from '../../src/wire/wire.js';
+} from '../../src/wire/index.js';
 
 /** A bare xenstore connection for tests: sends exact bytes, records exact replies. */
 export class RawConn {

@@ -1,0 +1,51 @@
+/** The proxy's upstream connections: a unix socket, or the embedded server attached in process. */
+import net from 'node:net';
+import type { XenstoreConnection, XenstoreServer } from '../server/server.js';
+import type { PrivilegedLink } from './privileged/book.js';
+
+/** What a client's upstream is to the proxy: bytes out, and a close after what was written. */
+export interface Upstream {
+  write(b: Buffer): void;
+  /** Close after what was written has gone out. */
+  end(): void;
+}
+
+/**
+ * A connection to the upstream: a unix socket (whose daemon decides who it acts as), or the
+ * embedded server attached as `domid` (0 for the privileged mode's dom0 link).
+ */
+export function openLink(
+  target: string | XenstoreServer,
+  domid: number,
+  onData: (b: Buffer) => void,
+  onClose: () => void,
+): PrivilegedLink {
+  if (typeof target === 'string') {
+    const sock = net.createConnection(target);
+    sock.on('data', onData);
+    sock.on('error', () => undefined);
+    sock.on('close', onClose);
+    return { write: (b) => sock.write(b), end: () => sock.end() };
+  }
+  let ending = false;
+  let conn: XenstoreConnection | undefined = target.attach(
+    domid,
+    (b) => {
+      onData(b);
+      return true;
+    },
+    () => {
+      if (!ending) onClose();
+    },
+  );
+  return {
+    write: (b) => conn?.receive(b),
+    end: () => {
+      ending = true;
+      conn?.close();
+      conn = undefined;
+    },
+    // XenstoreConnection.receive handles every request of a chunk before returning.
+    atomicWrites: true,
+  };
+}

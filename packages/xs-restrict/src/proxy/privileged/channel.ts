@@ -1,0 +1,178 @@
+/**
+ * The privileged session's dom0 connection to the daemon: requests out with
+ * our own req_ids, replies matched in order, watch events handed on in the
+ * order the daemon sent them, and the daemon's transaction ids predicted so a
+ * transaction of ours and its first requests go out in one write.
+ */
+import { encodeMessage, type XsMessage } from '../../wire/codec.js';
+import {
+  XS_TRANSACTION_END,
+  XS_TRANSACTION_START,
+  XS_WATCH,
+  XS_WATCH_EVENT,
+} from '../../wire/constants.js';
+import { MessageParser } from '../../wire/parser.js';
+import { errnoOf } from '../../wire/strings.js';
+import { Fail, LinkClosed, type PrivilegedLink, type Req } from './book.js';
+
+interface Pending {
+  type: number;
+  resolve: (m: XsMessage) => void;
+  reject: (e: unknown) => void;
+}
+
+export class Dom0Channel {
+  private readonly link: PrivilegedLink;
+  private readonly upParser = new MessageParser(undefined, { view: true });
+  private readonly pending: Pending[] = [];
+  private nextReq = 1;
+  /** Upstream transaction ids in use, and the daemon's next_transaction_id, to predict the next id. */
+  private readonly upTx = new Set<number>();
+  private nextUpTx = 1;
+  private initialNext = false;
+  private readonly inbox: XsMessage[] = [];
+  private deferred = false;
+  private closed = false;
+
+  constructor(
+    open: (onData: (b: Buffer) => void, onClose: () => void) => PrivilegedLink,
+    /** A watch event; `initial` for the one xenstored queues right behind a WATCH reply. */
+    private readonly onEvent: (m: XsMessage, initial: boolean) => void,
+    private readonly onClosed: () => void,
+  ) {
+    this.link = open(
+      (b) => this.fromLink(b),
+      () => this.onClosed(),
+    );
+  }
+
+  /** Requests sent in one write are handled as one step by the daemon (see PrivilegedLink). */
+  get atomicWrites(): boolean {
+    return this.link.atomicWrites === true;
+  }
+
+  /** Close the link; every call still waiting fails with LinkClosed. */
+  end(): void {
+    this.link.end();
+    this.fail();
+  }
+
+  /** The link is gone: fail every call still waiting. */
+  fail(): void {
+    this.closed = true;
+    for (const p of this.pending.splice(0)) p.reject(new LinkClosed());
+  }
+
+  /** XS_RESET_WATCHES also ended the daemon's transactions on this connection. */
+  forgetTransactions(): void {
+    this.upTx.clear();
+  }
+
+  call(reqs: readonly Req[]): Promise<XsMessage>[] {
+    if (this.closed)
+      return reqs.map(() => {
+        const p = Promise.reject(new LinkClosed());
+        p.catch(() => undefined);
+        return p;
+      });
+    const bufs: Buffer[] = [];
+    const promises = reqs.map(([type, tx, payload]) => {
+      bufs.push(encodeMessage(type, this.nextReq++ >>> 0, tx, payload));
+      const p = new Promise<XsMessage>((resolve, reject) =>
+        this.pending.push({ type, resolve, reject }),
+      );
+      // A lost link rejects every pending call; those nobody awaits any more must not surface.
+      p.catch(() => undefined);
+      return p;
+    });
+    this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
+    return promises;
+  }
+
+  one(type: number, tx: number, payload: Buffer | string): Promise<XsMessage> {
+    return this.call([[type, tx, payload]])[0] as Promise<XsMessage>;
+  }
+
+  private fromLink(chunk: Buffer): void {
+    let msgs: XsMessage[];
+    try {
+      msgs = this.upParser.push(chunk);
+    } catch {
+      this.link.end();
+      this.onClosed();
+      return;
+    }
+    for (const m of msgs) this.inbox.push(m);
+    if (!this.deferred) this.drainInbox();
+  }
+
+  /**
+   * Replies resolve the handlers waiting for them; an event that follows a
+   * reply waits until the handlers have run (setImmediate comes after every
+   * pending promise job), so a reply they complete is queued before it, as
+   * the daemon sent them.
+   */
+  private drainInbox(): void {
+    this.deferred = false;
+    let resolved = false;
+    for (;;) {
+      const m = this.inbox[0];
+      if (!m || this.closed) return;
+      if (m.type === XS_WATCH_EVENT && resolved) {
+        this.deferred = true;
+        setImmediate(() => this.drainInbox());
+        return;
+      }
+      this.inbox.shift();
+      if (m.type === XS_WATCH_EVENT) {
+        const initial = this.initialNext;
+        this.initialNext = false;
+        this.onEvent(m, initial);
+        continue;
+      }
+      this.initialNext = false;
+      const p = this.pending.shift();
+      if (!p) continue;
+      if (p.type === XS_TRANSACTION_START && m.type === XS_TRANSACTION_START) {
+        const id = Number.parseInt(m.payload.toString('latin1'), 10);
+        this.upTx.add(id);
+        this.nextUpTx = (id + 1) >>> 0;
+      }
+      // xenstored queues a watch's first event right behind the WATCH reply: that one is unconditional.
+      if (p.type === XS_WATCH && m.type === XS_WATCH) this.initialNext = true;
+      p.resolve(m);
+      resolved = true;
+    }
+  }
+
+  /** The id the daemon will give our next transaction (do_transaction_start's search). */
+  private predictTx(): number {
+    let id = this.nextUpTx;
+    while (id === 0 || this.upTx.has(id)) id = (id + 1) >>> 0;
+    return id;
+  }
+
+  endTx(up: number, commit: boolean): Promise<XsMessage> {
+    this.upTx.delete(up);
+    return this.one(XS_TRANSACTION_END, up, commit ? 'T\0' : 'F\0');
+  }
+
+  /** End a transaction of ours without waiting for, or caring about, the answer. */
+  abandonTx(up: number): void {
+    void this.endTx(up, false).catch(() => undefined);
+  }
+
+  /** Start a transaction of ours and send `reqs` in it, in one write (the id is predicted). */
+  async begin(reqs: (tx: number) => Req[]): Promise<{ tx: number; replies: XsMessage[] }> {
+    for (;;) {
+      const guess = this.predictTx();
+      const [start, ...rest] = this.call([[XS_TRANSACTION_START, 0, '\0'], ...reqs(guess)]);
+      const s = await (start as Promise<XsMessage>);
+      const replies = await Promise.all(rest);
+      if (s.type !== XS_TRANSACTION_START) throw new Fail(errnoOf(s) ?? 'EIO');
+      const id = Number.parseInt(s.payload.toString('latin1'), 10);
+      if (id === guess) return { tx: id, replies };
+      this.abandonTx(id);
+    }
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The privileged session's output to its client, in order: replies, and the
+ * watch events the daemon sent on the dom0 connection, each kept or dropped
+ * as C xenstored would decide for domain N (xenstored_watch.c
+ * watch_permitted, check_perms_special). A decision may need the daemon's
+ * answer; later output waits behind it.
+ */
+import { childPath, isChild, parentPath } from '../../rules/paths.js';
+import { permFor, type Requester, watchPermitted } from '../../rules/perms.js';
+import { encodeMessage, type XsMessage } from '../../wire/codec.js';
+import { XS_DIRECTORY, XS_ERROR, XS_GET_PERMS, XS_WATCH_EVENT } from '../../wire/constants.js';
+import { XS_PERM_READ, type XsPerm } from '../../wire/perms.js';
+import { nulTerminated } from '../../wire/strings.js';
+import {
+  childNames,
+  PENDING_OUTPUT_MAX,
+  PERMS_CACHE_MAX,
+  parsePermsReply,
+  type Req,
+} from './book.js';
+import type { Dom0Channel } from './channel.js';
+
+/** The special nodes' permissions as xenstored starts with them: dom0 owns them, nobody else reads. */
+const SPECIAL_PERMS: readonly XsPerm[] = [{ domid: 0, perm: 'n' }];
+
+interface Slot {
+  bytes: Buffer | null | undefined;
+  path?: string;
+  /** Held while a commit of ours is answered: its events for `suppress` paths are dropped. */
+  held?: boolean;
+  /** Dropped for good: a permission decision arriving later does not bring it back. */
+  dropped?: boolean;
+}
+
+export interface WatchedPath {
+  path: string;
+  token: string;
+}
+
+export class SessionOutput {
+  private readonly out: Slot[] = [];
+  /** Node perms learnt from the daemon, for events about nodes that are gone by the time we ask. */
+  private readonly perms = new Map<string, XsPerm[]>();
+  /** Paths whose events, arriving while a commit of ours is answered, are ours to drop. */
+  private window: { suppress: Set<string>; slots: Slot[] } | undefined;
+  private overflowed = false;
+
+  constructor(
+    private readonly who: Requester,
+    private readonly chan: Dom0Channel,
+    /** The session's watches as registered upstream (absolute path, token). */
+    private readonly watches: readonly WatchedPath[],
+    private readonly emit: (b: Buffer) => void,
+    private readonly onOverflow: (detail: string) => void,
+    private readonly isClosed: () => boolean,
+  ) {}
+
+  /** A reply, after everything before it. */
+  reply(bytes: Buffer): void {
+    this.out.push({ bytes });
+    this.flush();
+  }
+
+  /** XS_RESET_WATCHES: what was learnt for the old watches is no longer needed. */
+  forgetPerms(): void {
+    this.perms.clear();
+  }
+
+  private flush(): void {
+    let n = 0;
+    const ready: Buffer[] = [];
+    for (const s of this.out) {
+      if (s.bytes === undefined || s.held) break;
+      if (s.bytes) ready.push(s.bytes);
+      n++;
+    }
+    if (n === 0) return;
+    this.out.splice(0, n);
+    if (ready.length > 0 && !this.isClosed())
+      this.emit(ready.length === 1 ? (ready[0] as Buffer) : Buffer.concat(ready));
+  }
+
+  /**
+   * Run `commit` (the TRANSACTION_END of one of ours) holding the events that
+   * arrive meanwhile; if it succeeded, those for `suppress` paths (nodes only
+   * our perms fix-up touched) are dropped.
+   */
+  async suppressing(suppress: Set<string>, commit: () => Promise<XsMessage>): Promise<XsMessage> {
+    if (suppress.size === 0) return commit();
+    const window = { suppress, slots: [] as Slot[] };
+    this.window = window;
+    let r: XsMessage;
+    try {
+      r = await commit();
+    } finally {
+      this.window = undefined;
+    }
+    const ok = r.type !== XS_ERROR;
+    for (const s of window.slots) {
+      s.held = false;
+      if (ok && s.path !== undefined && suppress.has(s.path)) {
+        s.dropped = true;
+        s.bytes = null;
+      }
+    }
+    this.flush();
+    return r;
+  }
+
+  event(m: XsMessage, initial: boolean): void {
+    if (this.overflowed) return;
+    if (this.out.length >= PENDING_OUTPUT_MAX) {
+      // The client is closed: what it was owed is dropped, and so is every later event.
+      this.overflowed = true;
+      this.out.length = 0;
+      this.onOverflow(
+        `${PENDING_OUTPUT_MAX} replies and watch events waited for a decision, limit ${PENDING_OUTPUT_MAX}`,
+      );
+      return;
+    }
+    const nul = m.payload.indexOf(0);
+    const path = m.payload.toString('utf8', 0, nul < 0 ? m.payload.length : nul);
+    const raw = encodeMessage(XS_WATCH_EVENT, m.reqId, m.txId, m.payload);
+    const slot: Slot = { bytes: undefined, path };
+    if (this.window) {
+      slot.held = true;
+      this.window.slots.push(slot);
+    }
+    this.out.push(slot);
+    if (initial) {
+      slot.bytes = raw;
+      this.flush();
+      return;
+    }
+    if (path.startsWith('@')) {
+      // check_perms_special: N reads the special nodes only if their perms say so (never by default).
+      slot.bytes = this.readable(SPECIAL_PERMS) ? raw : null;
+      this.flush();
+      return;
+    }
+    const token = m.payload.toString('utf8', nul + 1, m.payload.indexOf(0, nul + 1));
+    const root = this.watches.find((w) => w.token === token && isChild(path, w.path))?.path ?? path;
+    // The perms before this change: read now, before a lookup for an earlier event updates them.
+    const before = this.perms.get(path);
+    const parentBefore = this.perms.get(parentPath(path));
+    this.permitted(path, root, before, parentBefore).then(
+      (ok) => {
+        slot.bytes = ok && !slot.dropped ? raw : null;
+        this.flush();
+      },
+      () => {
+        // No answer to decide on (the link went away, or perms we cannot parse): not N's event.
+        slot.bytes = null;
+        this.flush();
+      },
+    );
+  }
+
+  private readable(perms: readonly XsPerm[] | undefined): boolean {
+    return perms !== undefined && (permFor(this.who, perms) & XS_PERM_READ) !== 0;
+  }
+
+  /**
+   * watch_permitted for N, one round trip after the daemon fired: N gets the
+   * event if it can read the node's old perms (cached before the change),
+   * its current perms, or its parent's; for a deleted node the cached perms
+   * stand in for the node as it was when rm fired, and with neither, the
+   * parent's (a node inherits them when it is created).
+   */
+  private async permitted(
+    path: string,
+    root: string,
+    old: XsPerm[] | undefined,
+    parentOld: XsPerm[] | undefined,
+  ): Promise<boolean> {
+    const ask = [path, parentPath(path)];
+    for (let p = parentPath(path); p !== root && isChild(p, root) && p !== '/'; p = parentPath(p)) {
+      if (!this.perms.has(p) && !ask.includes(p)) ask.push(p);
+    }
+    const replies = await Promise.all(
+      this.chan.call(ask.map((p): Req => [XS_GET_PERMS, 0, nulTerminated([p])])),
+    );
+    const cur = new Map<string, XsPerm[]>();
+    replies.forEach((r, i) => {
+      if (r.type === XS_GET_PERMS) cur.set(ask[i] as string, parsePermsReply(r));
+    });
+    const parentPerms = cur.get(parentPath(path)) ?? parentOld;
+    const now = cur.get(path);
+    const ok = watchPermitted(this.who, old, now ?? old ?? parentPerms, parentPerms);
+    for (const [p, perms] of cur) if (isChild(p, root)) this.cache(p, perms);
+    // rm fires exact events for the descendants, which a watch above does not match: forget them too.
+    if (!now) for (const p of [...this.perms.keys()]) if (isChild(p, path)) this.perms.delete(p);
+    return ok;
+  }
+
+  private cache(path: string, perms: XsPerm[]): void {
+    if (this.perms.size >= PERMS_CACHE_MAX && !this.perms.has(path)) return;
+    this.perms.set(path, perms);
+  }
+
+  /** Learn the perms of every node under a path about to be watched (bounded by PERMS_CACHE_MAX). */
+  async prime(path: string): Promise<void> {
+    let level = [path];
+    while (level.length > 0 && this.perms.size < PERMS_CACHE_MAX) {
+      const replies = await Promise.all(
+        this.chan.call(
+          level.flatMap((p): Req[] => [
+            [XS_GET_PERMS, 0, nulTerminated([p])],
+            [XS_DIRECTORY, 0, nulTerminated([p])],
+          ]),
+        ),
+      );
+      const next: string[] = [];
+      level.forEach((p, i) => {
+        const perms = replies[2 * i] as XsMessage;
+        const dir = replies[2 * i + 1] as XsMessage;
+        if (perms.type !== XS_GET_PERMS) return;
+        try {
+          this.cache(p, parsePermsReply(perms));
+        } catch {
+          return;
+        }
+        if (dir.type !== XS_DIRECTORY) return;
+        for (const c of childNames(dir)) next.push(childPath(p, c));
+      });
+      level = next.slice(0, Math.max(0, PERMS_CACHE_MAX - this.perms.size));
+    }
+  }
+}

@@ -1,0 +1,305 @@
+/**
+ * The proxy's privileged upstream mode: one connection to the daemon as dom0
+ * (the only way in on a real host is `/run/xenstored/socket`), on which the
+ * proxy itself decides every request as C xenstored 4.17 decides it for an
+ * unprivileged domain N (the rules of ../../rules: get_node /
+ * errno_from_parents, construct_node, do_set_perms, watch_permitted and the
+ * special-event check, the quotas), so a client sees the bytes a domain-N
+ * connection would get. Reads and removals are here; changes in writes.ts.
+ */
+import { isChild, parentPath } from '../../rules/paths.js';
+import type { Requester } from '../../rules/perms.js';
+import { transactionQuotaErrno, watchQuotaErrno } from '../../rules/quotas.js';
+import { encodeMessage, type XsMessage } from '../../wire/codec.js';
+import {
+  XS_DIRECTORY,
+  XS_DIRECTORY_PART,
+  XS_ERROR,
+  XS_GET_DOMAIN_PATH,
+  XS_GET_PERMS,
+  XS_MKDIR,
+  XS_READ,
+  XS_RESET_WATCHES,
+  XS_RM,
+  XS_SET_PERMS,
+  XS_TRANSACTION_END,
+  XS_TRANSACTION_START,
+  XS_UNWATCH,
+  XS_WATCH,
+  XS_WRITE,
+} from '../../wire/constants.js';
+import { MessageParser } from '../../wire/parser.js';
+import { XS_PERM_READ, XS_PERM_WRITE } from '../../wire/perms.js';
+import { countNul, errnoOf, nulTerminated, oneArg, splitStrings } from '../../wire/strings.js';
+import { getNode, type SessionContext } from './access.js';
+import {
+  type DomainBook,
+  errReply,
+  Fail,
+  LinkClosed,
+  newVirtualTx,
+  okReply,
+  type PrivilegedLink,
+  type Req,
+  relayReply,
+  type VirtualTx,
+} from './book.js';
+import { Dom0Channel } from './channel.js';
+import { SessionOutput, type WatchedPath } from './output.js';
+import { commit, setPermsOp, settle, writeOp } from './writes.js';
+
+/**
+ * One client's emulated domain-N connection over a dom0 connection. It takes
+ * the requests the proxy let through (absolute paths) and produces, in
+ * order, the replies and watch events domain N would get.
+ */
+export class PrivilegedSession implements SessionContext {
+  /** @internal */
+  readonly chan: Dom0Channel;
+  /** @internal */
+  readonly out: SessionOutput;
+  /** @internal */
+  readonly who: Requester;
+  private readonly parser = new MessageParser(undefined, { view: true });
+  private readonly queue: XsMessage[] = [];
+  private busy = false;
+  private readonly vtx = new Map<number, VirtualTx>();
+  private nextVtx = 1;
+  /** Watches as registered upstream (absolute path, token). */
+  private readonly watches: WatchedPath[] = [];
+  private closed = false;
+
+  constructor(
+    readonly book: DomainBook,
+    open: (onData: (b: Buffer) => void, onClose: () => void) => PrivilegedLink,
+    emit: (b: Buffer) => void,
+    private readonly onClose: () => void,
+    onOverflow: (detail: string) => void = () => undefined,
+  ) {
+    this.who = { domid: book.domid, target: undefined, privileged: false };
+    this.chan = new Dom0Channel(
+      open,
+      (m, initial) => this.out.event(m, initial),
+      () => this.linkClosed(),
+    );
+    this.out = new SessionOutput(this.who, this.chan, this.watches, emit, onOverflow, () =>
+      this.isClosed(),
+    );
+  }
+
+  isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Requests from the proxy (whole messages, already allowed). */
+  write(b: Buffer): void {
+    if (this.closed) return;
+    for (const m of this.parser.push(b)) this.queue.push(m);
+    if (!this.busy) void this.run();
+  }
+
+  end(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.book.watches -= this.watches.length;
+    this.watches.length = 0;
+    this.chan.end();
+  }
+
+  private linkClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.book.watches -= this.watches.length;
+    this.watches.length = 0;
+    this.chan.fail();
+    this.onClose();
+  }
+
+  private async run(): Promise<void> {
+    this.busy = true;
+    try {
+      for (;;) {
+        const m = this.queue.shift();
+        if (!m) break;
+        let reply: Buffer;
+        try {
+          reply = await this.handle(m);
+        } catch (e) {
+          if (e instanceof LinkClosed || this.closed) return;
+          reply = errReply(m, e instanceof Fail ? e.errno : 'EIO');
+        }
+        this.out.reply(reply);
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async handle(m: XsMessage): Promise<Buffer> {
+    let tx: VirtualTx | undefined;
+    if (m.type !== XS_WATCH && m.type !== XS_UNWATCH && m.txId !== 0) {
+      tx = this.vtx.get(m.txId);
+      if (!tx) return errReply(m, 'ENOENT');
+    }
+    switch (m.type) {
+      case XS_READ:
+      case XS_DIRECTORY:
+      case XS_GET_PERMS:
+      case XS_DIRECTORY_PART:
+        return this.readOp(m, tx);
+      case XS_WRITE:
+      case XS_MKDIR:
+        return writeOp(this, m, tx);
+      case XS_RM:
+        return this.rmOp(m, tx);
+      case XS_SET_PERMS:
+        return setPermsOp(this, m, tx);
+      case XS_WATCH:
+        return this.watchOp(m);
+      case XS_UNWATCH: {
+        const r = await this.chan.one(XS_UNWATCH, 0, m.payload);
+        if (r.type === XS_UNWATCH) {
+          const [path, token] = splitStrings(m.payload, true);
+          const i = this.watches.findIndex((w) => w.path === path && w.token === token);
+          if (i >= 0) {
+            this.watches.splice(i, 1);
+            this.book.watches--;
+          }
+        }
+        return relayReply(m, r);
+      }
+      case XS_TRANSACTION_START:
+        return this.txStart(m, tx);
+      case XS_TRANSACTION_END:
+        return this.txEnd(m, tx);
+      case XS_RESET_WATCHES: {
+        const r = await this.chan.one(XS_RESET_WATCHES, 0, m.payload);
+        if (r.type === XS_RESET_WATCHES) {
+          this.book.watches -= this.watches.length;
+          this.watches.length = 0;
+          this.vtx.clear();
+          this.chan.forgetTransactions();
+          this.out.forgetPerms();
+        }
+        return relayReply(m, r);
+      }
+      case XS_GET_DOMAIN_PATH:
+        return relayReply(m, await this.chan.one(XS_GET_DOMAIN_PATH, 0, m.payload));
+    }
+    return errReply(m, 'ENOSYS');
+  }
+
+  private async readOp(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {
+    let name: string | undefined;
+    if (m.type === XS_DIRECTORY_PART) {
+      // The daemon parses the arguments (its answer to dom0 is the one N gets): only the path here.
+      if (countNul(m.payload) < 2) return errReply(m, 'EINVAL');
+      name = m.payload.subarray(0, m.payload.indexOf(0)).toString('utf8');
+    } else name = oneArg(m.payload);
+    if (name === undefined) return errReply(m, 'EINVAL');
+    const path = name;
+    const reqs = (t: number): Req[] => [
+      [XS_GET_PERMS, t, nulTerminated([path])],
+      [m.type, t, m.payload],
+    ];
+    let t: number;
+    let perms: XsMessage;
+    let reply: XsMessage;
+    if (tx || this.chan.atomicWrites) {
+      t = tx?.up ?? 0;
+      [perms, reply] = (await Promise.all(this.chan.call(reqs(t)))) as [XsMessage, XsMessage];
+    } else {
+      // A transaction of ours makes the perms and the data one snapshot of the node.
+      const b = await this.chan.begin(reqs);
+      t = b.tx;
+      [perms, reply] = b.replies as [XsMessage, XsMessage];
+    }
+    try {
+      // Arguments are checked before permissions, and the same for dom0 and N.
+      if (errnoOf(reply) === 'EINVAL') return errReply(m, 'EINVAL');
+      const got = await getNode(this, t, path, perms, XS_PERM_READ);
+      if (!Array.isArray(got)) return errReply(m, got.errno);
+      return relayReply(m, reply);
+    } finally {
+      if (t !== 0 && !tx) this.chan.abandonTx(t);
+    }
+  }
+
+  private async rmOp(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {
+    const name = oneArg(m.payload);
+    if (name === undefined) return errReply(m, 'EINVAL');
+    const t = tx?.up ?? 0;
+    // Outside a transaction the check and the rm are two steps: a transaction of ours would fire
+    // the rm's events in the order of first access, not rm_node's children-first order.
+    const r = await this.chan.one(XS_GET_PERMS, t, nulTerminated([name]));
+    const got = await getNode(this, t, name, r, XS_PERM_WRITE);
+    if (!Array.isArray(got)) {
+      if (got.errno !== 'ENOENT') return errReply(m, got.errno);
+      // Didn't exist already? Fine, if the parent exists.
+      return got.ancestor === parentPath(name) ? okReply(m) : errReply(m, 'ENOENT');
+    }
+    if (name === '/') return errReply(m, 'EINVAL');
+    const rr = await this.chan.one(XS_RM, t, nulTerminated([name]));
+    if (rr.type === XS_RM) {
+      if (tx) {
+        tx.removed.push(name);
+        tx.fired.add(name);
+      } else {
+        for (const c of [...this.book.created]) if (isChild(c, name)) this.book.created.delete(c);
+      }
+    }
+    return relayReply(m, rr);
+  }
+
+  private async watchOp(m: XsMessage): Promise<Buffer> {
+    if (countNul(m.payload) < 2) return errReply(m, 'EINVAL');
+    const [path, token] = splitStrings(m.payload) as [string, string];
+    if (this.watches.some((w) => w.path === path && w.token === token))
+      return errReply(m, 'EEXIST');
+    const quota = watchQuotaErrno(this.book.quotas, this.book.watches);
+    if (quota) return errReply(m, quota);
+    if (!path.startsWith('@')) await this.out.prime(path);
+    const r = await this.chan.one(XS_WATCH, 0, m.payload);
+    if (r.type === XS_WATCH) {
+      this.watches.push({ path, token });
+      this.book.watches++;
+    }
+    return relayReply(m, r);
+  }
+
+  private async txStart(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {
+    if (tx) return errReply(m, 'EBUSY');
+    const quota = transactionQuotaErrno(this.book.quotas, this.vtx.size);
+    if (quota) return errReply(m, quota);
+    const r = await this.chan.one(XS_TRANSACTION_START, 0, m.payload);
+    if (r.type !== XS_TRANSACTION_START) return relayReply(m, r);
+    const up = Number.parseInt(r.payload.toString('latin1'), 10);
+    let id = this.nextVtx;
+    while (id === 0 || this.vtx.has(id)) id = (id + 1) >>> 0;
+    this.nextVtx = (id + 1) >>> 0;
+    this.vtx.set(id, newVirtualTx(up));
+    return encodeMessage(XS_TRANSACTION_START, m.reqId, m.txId, `${id}\0`);
+  }
+
+  private async txEnd(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {
+    const arg = oneArg(m.payload);
+    if (arg !== 'T' && arg !== 'F') return errReply(m, 'EINVAL');
+    if (!tx) return errReply(m, 'ENOENT');
+    this.vtx.delete(m.txId);
+    if (arg === 'F') return relayReply(m, await this.chan.endTx(tx.up, false));
+    if (tx.failed) {
+      this.chan.abandonTx(tx.up);
+      return errReply(m, 'ENOMEM');
+    }
+    if (
+      tx.created.length > 0 &&
+      this.book.created.size + tx.created.length >= this.book.quotas.nodesPerDomain
+    ) {
+      this.chan.abandonTx(tx.up);
+      return errReply(m, 'ENOSPC');
+    }
+    const r = await commit(this, tx.up, tx);
+    if (r.type !== XS_ERROR) settle(this, tx);
+    return relayReply(m, r);
+  }
+}

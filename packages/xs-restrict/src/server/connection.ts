@@ -1,0 +1,164 @@
+/** One client of the embedded xenstored (xenstored_core.c struct connection): framing in, replies out. */
+import { canonicalPath } from '../rules/paths.js';
+import type { Requester } from '../rules/perms.js';
+import { encodeMessage, type XsMessage } from '../wire/codec.js';
+import {
+  XENSTORE_PAYLOAD_MAX,
+  XS_ERROR,
+  XS_WATCH_EVENT,
+  XSD_ERRORS,
+  type XsErrno,
+} from '../wire/constants.js';
+import { MessageParser } from '../wire/parser.js';
+import type { ServerCore } from './core.js';
+import type { XenstoreServer } from './server.js';
+import type { Transaction } from './transaction.js';
+import type { Watch } from './watch.js';
+
+/** The payloads of XS_ERROR replies, built once. */
+const ERROR_PAYLOADS = new Map<string, Buffer>(
+  [...XSD_ERRORS].map((e) => [e, Buffer.from(`${e}\0`)]),
+);
+const OK = Buffer.from('OK\0');
+
+/**
+ * One client of the server. `domid` is who its requests act as: 0 for the
+ * dom0 socket, N for domain N's socket (our stand-in for the ring page).
+ */
+export class XenstoreConnection implements Requester {
+  readonly domid: number;
+  /** dom0 or the server's privDomid: every right, no quota. */
+  readonly privileged: boolean;
+  /** Where relative paths point: `/local/domain/<domid>`. */
+  readonly home: string;
+  readonly watches: Watch[] = [];
+  readonly transactions = new Map<number, Transaction>();
+  nextTransactionId = 1;
+  closed = false;
+  private readonly core: ServerCore;
+  private readonly parser = new MessageParser(XENSTORE_PAYLOAD_MAX, { view: true });
+  private pending: Buffer[] = [];
+  private pendingEvents: string[] = [];
+  /** The request being handled: replies copy its req_id and tx_id. */
+  private request: XsMessage | undefined;
+
+  constructor(
+    readonly server: XenstoreServer,
+    domid: number,
+    private readonly sink: (b: Buffer) => boolean,
+    private readonly closer: () => void,
+  ) {
+    this.domid = domid;
+    this.core = server.core;
+    this.privileged = !this.core.unprivileged(domid);
+    this.home = `/local/domain/${domid}`;
+  }
+
+  /** The domain this one is the device model of (XS_SET_TARGET). */
+  get target(): number | undefined {
+    return this.core.domains.get(this.domid)?.target;
+  }
+
+  /** Bytes held for a partial request: at most 16 + XENSTORE_PAYLOAD_MAX. */
+  get bufferedBytes(): number {
+    return this.parser.buffered;
+  }
+
+  /** canonicalize: a relative name is under this connection's home. */
+  canonical(name: string): string {
+    return canonicalPath(this.home, name);
+  }
+
+  /** Feed bytes from the peer. A protocol violation closes only this connection. */
+  receive(chunk: Uint8Array): void {
+    if (this.closed) return;
+    let msgs: XsMessage[];
+    try {
+      msgs = this.parser.push(chunk);
+    } catch {
+      this.close();
+      return;
+    }
+    for (const m of msgs) {
+      if (this.closed) return;
+      this.request = m;
+      this.server.handle(this, m);
+      this.request = undefined;
+      // xenstored writes its queue out between requests, so only events of one request merge.
+      this.pendingEvents = [];
+    }
+    // One write for all the replies to one read: pipelined clients cost one syscall, not one per reply.
+    this.flush();
+  }
+
+  queue(type: number, reqId: number, txId: number, payload: Uint8Array): void {
+    this.pending.push(encodeMessage(type, reqId, txId, payload));
+  }
+
+  /** @internal Answer the request being handled; a reply over XENSTORE_PAYLOAD_MAX becomes E2BIG. */
+  reply(type: number, payload: Uint8Array | string): void {
+    const m = this.request as XsMessage;
+    const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    if (body.length > XENSTORE_PAYLOAD_MAX) this.replyError('E2BIG');
+    else this.queue(type, m.reqId, m.txId, body);
+  }
+
+  /** @internal */
+  replyOk(): void {
+    const m = this.request as XsMessage;
+    this.queue(m.type, m.reqId, m.txId, OK);
+  }
+
+  /** @internal xenstored's error reply copies the request's header: same req_id and tx_id. */
+  replyError(errno: XsErrno): void {
+    const m = this.request as XsMessage;
+    this.queue(XS_ERROR, m.reqId, m.txId, ERROR_PAYLOADS.get(errno) ?? Buffer.from(`${errno}\0`));
+  }
+
+  queueEvent(path: string, token: string): void {
+    const payload = `${path}\0${token}\0`;
+    if (Buffer.byteLength(payload) > XENSTORE_PAYLOAD_MAX) return;
+    // xenstored drops an event identical to one still queued (send_event): within one request here.
+    if (!path.startsWith('@') && this.pendingEvents.includes(payload)) return;
+    this.pendingEvents.push(payload);
+    this.pending.push(encodeMessage(XS_WATCH_EVENT, 0, 0, payload));
+  }
+
+  flush(): void {
+    if (this.closed || this.pending.length === 0) return;
+    const out =
+      this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingEvents = [];
+    if (!this.sink(out)) this.close();
+  }
+
+  /** @internal */
+  addWatch(w: Watch): void {
+    this.watches.push(w);
+    this.core.watchCount++;
+  }
+
+  /** @internal Remove the watch on `path` with `token`; false when there is none. */
+  removeWatch(path: string, token: string): boolean {
+    const i = this.watches.findIndex((w) => w.path === path && w.token === token);
+    if (i < 0) return false;
+    this.watches.splice(i, 1);
+    this.core.watchCount--;
+    return true;
+  }
+
+  /** @internal XS_RESET_WATCHES, domain_conn_reset and a closed connection. */
+  dropWatchesAndTransactions(): void {
+    this.core.watchCount -= this.watches.length;
+    this.watches.length = 0;
+    this.transactions.clear();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.server.forget(this);
+    this.closer();
+  }
+}
