@@ -9,7 +9,6 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
-  readdirSync,
   readFileSync,
   readlinkSync,
   renameSync,
@@ -35,7 +34,7 @@ import {
   verifyConfinement,
 } from '@xen-depriv/qemu-launcher';
 import { close as closeFd, pidfdOpen } from '@xen-depriv/sys';
-import { type Lease, type SchemeConfig, schemeFromConfig } from '@xen-depriv/uid-allocator';
+import type { Lease, SchemeConfig } from '@xen-depriv/uid-allocator';
 import {
   type ProxyUpstream,
   RestrictingProxy,
@@ -46,145 +45,30 @@ import { type LibxlDmArgv, rewriteLibxlArgv } from '../libxl-dm/argv.js';
 import { dom0XenDevices, LEGACY_BACKENDS, withFiles } from '../libxl-dm/devices.js';
 import { dmSeccomp } from '../seccomp.js';
 import { XEN_QEMU_BINARY } from '../xen-qemu.js';
+import {
+  allocOf,
+  appendCapped,
+  errorText,
+  firstCandidate,
+  isLease,
+  rmLinkInto,
+  safeReaddir,
+} from './engine-helpers.js';
 import { HostWorker } from './host.js';
 import type { AllocatorRef } from './host-worker.js';
 import { takeFd, watchExit } from './native.js';
+import {
+  type DmInfo,
+  type DmState,
+  EngineError,
+  type EngineSettings,
+  type ExitInfo,
+  type LaunchRequest,
+  type LaunchResult,
+  type Target,
+} from './types.js';
 
-/** Stable error codes of the engine; the RPC layer maps them onto JSON-RPC error codes. */
-export type EngineErrorCode =
-  | 'EXISTS'
-  | 'NOT_FOUND'
-  | 'HOST_CANNOT'
-  | 'BAD_PARAMS'
-  | 'LAUNCH_FAILED'
-  | 'DESTROY_FAILED';
-
-export class EngineError extends Error {
-  readonly code: EngineErrorCode;
-  readonly data: Record<string, unknown>;
-  constructor(
-    code: EngineErrorCode,
-    message: string,
-    data: Record<string, unknown> = {},
-    cause?: unknown,
-  ) {
-    super(message, cause === undefined ? undefined : { cause });
-    this.name = 'EngineError';
-    this.code = code;
-    this.data = data;
-  }
-}
-
-export type Target = 'embedded' | 'dom0';
-
-export interface EngineSettings {
-  /** Root-only: leases, jails, records, proxy sockets, the probe cache. */
-  readonly stateDir: string;
-  /** `dom0` on a Xen host (the real xenstored, privcmd, Xen's QEMU); `embedded` elsewhere. */
-  readonly target: Target;
-  /** The QEMU a `{ domid }`-only request gets. */
-  readonly qemu: string;
-  /** The uid scheme a request that names none gets. */
-  readonly user: SchemeConfig;
-  /** dom0: the real xenstored's socket, the proxies' upstream. */
-  readonly xenstoredSocket: string;
-  /** dom0: how the proxy reaches xenstored (see xs-restrict's README, "Privileged upstream"). */
-  readonly upstream: 'privileged' | 'dom0';
-  /** Where probe results persist, one file per binary identity. */
-  readonly probeCacheDir: string;
-  /** Greeting plus query-status must arrive within this (Xen's QEMU under TCG is slow). */
-  readonly readyTimeoutMs: number;
-  /** Run host work on this thread (tests of the sources); default: the host worker thread. */
-  readonly inlineHost?: boolean;
-}
-
-export const DEFAULT_STATE_DIR = '/run/xen-depriv';
-export const EMBEDDED_QEMU = '/usr/bin/qemu-system-x86_64';
-export const DEFAULT_USER: SchemeConfig = { scheme: 'pool', first: 3_000_000, count: 1000 };
-
-/** A Xen dom0 has privcmd and a xenstored; anything else gets the embedded defaults. */
-export function detectTarget(): Target {
-  return existsSync('/dev/xen/privcmd') &&
-    (existsSync('/run/xenstored/socket') || existsSync('/dev/xen/xenbus'))
-    ? 'dom0'
-    : 'embedded';
-}
-
-export function defaultSettings(over: Partial<EngineSettings> = {}): EngineSettings {
-  const target = over.target ?? detectTarget();
-  const stateDir = over.stateDir ?? DEFAULT_STATE_DIR;
-  return {
-    stateDir,
-    target,
-    qemu: target === 'dom0' ? XEN_QEMU_BINARY : EMBEDDED_QEMU,
-    user: DEFAULT_USER,
-    xenstoredSocket: '/run/xenstored/socket',
-    upstream: 'privileged',
-    probeCacheDir: posix.join(stateDir, 'probe-cache'),
-    readyTimeoutMs: target === 'dom0' ? 60_000 : 10_000,
-    ...over,
-  };
-}
-
-/** A launch as the engine takes it: a launcher config, or the argv libxl gave the shim. */
-export type LaunchRequest =
-  | {
-      readonly kind: 'config';
-      readonly domid: number;
-      readonly name?: string | undefined;
-      readonly mode: 'jail' | 'libxl-compat';
-      readonly target: Target;
-      readonly qemu: {
-        readonly binary: string;
-        readonly machine: string;
-        readonly args: readonly string[];
-      };
-      readonly user: SchemeConfig;
-    }
-  | {
-      readonly kind: 'libxl';
-      readonly libxlArgv: readonly string[];
-      /** The shim's pid: libxl's pre-opened QMP listener is taken from it (pidfd_getfd). */
-      readonly shimPid: number | null;
-    };
-
-export type DmState = 'launching' | 'running' | 'destroying';
-
-export interface DmInfo {
-  readonly domid: number;
-  readonly pid: number | null;
-  readonly uid: number | null;
-  readonly mode: 'jail' | 'libxl-compat';
-  readonly target: Target;
-  readonly kind: 'config' | 'libxl';
-  readonly state: DmState;
-  /** ISO time the launch started (or the DM was adopted, for `adopted`). */
-  readonly started: string;
-  readonly ageSeconds: number;
-  readonly adopted: boolean;
-}
-
-export interface LaunchResult {
-  readonly domid: number;
-  readonly pid: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly status: string;
-  readonly qmpSocket: string;
-  readonly log: string;
-  readonly xenstoreSocket: string;
-  readonly spawner: string;
-  readonly limitations: readonly string[];
-  readonly notes: readonly string[];
-}
-
-export interface ExitInfo {
-  readonly domid: number;
-  readonly pid: number | null;
-  readonly uid: number | null;
-  readonly reason: string;
-  readonly errors: readonly string[];
-}
+export * from './types.js';
 
 /** What the engine keeps of a DM beyond qemu-launcher's record (for adoption after a restart). */
 interface ServiceRecord {
@@ -219,8 +103,6 @@ interface Dm {
   launched: Promise<void>;
   readonly listeners: Set<(e: ExitInfo) => void>;
 }
-
-const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** The proxy's socket of domain `domid` (bound at /run/xenstored/socket in its root). */
 export const proxySocketPath = (stateDir: string, domid: number): string =>
@@ -897,67 +779,5 @@ export class DmEngine {
   /** Verifies a DM from this process (the CLI's in-process `check`, where no worker is needed). */
   static verify(pid: number, p: LaunchPlan, root: { dev: number; ino: number } | null) {
     return verifyConfinement(pid, p, root ? { expectedRoot: root } : {});
-  }
-}
-
-/** The uid the scheme would try first: what a plan shows before the lease gives the real one. */
-function firstCandidate(user: SchemeConfig, domid: number): { uid: number; gid: number } {
-  try {
-    const extra = user.scheme === 'pool' ? { reaperUid: user.first + user.count } : {};
-    for (const c of schemeFromConfig(user, extra).candidates(domid)) return c;
-  } catch (e) {
-    throw new EngineError(
-      'BAD_PARAMS',
-      `user: ${errorText(e)}`,
-      { key: 'user', detail: errorText(e) },
-      e,
-    );
-  }
-  throw new EngineError('BAD_PARAMS', `user: the scheme has no uid for domain ${domid}`, {
-    key: 'user',
-  });
-}
-
-const isLease = (x: unknown): x is Lease =>
-  typeof x === 'object' &&
-  x !== null &&
-  typeof (x as Lease).leaseId === 'string' &&
-  typeof (x as Lease).uid === 'number' &&
-  typeof (x as Lease).scheme === 'string';
-
-function allocOf(lease: unknown, byDomid: Map<number, AllocatorRef>, fallback: AllocatorRef) {
-  return (isLease(lease) ? byDomid.get(lease.domid) : undefined) ?? fallback;
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-function rmLinkInto(link: string, jailBase: string): void {
-  try {
-    if (lstatSync(link).isSymbolicLink() && readlinkSync(link).startsWith(`${jailBase}/`)) {
-      unlinkSync(link);
-    }
-  } catch {
-    // Gone.
-  }
-}
-
-/** The proxy's refusal log of one DM, capped (a hostile DM cannot fill the disk). */
-const LOG_CAP = 256 * 1024;
-const logSizes = new Map<string, number>();
-function appendCapped(path: string, line: string): void {
-  const size = logSizes.get(path) ?? 0;
-  if (size > LOG_CAP) return;
-  const b = `${line}\n`;
-  logSizes.set(path, size + b.length);
-  try {
-    writeFileSync(path, b, { flag: 'a', mode: 0o600 });
-  } catch {
-    // Logging never fails a DM.
   }
 }
