@@ -58,6 +58,12 @@ export const IOREQ_TYPE_PIO = 0;
 export const IOREQ_TYPE_COPY = 1;
 export const IOREQ_TYPE_PCI_CONFIG = 2;
 
+/** public/hvm/params.h: the legacy ioreq pages and the ioreq server page pool. */
+export const HVM_PARAM_IOREQ_PFN = 5;
+export const HVM_PARAM_BUFIOREQ_PFN = 6;
+export const HVM_PARAM_IOREQ_SERVER_PFN = 32;
+export const HVM_PARAM_NR_IOREQ_SERVER_PAGES = 33;
+
 export const DOMID_FIRST_RESERVED = 0x7ff0;
 export const DOMID_SELF = 0x7ff0;
 export const DOMID_INVALID = 0x7ff4;

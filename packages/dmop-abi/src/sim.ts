@@ -7,8 +7,13 @@ import {
   DM_OP_NAMES,
   DM_OPS,
   type DmOpName,
+  DOMID_SELF,
   HVM_IOREQSRV_BUFIOREQ_ATOMIC,
   HVM_IOREQSRV_BUFIOREQ_OFF,
+  HVM_PARAM_BUFIOREQ_PFN,
+  HVM_PARAM_IOREQ_PFN,
+  HVM_PARAM_IOREQ_SERVER_PFN,
+  HVM_PARAM_NR_IOREQ_SERVER_PAGES,
   HVMMEM_ioreq_server,
   HVMMEM_unused,
   MODIFIED_MEMORY_EXTENT,
@@ -16,6 +21,8 @@ import {
   XEN_DMOP_DELETE_MEM_CACHEATTR,
   XEN_DMOP_IOREQ_MEM_ACCESS_WRITE,
   XEN_DMOP_no_gfns,
+  XENMEM_resource_ioreq_server,
+  XENMEM_resource_ioreq_server_frame_bufioreq,
 } from './layout.js';
 
 /** include/xen/sched.h MAX_NR_IOREQ_SERVERS. */
@@ -38,10 +45,16 @@ const HVMMEM_TO_P2M: readonly P2mType[] = [
 ];
 
 export interface HvmDomainOptions {
+  /** The domid to give it (a toolstack's choice); default the next free one from 1. */
+  domid?: number;
   /** d->max_vcpus; default 2. */
   vcpus?: number;
   /** Frames of RAM from gfn 0; the highest is domain_get_maximum_gpfn(). Default 0x1000. */
   memoryPages?: number;
+  /** d->max_pages (XEN_DOMCTL_max_mem); populate_physmap stops there. Default unlimited. */
+  maxPages?: number;
+  /** XEN_DOMCTL_createdomain's max_grant_frames, the grant table resource's size; default 32. */
+  maxGrantFrames?: number;
   /** Hardware-assisted paging (hap_enabled()); default true. */
   hap?: boolean;
   /**
@@ -66,13 +79,68 @@ export interface SimIoreqServer {
   readonly emulator: number;
   readonly bufioreqHandling: number;
   enabled: boolean;
-  /** Mapped on demand by get_ioreq_server_info (ioreq_server_map_pages); 0 until then. */
+  /**
+   * How its pages exist: not yet, mapped at guest frames on demand by get_ioreq_server_info
+   * (ioreq_server_map_pages), or allocated for XENMEM_acquire_resource
+   * (ioreq_server_alloc_pages); each refuses the other with EPERM.
+   */
+  pages: 'none' | 'gfn' | 'resource';
   ioreqGfn: bigint;
   bufioreqGfn: bigint;
+  /** Ports allocated in the guest for the emulator: one per vCPU (ioreq_server_add_vcpu). */
+  readonly vcpuPorts: readonly number[];
   readonly bufioreqPort: number;
   /** Inclusive ranges per XEN_DMOP_IO_RANGE_* type (port, memory, pci), sorted, merged like a rangeset. */
   readonly ranges: readonly [bigint, bigint][][];
 }
+
+/** One event channel of a domain, as struct evtchn's state (ECS_*) and its binding. */
+export type SimEvtchn =
+  | { state: 'free' }
+  | { state: 'reserved' }
+  | { state: 'unbound'; remoteDomid: number; xen: boolean }
+  | { state: 'interdomain'; remoteDomid: number; remotePort: number }
+  | { state: 'virq'; virq: number };
+
+export interface SimHypervisorOptions {
+  /**
+   * dom0's event-channel ports already in use (its own VIRQs, xenstored's, consoles): what a
+   * recording of a real dom0 saw. Default none besides the reserved port 0.
+   */
+  dom0PortsInUse?: readonly number[];
+}
+
+/**
+ * User memory of the calling process as a hypercall sees it: `read` returns null where
+ * copy_from_guest() would fault, `write` returns false where copy_to_guest() would.
+ */
+export interface GuestMemory {
+  read(addr: bigint, length: number): Uint8Array | null;
+  write(addr: bigint, bytes: Uint8Array): boolean;
+}
+
+/** public/xen.h hypercall numbers and the sub-ops modelled here. */
+const __HYPERVISOR_memory_op = 12;
+const __HYPERVISOR_xen_version = 17;
+const __HYPERVISOR_hvm_op = 34;
+const XENVER_version = 0;
+const XENVER_extraversion = 1;
+/** The highest XENVER_* command Xen 4.17 knows (XENVER_build_id). */
+const XENVER_MAX_KNOWN = 10;
+const HVMOP_get_param = 1;
+const XENMEM_populate_physmap = 6;
+const MEMOP_CMD_MASK = 0x3fn;
+const XENMEM_resource_grant_table = 1;
+const XENMEM_resource_ioreq_server_frame_ioreq0 = 1;
+
+/** HVM_NR_PARAMS (public/hvm/params.h, Xen 4.17). */
+export const HVM_NR_PARAMS = 39;
+/** NR_VIRQS (public/xen.h). */
+export const NR_VIRQS = 24;
+/** The version XENVER_version reports: major << 16 | minor. */
+export const XEN_VERSION = (4 << 16) | 17;
+/** Ports a fresh domain can use before its event-channel array grows: d->valid_evtchns. */
+export const EVTCHNS_PER_BUCKET = 64;
 
 export type SimInterrupt =
   | { kind: 'pci_intx'; device: number; intx: number; level: number }
@@ -91,7 +159,18 @@ export interface SimDomain {
   readonly domid: number;
   readonly hvm: boolean;
   readonly vcpus: number;
-  readonly maxGpfn: bigint;
+  /** domain_get_maximum_gpfn(): p2m->max_mapped_pfn, which only grows. */
+  maxGpfn: bigint;
+  /** Frames of RAM from gfn 0 the domain was built with (the p2m default below it is ram_rw). */
+  readonly ramPages: bigint;
+  /** d->tot_pages and d->max_pages. */
+  totPages: number;
+  readonly maxPages: number;
+  readonly maxGrantFrames: number;
+  /** d->arch.hvm.params[], HVM_NR_PARAMS of them (0 for a PV domain). */
+  readonly params: bigint[];
+  /** Event channels by port (port 0 is reserved, as evtchn_init() leaves it). */
+  readonly evtchns: SimEvtchn[];
   readonly hap: boolean;
   readonly logDirty: boolean;
   readonly ioreqServers: Map<number, SimIoreqServer>;
@@ -109,6 +188,8 @@ export interface SimDomain {
   readonly dirty: Set<bigint>;
   /** Frames reported dirty to track_dirty_vram since it last read them. */
   readonly vramDirty: Set<bigint>;
+  /** The range track_dirty_vram tracks (d->arch.hvm.dirty_vram), or null. */
+  vramRange: { first: bigint; nr: number } | null;
   readonly interrupts: SimInterrupt[];
   /** Pending injected event per vcpu (inject_event). */
   readonly pendingEvents: (SimEvent | null)[];
@@ -118,6 +199,35 @@ export interface SimDomain {
 }
 
 const E = Errno;
+
+/** The p2m type of a gfn nobody changed: RAM the domain was built with, else nothing. */
+function defaultType(d: SimDomain, gfn: bigint): P2mType {
+  return gfn < d.ramPages ? 'ram_rw' : 'invalid';
+}
+
+/** alloc_unbound_xen_event_channel(): a port of `d` bound by Xen, waiting for `remote`. */
+function allocXenPort(d: SimDomain, remote: number): number {
+  const port = freePort(d);
+  d.evtchns[port] = { state: 'unbound', remoteDomid: remote, xen: true };
+  return port;
+}
+
+/** evtchn_allocate_port(): the array grows a bucket at a time up to the port asked for. */
+function grow(d: SimDomain, port: number): void {
+  while (d.evtchns.length <= port) {
+    for (let i = 0; i < EVTCHNS_PER_BUCKET; i++) d.evtchns.push({ state: 'free' });
+  }
+}
+
+/** get_free_port(): the lowest free port, growing the array when every valid port is taken. */
+function freePort(d: SimDomain): number {
+  let port = d.evtchns.findIndex((c) => c.state === 'free');
+  if (port < 0) {
+    port = d.evtchns.length;
+    grow(d, port);
+  }
+  return port;
+}
 
 function p2mIsRam(t: P2mType): boolean {
   return t === 'ram_rw' || t === 'ram_ro';
@@ -135,6 +245,16 @@ export class SimHypervisor {
   readonly domains = new Map<number, SimDomain>();
   #nextDomid = 1;
 
+  constructor(options: SimHypervisorOptions = {}) {
+    // dom0: a PV domain (is_hvm_domain() false), the caller of every request without dmOpAs.
+    const d0 = this.#domain(0, false, {});
+    for (const port of options.dom0PortsInUse ?? []) {
+      grow(d0, port);
+      if (port !== 0) d0.evtchns[port] = { state: 'unbound', remoteDomid: 0, xen: false };
+    }
+    this.domains.set(0, d0);
+  }
+
   /** Creates an HVM guest and returns its domid. */
   createHvmDomain(options: HvmDomainOptions = {}): number {
     return this.#create(true, options);
@@ -146,19 +266,46 @@ export class SimHypervisor {
   }
 
   #create(hvm: boolean, o: HvmDomainOptions): number {
-    const domid = this.#nextDomid++;
+    const domid = o.domid ?? this.#nextDomid;
+    if (this.domains.has(domid)) throw new RangeError(`SimHypervisor: domid ${domid} exists`);
+    this.#nextDomid = Math.max(this.#nextDomid, domid + 1);
+    this.domains.set(domid, this.#domain(domid, hvm, o));
+    return domid;
+  }
+
+  #domain(domid: number, hvm: boolean, o: HvmDomainOptions): SimDomain {
     const vcpus = o.vcpus ?? 2;
-    this.domains.set(domid, {
+    const pages = o.memoryPages ?? 0x1000;
+    const ioreqPages = o.nrIoreqServerPages ?? 8;
+    const ioreqBase = o.ioreqServerPfn ?? BigInt(pages);
+    const params: bigint[] = hvm ? new Array<bigint>(HVM_NR_PARAMS).fill(0n) : [];
+    if (hvm) {
+      params[HVM_PARAM_IOREQ_SERVER_PFN] = ioreqPages > 0 ? ioreqBase : 0n;
+      params[HVM_PARAM_NR_IOREQ_SERVER_PAGES] = BigInt(ioreqPages);
+      params[HVM_PARAM_IOREQ_PFN] = o.legacyIoreqPfns?.[0] ?? 0n;
+      params[HVM_PARAM_BUFIOREQ_PFN] = o.legacyIoreqPfns?.[1] ?? 0n;
+    }
+    // The toolstack populates the ioreq server pages as RAM right after the guest's own.
+    const populated = hvm ? pages + (ioreqBase === BigInt(pages) ? ioreqPages : 0) : 0;
+    const d: SimDomain = {
       domid,
       hvm,
       vcpus,
-      maxGpfn: BigInt((o.memoryPages ?? 0x1000) - 1),
+      maxGpfn: BigInt(Math.max(populated, pages) - 1),
+      ramPages: BigInt(pages),
+      totPages: populated,
+      maxPages: o.maxPages ?? Number.MAX_SAFE_INTEGER,
+      maxGrantFrames: o.maxGrantFrames ?? 32,
+      params,
+      evtchns: Array.from({ length: EVTCHNS_PER_BUCKET }, (_, i) =>
+        i === 0 ? { state: 'reserved' as const } : { state: 'free' as const },
+      ),
       hap: o.hap ?? true,
       logDirty: o.logDirty ?? false,
       ioreqServers: new Map(),
       ioreqGfnPool: {
-        base: o.ioreqServerPfn ?? BigInt(o.memoryPages ?? 0x1000),
-        free: Array.from({ length: o.nrIoreqServerPages ?? 8 }, () => true),
+        base: ioreqBase,
+        free: Array.from({ length: ioreqPages }, () => true),
         legacy: o.legacyIoreqPfns ?? [0n, 0n],
         legacyUsed: [false, false],
       },
@@ -166,13 +313,14 @@ export class SimHypervisor {
       p2m: new Map(),
       dirty: new Set(),
       vramDirty: new Set(),
+      vramRange: null,
       interrupts: [],
       pendingEvents: Array.from({ length: vcpus }, () => null),
       pciLinkRoute: [0, 0, 0, 0],
       pinnedCacheattr: [],
       shutdownReason: null,
-    });
-    return domid;
+    };
+    return d;
   }
 
   /**
@@ -182,7 +330,9 @@ export class SimHypervisor {
    */
   #mapIoreqPages(d: SimDomain, s: SimIoreqServer): number {
     const withBuf = s.bufioreqHandling !== HVM_IOREQSRV_BUFIOREQ_OFF;
-    if (s.ioreqGfn !== 0n || (withBuf && s.bufioreqGfn !== 0n)) return 0;
+    if (s.pages === 'gfn') return 0;
+    // hvm_map_ioreq_gfn(): pages allocated for acquire_resource cannot be mapped at gfns.
+    if (s.pages === 'resource') return -E.EPERM;
     const take = (): bigint | null => {
       const pool = d.ioreqGfnPool;
       const i = pool.free.indexOf(true);
@@ -202,7 +352,7 @@ export class SimHypervisor {
     const pool = d.ioreqGfnPool;
     const isRam = (gfn: bigint) =>
       (gfn >= pool.base && gfn < pool.base + BigInt(pool.free.length)) ||
-      p2mIsRam(d.p2m.get(gfn) ?? (gfn <= d.maxGpfn ? 'ram_rw' : 'invalid'));
+      p2mIsRam(d.p2m.get(gfn) ?? defaultType(d, gfn));
     const ioreq = take();
     if (ioreq === null) return -E.ENOMEM;
     if (!isRam(ioreq)) {
@@ -219,6 +369,7 @@ export class SimHypervisor {
       s.bufioreqGfn = buf;
     }
     s.ioreqGfn = ioreq;
+    s.pages = 'gfn';
     return 0;
   }
 
@@ -245,12 +396,236 @@ export class SimHypervisor {
   /** The p2m type of `gfn` in `domid`. */
   p2mType(domid: number, gfn: bigint): P2mType {
     const d = this.domain(domid);
-    return d.p2m.get(gfn) ?? (gfn <= d.maxGpfn ? 'ram_rw' : 'invalid');
+    return d.p2m.get(gfn) ?? defaultType(d, gfn);
   }
 
   /** Simulates a guest write to `gfn`, seen by track_dirty_vram. */
   guestWrite(domid: number, gfn: bigint): void {
     this.domain(domid).vramDirty.add(gfn);
+  }
+
+  // ---- event channels (xen/common/event_channel.c) -------------------------------------------
+
+  /** EVTCHNOP_alloc_unbound for the caller itself: evtchn_alloc_unbound(). */
+  evtchnAllocUnbound(caller: number, remoteDomid: number): number {
+    const d = this.domain(caller);
+    // evtchn_alloc_unbound(): DOMID_SELF means the caller; the remote domain need not exist.
+    const remote = remoteDomid === DOMID_SELF ? caller : remoteDomid;
+    const port = freePort(d);
+    d.evtchns[port] = { state: 'unbound', remoteDomid: remote, xen: false };
+    return port;
+  }
+
+  /** EVTCHNOP_bind_interdomain: evtchn_bind_interdomain(); the local port, or -errno. */
+  evtchnBindInterdomain(caller: number, remoteDomid: number, remotePort: number): number {
+    const rdom = remoteDomid === DOMID_SELF ? caller : remoteDomid;
+    const rd = this.domains.get(rdom);
+    // rcu_lock_domain_by_id() of the remote domain: ESRCH.
+    if (rd === undefined) return -E.ESRCH;
+    const ld = this.domain(caller);
+    const lport = freePort(ld);
+    const r = rd.evtchns[remotePort];
+    // !port_is_valid(rd, rport), or a remote port that is not unbound for us: EINVAL.
+    if (r === undefined || r.state !== 'unbound' || r.remoteDomid !== caller) return -E.EINVAL;
+    ld.evtchns[lport] = { state: 'interdomain', remoteDomid: rdom, remotePort };
+    rd.evtchns[remotePort] = { state: 'interdomain', remoteDomid: caller, remotePort: lport };
+    return lport;
+  }
+
+  /** EVTCHNOP_bind_virq on vCPU 0: evtchn_bind_virq(). */
+  evtchnBindVirq(caller: number, virq: number): number {
+    // evtchn_bind_virq(): virq >= NR_VIRQS is EINVAL; a VIRQ bound already is EEXIST.
+    if (virq >= NR_VIRQS) return -E.EINVAL;
+    const d = this.domain(caller);
+    if (d.evtchns.some((c) => c.state === 'virq' && c.virq === virq)) return -E.EEXIST;
+    const port = freePort(d);
+    d.evtchns[port] = { state: 'virq', virq };
+    return port;
+  }
+
+  /** EVTCHNOP_close: evtchn_close(). */
+  evtchnClose(caller: number, port: number): number {
+    return this.#close(this.domain(caller), port);
+  }
+
+  #close(d: SimDomain, port: number): number {
+    const c = d.evtchns[port];
+    // evtchn_close(): an invalid, free or reserved port is EINVAL.
+    if (c === undefined || c.state === 'free' || c.state === 'reserved') return -E.EINVAL;
+    if (c.state === 'interdomain') {
+      // The remote end goes back to unbound, waiting for us again.
+      const rd = this.domains.get(c.remoteDomid);
+      if (rd !== undefined) {
+        rd.evtchns[c.remotePort] = { state: 'unbound', remoteDomid: d.domid, xen: false };
+      }
+    }
+    d.evtchns[port] = { state: 'free' };
+    return 0;
+  }
+
+  // ---- other hypercalls Xen's QEMU makes through IOCTL_PRIVCMD_HYPERCALL ----------------------
+
+  /**
+   * One hypercall from `caller`, as do_<op>() answers it: its return value or -errno. Pointer
+   * arguments are addresses in `memory`. Only what a device model asks is modelled (xen_version,
+   * hvm_op get_param, memory_op populate_physmap); anything else throws a RangeError rather than
+   * guess.
+   */
+  hypercall(caller: number, op: number, args: readonly bigint[], memory: GuestMemory): number {
+    const arg = (i: number) => args[i] ?? 0n;
+    switch (op) {
+      case __HYPERVISOR_xen_version: {
+        const cmd = Number(arg(0));
+        if (cmd === XENVER_version) return XEN_VERSION;
+        if (cmd === XENVER_extraversion) {
+          // do_xen_version(): copy_to_guest() of xen_extraversion_t (16 bytes): EFAULT.
+          const out = new Uint8Array(16);
+          return memory.write(arg(1), out) ? 0 : -E.EFAULT;
+        }
+        // do_xen_version(): an unknown command is ENOSYS.
+        if (cmd > XENVER_MAX_KNOWN) return -E.ENOSYS;
+        break;
+      }
+      case __HYPERVISOR_hvm_op:
+        if (arg(0) === BigInt(HVMOP_get_param)) return this.#hvmGetParam(caller, arg(1), memory);
+        break;
+      case __HYPERVISOR_memory_op:
+        if ((arg(0) & MEMOP_CMD_MASK) === BigInt(XENMEM_populate_physmap)) {
+          return this.#populatePhysmap(Number(arg(0) >> 6n), arg(1), memory);
+        }
+        break;
+    }
+    throw new RangeError(
+      `SimHypervisor.hypercall: op ${op} with arguments ${args.join(', ')} is not modelled`,
+    );
+  }
+
+  /** hvmop_get_param(): struct xen_hvm_param {domid_t domid; uint32_t index; uint64_t value}. */
+  #hvmGetParam(caller: number, at: bigint, memory: GuestMemory): number {
+    const a = memory.read(at, 16);
+    if (a === null) return -E.EFAULT;
+    const v = new DataView(a.buffer, a.byteOffset, 16);
+    const index = v.getUint32(4, true);
+    // hvmop_get_param(): an index past HVM_NR_PARAMS is EINVAL, before the domain lookup.
+    if (index >= HVM_NR_PARAMS) return -E.EINVAL;
+    const domid = v.getUint16(0, true);
+    // rcu_lock_domain_by_any_id(): DOMID_SELF is the caller; a missing domain is ESRCH.
+    const d = this.domains.get(domid === DOMID_SELF ? caller : domid);
+    if (d === undefined) return -E.ESRCH;
+    // hvmop_get_param(): only HVM domains have params.
+    if (!d.hvm) return -E.EINVAL;
+    v.setBigUint64(8, d.params[index] ?? 0n, true);
+    return memory.write(at, a) ? 0 : -E.EFAULT;
+  }
+
+  /**
+   * XENMEM_populate_physmap (do_memory_op() + populate_physmap()), order-0 extents: struct
+   * xen_memory_reservation {extent_start; nr_extents; extent_order; mem_flags; domid}. Returns the
+   * number of extents done; a missing domain, a fault on the frame list or the domain's max_pages
+   * stop it without an error, as Xen does.
+   */
+  #populatePhysmap(startExtent: number, at: bigint, memory: GuestMemory): number {
+    const r = memory.read(at, 32);
+    if (r === null) return -E.EFAULT;
+    const v = new DataView(r.buffer, r.byteOffset, 32);
+    const list = v.getBigUint64(0, true);
+    const nrExtents = Number(v.getBigUint64(8, true));
+    if (startExtent >= nrExtents) return startExtent;
+    if (v.getUint32(16, true) !== 0 || v.getUint32(20, true) !== 0) {
+      throw new RangeError(
+        'SimHypervisor: populate_physmap with an order or flags is not modelled',
+      );
+    }
+    const d = this.domains.get(v.getUint16(24, true));
+    if (d === undefined || !d.hvm) return startExtent;
+    let done = startExtent;
+    for (; done < nrExtents; done++) {
+      const entry = memory.read(list + BigInt(done * 8), 8);
+      if (entry === null) break;
+      // assign_pages(): past d->max_pages the allocation fails and the loop stops.
+      if (d.totPages + 1 > d.maxPages) break;
+      const gfn = new DataView(entry.buffer, entry.byteOffset, 8).getBigUint64(0, true);
+      d.totPages++;
+      d.p2m.set(gfn, 'ram_rw');
+      if (gfn > d.maxGpfn) d.maxGpfn = gfn;
+    }
+    return done;
+  }
+
+  // ---- foreign memory ------------------------------------------------------------------------
+
+  /**
+   * Mapping guest frames into the caller (what privcmd's MMAPBATCH does through mmu_update on a
+   * PV dom0): 0 or -errno per frame. A missing domain fails every frame with ESRCH
+   * (get_pg_owner()); a frame that is not RAM is EINVAL (get_page_from_gfn() finds no page).
+   */
+  mapForeignFrames(caller: number, domid: number, gfns: readonly bigint[]): number[] {
+    const d = this.domains.get(domid);
+    return gfns.map((gfn) => {
+      if (d === undefined) return -E.ESRCH;
+      if (domid === caller) return 0;
+      return p2mIsRam(d.p2m.get(gfn) ?? defaultType(d, gfn)) || d.p2m.get(gfn) === 'ioreq_server'
+        ? 0
+        : -E.EINVAL;
+    });
+  }
+
+  /**
+   * XENMEM_acquire_resource asked for its size (nr_frames 0, no frame list): the u32 Xen writes
+   * back, or -errno. resource_max_frames() returns an int, so an unknown type comes back as
+   * (uint32_t)-EOPNOTSUPP: a "size" of 4294967201, which the kernel passes on.
+   */
+  resourceMaxFrames(caller: number, domid: number, type: number, id: number): number {
+    const d = this.#remote(caller, domid);
+    if (typeof d === 'number') return d;
+    switch (type) {
+      case XENMEM_resource_ioreq_server:
+        // ioreq_server_max_frames(): the buffered ring and one synchronous page.
+        return 2;
+      case XENMEM_resource_grant_table:
+        // gnttab_resource_max_frames(): the shared frames (id 0); status frames are v2 only.
+        return id === 0 ? d.maxGrantFrames : 0;
+      default:
+        return -E.EOPNOTSUPP >>> 0;
+    }
+  }
+
+  /** XENMEM_acquire_resource of frames [frame, frame + nrFrames): 0 or -errno (_acquire_resource()). */
+  acquireResource(
+    caller: number,
+    domid: number,
+    type: number,
+    id: number,
+    frame: number,
+    nrFrames: number,
+  ): number {
+    const d = this.#remote(caller, domid);
+    if (typeof d === 'number') return d;
+    if (type !== XENMEM_resource_ioreq_server) {
+      throw new RangeError(`SimHypervisor: acquire_resource of type ${type} is not modelled`);
+    }
+    for (let i = frame; i < frame + nrFrames; i++) {
+      // ioreq_server_get_frame(): a missing server is ENOENT, another emulator's EPERM.
+      const s = this.#server(caller, d, id);
+      if (typeof s === 'number') return s;
+      // ioreq_server_alloc_pages(): pages already mapped at guest frames cannot be allocated.
+      if (s.pages === 'gfn') return -E.EPERM;
+      s.pages = 'resource';
+      if (i === XENMEM_resource_ioreq_server_frame_bufioreq) {
+        if (s.bufioreqHandling === HVM_IOREQSRV_BUFIOREQ_OFF) return -E.ENOENT;
+      } else if (i !== XENMEM_resource_ioreq_server_frame_ioreq0) {
+        return -E.EINVAL;
+      }
+    }
+    return 0;
+  }
+
+  /** rcu_lock_remote_domain_by_id(): ESRCH for a missing domain, EPERM for the caller itself. */
+  #remote(caller: number, domid: number): SimDomain | number {
+    const d = this.domains.get(domid);
+    if (d === undefined) return -E.ESRCH;
+    if (domid === caller) return -E.EPERM;
+    return d;
   }
 
   dmOp(domid: number, bufs: Uint8Array[]): number {
@@ -310,14 +685,24 @@ export class SimHypervisor {
         // ioreq_server_create(): every slot taken is ENOSPC.
         if (id >= MAX_NR_IOREQ_SERVERS) return -E.ENOSPC;
         const withBuf = handling !== HVM_IOREQSRV_BUFIOREQ_OFF;
+        // ioreq_server_add_vcpu(), vCPU by vCPU: an unbound port for the emulator, and right after
+        // vCPU 0's the buffered ring's (alloc_unbound_xen_event_channel(), lowest free port).
+        const vcpuPorts: number[] = [];
+        let bufioreqPort = 0;
+        for (let vcpu = 0; vcpu < d.vcpus; vcpu++) {
+          vcpuPorts.push(allocXenPort(d, caller));
+          if (vcpu === 0 && withBuf) bufioreqPort = allocXenPort(d, caller);
+        }
         d.ioreqServers.set(id, {
           id,
           emulator: caller,
           bufioreqHandling: handling,
           enabled: false,
+          pages: 'none',
           ioreqGfn: 0n,
           bufioreqGfn: 0n,
-          bufioreqPort: withBuf ? 64 + id : 0,
+          vcpuPorts,
+          bufioreqPort,
           ranges: [[], [], []],
         });
         v.setUint16(U + 4, id, true);
@@ -366,8 +751,15 @@ export class SimHypervisor {
       case 'destroy_ioreq_server': {
         const s = this.#server(caller, d, u16(0));
         if (typeof s === 'number') return s;
-        this.#unmapIoreqGfn(d, s.ioreqGfn);
-        this.#unmapIoreqGfn(d, s.bufioreqGfn);
+        if (s.pages === 'gfn') {
+          this.#unmapIoreqGfn(d, s.ioreqGfn);
+          if (s.bufioreqHandling !== HVM_IOREQSRV_BUFIOREQ_OFF)
+            this.#unmapIoreqGfn(d, s.bufioreqGfn);
+        }
+        // ioreq_server_remove_vcpu()/free_xen_event_channel(): the ports close.
+        for (const port of [...s.vcpuPorts, ...(s.bufioreqPort ? [s.bufioreqPort] : [])]) {
+          this.#close(d, port);
+        }
         d.ioreqServers.delete(s.id);
         if (d.ioreqMemType?.id === s.id) d.ioreqMemType = null;
         return 0;
@@ -381,6 +773,19 @@ export class SimHypervisor {
         if (nr > MAX_DIRTY_VRAM_FRAMES) return -E.EINVAL;
         const bitmap = bufs[1] as Uint8Array;
         if (Math.ceil(nr / 8) > bitmap.byteLength) return -E.EINVAL;
+        // hap_track_dirty_vram(): nr 0 stops tracking and writes nothing; a range other than the
+        // one tracked starts tracking it and reports every frame dirty once (all ones).
+        if (nr === 0) {
+          d.vramRange = null;
+          return 0;
+        }
+        if (d.vramRange?.first !== first || d.vramRange.nr !== nr) {
+          d.vramRange = { first, nr };
+          for (let i = 0; i < nr; i++) d.vramDirty.delete(first + BigInt(i));
+          bitmap.fill(0, 0, Math.ceil(nr / 8));
+          for (let i = 0; i < nr; i++) bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
+          return 0;
+        }
         bitmap.fill(0, 0, Math.ceil(nr / 8));
         for (let i = 0; i < nr; i++) {
           const gfn = first + BigInt(i);
@@ -410,6 +815,9 @@ export class SimHypervisor {
         return 0;
       }
       case 'modified_memory':
+        // dm_op(): the extents travel in buf[1]; without it the op is EINVAL even when
+        // modified_memory() would have nothing to do (recorded: tools/xen-matrix, n=386).
+        if (bufs.length < 2) return -E.EINVAL;
         return this.#modifiedMemory(d, v, bufs);
       case 'set_mem_type':
         return this.#setMemType(d, u16(4), u64(8), u32(0));
@@ -440,8 +848,10 @@ export class SimHypervisor {
         if ((flags & ~XEN_DMOP_IOREQ_MEM_ACCESS_WRITE) !== 0) return -E.EINVAL;
         const s = this.#server(caller, d, id);
         if (typeof s === 'number') return s;
-        // arch_ioreq_server_map_mem_type()/p2m_set_ioreq_server(): another server holding the type is EBUSY.
-        if (flags !== 0 && d.ioreqMemType !== null && d.ioreqMemType.id !== id) return -E.EBUSY;
+        // p2m_set_ioreq_server(): claiming the type while any server holds it (itself included)
+        // is EBUSY; releasing it from a server that does not hold it is EINVAL.
+        if (flags !== 0 && d.ioreqMemType !== null) return -E.EBUSY;
+        if (flags === 0 && d.ioreqMemType?.id !== id) return -E.EINVAL;
         if (flags === 0) {
           if (d.ioreqMemType?.id === id) d.ioreqMemType = null;
           // dm_op(): unmapping resets the remaining p2m_ioreq_server pages to ram_rw.
@@ -517,7 +927,7 @@ export class SimHypervisor {
       if (d.ioreqMemType === null) return -E.EINVAL;
     }
     for (let g = first; g <= last; g++) {
-      const old = d.p2m.get(g) ?? (g <= d.maxGpfn ? 'ram_rw' : 'invalid');
+      const old = d.p2m.get(g) ?? defaultType(d, g);
       // allow_p2m_type_change(): the transitions Xen permits; a refusal stops the loop with EINVAL.
       const allowed =
         target === 'ioreq_server'
@@ -526,7 +936,7 @@ export class SimHypervisor {
             ? target === 'ram_rw'
             : p2mIsRam(old) || (p2mIsHole(old) && target === 'mmio_dm');
       if (!allowed) return -E.EINVAL;
-      if (target === 'ram_rw' && g <= d.maxGpfn) d.p2m.delete(g);
+      if (target === 'ram_rw' && g < d.ramPages) d.p2m.delete(g);
       else d.p2m.set(g, target);
     }
     return 0;
@@ -535,7 +945,7 @@ export class SimHypervisor {
   #relocate(d: SimDomain, size: number, src: bigint, dst: bigint): number {
     // xenmem_add_to_physmap() (XENMAPSPACE_gmfn_range): every source frame must be RAM.
     for (let i = 0n; i < BigInt(size); i++) {
-      const t = d.p2m.get(src + i) ?? (src + i <= d.maxGpfn ? 'ram_rw' : 'invalid');
+      const t = d.p2m.get(src + i) ?? defaultType(d, src + i);
       if (!p2mIsRam(t)) return -E.EINVAL;
     }
     for (let i = 0n; i < BigInt(size); i++) {

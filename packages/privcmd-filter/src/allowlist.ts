@@ -1,3 +1,4 @@
+import { PolicyError, show } from './error.js';
 import {
   IOCTL_EVTCHN_BIND_INTERDOMAIN,
   IOCTL_EVTCHN_NOTIFY,
@@ -10,12 +11,13 @@ import {
   IOCTL_GNTDEV_SET_UNMAP_NOTIFY,
   IOCTL_GNTDEV_UNMAP_GRANT_REF,
   IOCTL_PRIVCMD_DM_OP,
+  IOCTL_PRIVCMD_HYPERCALL,
   IOCTL_PRIVCMD_MMAP_RESOURCE,
   IOCTL_PRIVCMD_MMAPBATCH,
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
 } from './ioctls.js';
-import type { SeccompAllowlist } from './seccomp.js';
+import { compileSeccomp, type SeccompAllowlist } from './seccomp.js';
 
 /** asm-generic/ioctls.h: glibc's isatty() and QEMU's chardev probes. */
 const TCGETS = 0x5401;
@@ -204,3 +206,64 @@ export const deviceModelAllowlist: SeccompAllowlist = {
   ioctlAction: { errno: ENOTTY },
   badArchAction: 'kill_process',
 };
+
+/** Which `IOCTL_PRIVCMD_HYPERCALL` policy the Xen device model's filter has. */
+export type XenDeviceModelSeccompMode = 'init-hypercall' | 'strict';
+
+export interface XenDeviceModelSeccompOptions {
+  /**
+   * `init-hypercall` (default): `deviceModelAllowlist` plus `IOCTL_PRIVCMD_HYPERCALL`, because
+   * Xen's QEMU 7.2 issues hypercalls through it during init, before `-xen-domid-restrict`
+   * (libxenctrl's `xc_domain_populate_physmap_exact` for stdvga's VRAM, seen in the lab); once
+   * QEMU restricts its fds the kernel refuses every HYPERCALL with EPERM (privcmd_ioctl_hypercall).
+   * `strict`: `deviceModelAllowlist` alone, for a QEMU that needs no hypercall (no stdvga, or a
+   * toolstack that populates VRAM itself).
+   */
+  readonly mode?: XenDeviceModelSeccompMode;
+}
+
+export interface XenDeviceModelSeccomp {
+  /** Where the program came from, for a printed launch plan. */
+  readonly profile: string;
+  /** Classic BPF, 8 bytes per instruction, as `seccomp(SECCOMP_SET_MODE_FILTER)` takes it. */
+  readonly program: Uint8Array;
+  /** The allow-list it was compiled from, for audits of a recorded trace. */
+  readonly allowlist: SeccompAllowlist;
+}
+
+/** The allow-list of Xen's device model in `mode` (see `XenDeviceModelSeccompOptions`). */
+export function xenDeviceModelAllowlist(
+  options: XenDeviceModelSeccompOptions = {},
+): SeccompAllowlist {
+  const mode = options.mode ?? 'init-hypercall';
+  if (mode === 'strict') return deviceModelAllowlist;
+  if (mode !== 'init-hypercall') {
+    throw new PolicyError(
+      'BAD_PROFILE',
+      '/mode',
+      `expected 'init-hypercall' or 'strict', got ${show(mode)}`,
+    );
+  }
+  return {
+    ...deviceModelAllowlist,
+    ioctls: [...(deviceModelAllowlist.ioctls ?? []), IOCTL_PRIVCMD_HYPERCALL],
+  };
+}
+
+/**
+ * The seccomp program of Xen's QEMU device model: the one function every launch path (jail mode,
+ * libxl-compat, the libxl shim) takes its filter from.
+ */
+export function xenDeviceModelSeccomp(
+  options: XenDeviceModelSeccompOptions = {},
+): XenDeviceModelSeccomp {
+  const allowlist = xenDeviceModelAllowlist(options);
+  const strict = allowlist === deviceModelAllowlist;
+  return {
+    profile: strict
+      ? 'privcmd-filter/deviceModelAllowlist'
+      : 'privcmd-filter/deviceModelAllowlist+IOCTL_PRIVCMD_HYPERCALL',
+    program: compileSeccomp(allowlist),
+    allowlist,
+  };
+}

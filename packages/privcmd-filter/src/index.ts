@@ -1,4 +1,11 @@
-export { deviceModelAllowlist } from './allowlist.js';
+export {
+  deviceModelAllowlist,
+  type XenDeviceModelSeccomp,
+  type XenDeviceModelSeccompMode,
+  type XenDeviceModelSeccompOptions,
+  xenDeviceModelAllowlist,
+  xenDeviceModelSeccomp,
+} from './allowlist.js';
 export { decodePrivcmdIoctl } from './decode.js';
 export { DM_OP_NAMES, type DmOpName, dmOpName, XEN_DM_OP_SIZE } from './dmop-fields.js';
 export { type Decision, type ErrnoCode, LINUX_ERRNO } from './errno.js';
@@ -17,9 +24,11 @@ export {
   EvtchnModel,
   type EvtchnModelOptions,
   type EvtchnRequest,
+  type PrivcmdDecision,
   PrivcmdModel,
   type PrivcmdModelOptions,
   type PrivcmdRequest,
+  type UserPointerFault,
 } from './model.js';
 export { PACKAGE_NAME } from './package-name.js';
 export {
