@@ -1,0 +1,1 @@
+"""Tests of xen-deprivd from Python (standard library only)."""
