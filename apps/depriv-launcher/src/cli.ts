@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { commands, type GlobalOptions } from './commands/index.js';
-import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from './errors.js';
+import { CliError, EXIT_FAILED, EXIT_OK, EXIT_TABLE, EXIT_USAGE } from './errors.js';
 import { color, processOutput } from './output.js';
+import { packageVersion } from './service/rpc.js';
+
+// Known before commander parses: its own usage errors honour --json too.
+const wantsJson = process.argv.slice(2).includes('--json');
 
 // A reader that stops early (`| head`) is not an error of ours.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -12,14 +16,26 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 
 const program = new Command('xen-depriv')
   .description('Run QEMU device models for Xen deprivileged: launch, verify, tear down, audit.')
-  .version('0.1.0')
+  .version(packageVersion())
   .option('--json', 'machine-readable JSON on stdout')
   .option('--debug', 'show stack traces on errors')
   .option('--log-json', 'structured logs (JSON lines) on stderr')
   .addOption(new Option('--no-color', 'no colours (NO_COLOR is honoured too)'))
-  .showHelpAfterError('(run with --help for usage)')
+  .showHelpAfterError(wantsJson ? false : '(run with --help for usage)')
   .exitOverride()
-  .configureOutput({ outputError: (str, write) => write(color.bad(str)) });
+  .configureOutput({
+    // With --json the usage error is reported once, as JSON, below.
+    outputError: (str, write) => {
+      if (!wantsJson) write(color.bad(str));
+    },
+  })
+  .addHelpText(
+    'after',
+    `
+Exit codes (every command):
+${EXIT_TABLE.map((e) => `  ${e.exit}  ${e.meaning}`).join('\n')}
+With --json an error is one object on stdout: {"ok":false,"error","code","hint","exitCode"}.`,
+  );
 
 for (const register of commands) register(program, () => program.opts<GlobalOptions>());
 
@@ -38,7 +54,17 @@ function report(err: unknown, opts: GlobalOptions): number {
       err.code === 'commander.help'
     )
       return EXIT_OK;
-    return EXIT_USAGE; // commander already printed the message
+    if (opts.json || wantsJson) {
+      processOutput(true).line(
+        JSON.stringify({
+          ok: false,
+          error: err.message.replace(/^error: /, ''),
+          code: 'usage',
+          exitCode: EXIT_USAGE,
+        }),
+      );
+    }
+    return EXIT_USAGE; // without --json commander already printed the message
   }
   const out = processOutput(Boolean(opts.json));
   const code = err instanceof CliError ? err.exitCode : EXIT_FAILED;
@@ -47,6 +73,7 @@ function report(err: unknown, opts: GlobalOptions): number {
       JSON.stringify({
         ok: false,
         error: err instanceof Error ? err.message : String(err),
+        code: err instanceof CliError ? err.code : 'failed',
         hint: err instanceof CliError ? err.hint : undefined,
         exitCode: code,
       }),

@@ -221,9 +221,10 @@ export function loadConfig(path: string): LaunchConfig {
 
 /**
  * Checks what a config names on this host before anything is done: the QEMU binary is an
- * executable file and the state directory can be created and written.
+ * executable file and (unless `dryRun`: a dry run touches nothing) the state directory can be
+ * created and written.
  */
-export function checkHostForConfig(config: LaunchConfig): void {
+export function checkHostForConfig(config: LaunchConfig, options: { dryRun?: boolean } = {}): void {
   try {
     if (!statSync(config.qemu.binary).isFile()) throw new Error('not a file');
     accessSync(config.qemu.binary, fsConstants.X_OK);
@@ -234,6 +235,7 @@ export function checkHostForConfig(config: LaunchConfig): void {
       'install qemu-system-x86 (or qemu-system-xen) or fix the path',
     );
   }
+  if (options.dryRun === true) return;
   try {
     makeDirs(resolve(config.stateDir));
     accessSync(config.stateDir, fsConstants.W_OK);

@@ -34,10 +34,10 @@ export function isRoot(): boolean {
   return process.geteuid?.() === 0;
 }
 
-export function requireRoot(what: string): void {
+export function requireRoot(what: string, why = 'it changes uids, namespaces and mounts'): void {
   if (!isRoot()) {
-    throw new CliError(`${what} needs root (it changes uids, namespaces and mounts)`, {
-      exitCode: EXIT_UNSUPPORTED,
+    throw new CliError(`${what} needs root (${why})`, {
+      code: 'not-root',
       hint: 'run it with sudo, or try `xen-depriv launch --dry-run CONFIG` as any user',
     });
   }
@@ -50,7 +50,7 @@ export function requireDom0(config: LaunchConfig): void {
   if (!existsSync(DOM0.xenstoreSocket) && !existsSync(DOM0.xenbus)) missing.push(DOM0.xenbus);
   if (missing.length) {
     throw new CliError(`target dom0: this host is not a Xen dom0 (no ${missing.join(', ')})`, {
-      exitCode: EXIT_UNSUPPORTED,
+      code: 'not-dom0',
       hint: 'use target "embedded" (the default) to run the flow without Xen',
     });
   }

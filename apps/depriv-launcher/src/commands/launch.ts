@@ -1,6 +1,6 @@
 import { formatPlan, verifyConfinement } from '@xen-depriv/qemu-launcher';
 import { checkHostForConfig, type LaunchConfig, loadConfig } from '../config.js';
-import { CliError, ConfigError, EXIT_FAILED, EXIT_UNSUPPORTED, EXIT_USAGE } from '../errors.js';
+import { CliError, ConfigError, type ErrorCode, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
 import { createLogger } from '../log.js';
 import { color, type Output, processOutput, table, wrap } from '../output.js';
 import { assess, checksTable, readRecords, requireDom0, requireRoot } from '../runtime.js';
@@ -29,7 +29,22 @@ function crashHook(): ((step: string) => void) | undefined {
 
 const socketDefault = () => process.env.XEN_DEPRIVD_SOCKET ?? DEFAULT_SOCKET;
 
-/** An engine or RPC error as the CLI reports it: one line, the exit code of its kind. */
+const RPC_CODES: Readonly<Record<number, ErrorCode>> = {
+  [ERRORS.INVALID_PARAMS.code]: 'usage',
+  [ERRORS.EXISTS.code]: 'exists',
+  [ERRORS.NOT_FOUND.code]: 'not-found',
+  [ERRORS.HOST_CANNOT.code]: 'not-dom0',
+  [ERRORS.FORBIDDEN.code]: 'not-root',
+};
+
+const ENGINE_CODES: Readonly<Record<string, ErrorCode>> = {
+  BAD_PARAMS: 'usage',
+  EXISTS: 'exists',
+  NOT_FOUND: 'not-found',
+  HOST_CANNOT: 'not-dom0',
+};
+
+/** An engine or RPC error as the CLI reports it: one line, the code and exit code of its kind. */
 function cliError(e: unknown, what: string): CliError {
   if (e instanceof CliError) return e;
   const data = (e as { data?: { key?: unknown; detail?: unknown } }).data;
@@ -39,19 +54,11 @@ function cliError(e: unknown, what: string): CliError {
   }
   const code =
     e instanceof RpcError
-      ? e.code === ERRORS.INVALID_PARAMS.code
-        ? EXIT_USAGE
-        : e.code === ERRORS.HOST_CANNOT.code
-          ? EXIT_UNSUPPORTED
-          : EXIT_FAILED
+      ? (RPC_CODES[e.code] ?? 'failed')
       : e instanceof EngineError
-        ? e.code === 'BAD_PARAMS'
-          ? EXIT_USAGE
-          : e.code === 'HOST_CANNOT'
-            ? EXIT_UNSUPPORTED
-            : EXIT_FAILED
-        : EXIT_FAILED;
-  return new CliError(`${what}: ${(e as Error).message}`, { exitCode: code, cause: e });
+        ? (ENGINE_CODES[e.code] ?? 'failed')
+        : 'failed';
+  return new CliError(`${what}: ${(e as Error).message}`, { code, cause: e });
 }
 
 function parseDomid(text: string): number {
@@ -137,7 +144,9 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
       const out = processOutput(Boolean(g.json));
       const log = createLogger(Boolean(g.logJson));
       const config = loadConfig(configPath);
-      checkHostForConfig(config);
+      // As any user a dry run works; a launch needs root before anything is looked at.
+      if (!opts.dryRun) requireRoot('launch');
+      checkHostForConfig(config, { dryRun: opts.dryRun === true });
       requireDom0(config);
       if (opts.dryRun) {
         // The printed plan is what would run: the same engine code, touching nothing.
@@ -157,7 +166,6 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
         }
         return;
       }
-      requireRoot('launch');
       let r: { value: LaunchResult; via: 'service' | 'in-process' };
       try {
         r = await viaServiceOr(
@@ -168,7 +176,7 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
               throw new CliError(
                 `target dom0 needs xen-deprivd: nothing listens at ${opts.socket}`,
                 {
-                  exitCode: EXIT_UNSUPPORTED,
+                  code: 'no-service',
                   hint: 'start it (systemctl start xen-deprivd, or xen-deprivd --socket PATH) and launch again',
                 },
               );
@@ -229,78 +237,94 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
 
   program
     .command('check')
-    .description('the confinement report of a running device model, check by check')
-    .argument('<domid>', 'the domain whose device model to check (or a pid, with --pid)')
-    .option('--pid', 'the argument is a pid: check that process (no plan to compare with)')
+    .description(
+      'the confinement report of a running device model, check by check: of a domain (DOMID or --domid N) or of any process (--pid N)',
+    )
+    .argument('[domid]', 'the domain whose device model to check (same as --domid)')
+    .option('--domid <n>', 'the domain whose device model to check')
+    .option('--pid <n>', 'any process: checked without a plan to compare with')
     .option('--state-dir <dir>', 'state directory (in process only)', DEFAULT_STATE_DIR)
     .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
-    .action(async (arg: string, opts: { stateDir: string; pid?: boolean; socket: string }) => {
-      const out = processOutput(Boolean(globals().json));
-      const n = Number(arg);
-      if (!/^[0-9]+$/.test(arg) || n < 1) {
-        throw new CliError(`expected a ${opts.pid ? 'pid' : 'domid'}, saw ${JSON.stringify(arg)}`, {
-          exitCode: EXIT_USAGE,
-        });
-      }
-      type Report = {
-        domid: number | null;
-        pid: number;
-        checks: ReturnType<typeof verifyConfinement>['checks'];
-      };
-      let report: Report;
-      if (opts.pid) {
-        try {
-          report = { domid: null, pid: n, checks: verifyConfinement(n).checks };
-        } catch (e) {
-          throw cliError(e, `check of pid ${n}`);
+    .action(
+      async (
+        arg: string | undefined,
+        opts: { stateDir: string; pid?: string; domid?: string; socket: string },
+      ) => {
+        const out = processOutput(Boolean(globals().json));
+        const given = [arg, opts.domid, opts.pid].filter((x) => x !== undefined);
+        if (given.length !== 1) {
+          throw new CliError('check: expected exactly one of DOMID, --domid N or --pid N', {
+            code: 'usage',
+          });
         }
-      } else {
-        const domid = parseDomid(arg);
-        try {
-          report = (
-            await viaServiceOr(
-              opts.socket,
-              (c) => c.call<Report>('check', { domid }),
-              async () => {
-                const r = readRecords(opts.stateDir).find((x) => x.domid === domid);
-                if (!r || r.pid === null) {
-                  throw new CliError(`domain ${domid} has no device model in ${opts.stateDir}`, {
-                    hint: 'check --pid PID checks any process; xen-depriv list shows the domains',
-                  });
-                }
-                return {
-                  domid,
-                  pid: r.pid,
-                  checks: verifyConfinement(r.pid, r.plan, r.root ? { expectedRoot: r.root } : {})
-                    .checks,
-                };
-              },
-            )
-          ).value;
-        } catch (e) {
-          throw cliError(e, `check of domain ${domid}`);
+        requireRoot('check', "it reads other users' /proc entries");
+        type Report = {
+          domid: number | null;
+          pid: number;
+          checks: ReturnType<typeof verifyConfinement>['checks'];
+        };
+        let report: Report;
+        if (opts.pid !== undefined) {
+          const pid = Number(opts.pid);
+          if (!/^[0-9]+$/.test(opts.pid) || pid < 1) {
+            throw new CliError(`--pid: expected a pid, saw ${JSON.stringify(opts.pid)}`, {
+              code: 'usage',
+            });
+          }
+          try {
+            report = { domid: null, pid, checks: verifyConfinement(pid).checks };
+          } catch (e) {
+            throw cliError(e, `check of pid ${pid}`);
+          }
+        } else {
+          const domid = parseDomid((arg ?? opts.domid) as string);
+          try {
+            report = (
+              await viaServiceOr(
+                opts.socket,
+                (c) => c.call<Report>('check', { domid }),
+                async () => {
+                  const r = readRecords(opts.stateDir).find((x) => x.domid === domid);
+                  if (!r || r.pid === null) {
+                    throw new CliError(`domain ${domid} has no device model in ${opts.stateDir}`, {
+                      code: 'not-found',
+                      hint: 'check --pid N checks any process; xen-depriv list shows the domains',
+                    });
+                  }
+                  return {
+                    domid,
+                    pid: r.pid,
+                    checks: verifyConfinement(r.pid, r.plan, r.root ? { expectedRoot: r.root } : {})
+                      .checks,
+                  };
+                },
+              )
+            ).value;
+          } catch (e) {
+            throw cliError(e, `check of domain ${domid}`);
+          }
         }
-      }
-      const verdict = assess(report.checks);
-      if (out.json) {
-        out.line(
-          JSON.stringify({
-            ok: verdict.ok,
-            pid: report.pid,
-            domid: report.domid,
-            failed: verdict.failed.map((c) => c.name),
-            limited: verdict.limited.map((c) => c.name),
-            checks: report.checks,
-          }),
-        );
-      } else {
-        out.line(
-          `pid ${report.pid}${report.domid !== null ? ` (domain ${report.domid})` : ''}: ${verdict.ok ? color.ok('confined') : color.bad('NOT confined')}, ${report.checks.filter((c) => c.ok).length}/${report.checks.length} checks pass`,
-        );
-        out.line(checksTable(report.checks, out.width));
-      }
-      if (!verdict.ok) process.exitCode = EXIT_FAILED;
-    });
+        const verdict = assess(report.checks);
+        if (out.json) {
+          out.line(
+            JSON.stringify({
+              ok: verdict.ok,
+              pid: report.pid,
+              domid: report.domid,
+              failed: verdict.failed.map((c) => c.name),
+              limited: verdict.limited.map((c) => c.name),
+              checks: report.checks,
+            }),
+          );
+        } else {
+          out.line(
+            `pid ${report.pid}${report.domid !== null ? ` (domain ${report.domid})` : ''}: ${verdict.ok ? color.ok('confined') : color.bad('NOT confined')}, ${report.checks.filter((c) => c.ok).length}/${report.checks.length} checks pass`,
+          );
+          out.line(checksTable(report.checks, out.width));
+        }
+        if (!verdict.ok) process.exitCode = EXIT_FAILED;
+      },
+    );
 
   program
     .command('list')
@@ -361,12 +385,12 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
       const out = processOutput(Boolean(globals().json));
       const client = await DeprivdClient.connect(opts.socket).catch((e: Error) => {
         throw new CliError(`cannot reach xen-deprivd at ${opts.socket}: ${e.message}`, {
-          exitCode: EXIT_UNSUPPORTED,
+          code: 'no-service',
         });
       });
       if (client === null) {
         throw new CliError(`xen-deprivd is not running (nothing listens at ${opts.socket})`, {
-          exitCode: EXIT_UNSUPPORTED,
+          code: 'no-service',
           hint: 'systemctl start xen-deprivd, or xen-deprivd --socket PATH --state-dir DIR',
         });
       }
