@@ -11,7 +11,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const dist = path.join(repo, 'packages/xs-restrict/dist');
+// XSR_DIST: another build to measure (a copy of an older dist, for a before/after in one session).
+const dist = process.env.XSR_DIST ?? path.join(repo, 'packages/xs-restrict/dist');
 if (!existsSync(path.join(dist, 'index.js'))) {
   console.error('build first: (cd packages/xs-restrict && npx tsup)');
   process.exit(2);

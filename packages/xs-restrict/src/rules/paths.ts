@@ -5,7 +5,6 @@
 import { XenstoreWireError } from '../wire/codec.js';
 import { XENSTORE_ABS_PATH_MAX, XENSTORE_REL_PATH_MAX } from '../wire/constants.js';
 
-const VALID_PATH_CHARS = /^[A-Za-z0-9\-/_@]*$/;
 const LOCAL_DOMAIN_PREFIX = /^\/local\/domain\/(\d{1,5})\//;
 
 export type PathProblem =
@@ -27,16 +26,46 @@ export function nodePathProblem(
   path: string,
   maxRelLen: number = XENSTORE_REL_PATH_MAX,
 ): PathProblem | undefined {
-  if (path.length === 0) return 'empty';
-  if (!path.startsWith('/')) return 'not-absolute';
-  if (path.endsWith('/') && path !== '/') return 'trailing-slash';
-  if (path.includes('//')) return 'double-slash';
-  const bytes = Buffer.byteLength(path, 'utf8');
-  const m = LOCAL_DOMAIN_PREFIX.exec(path);
-  const localOff = m ? m[0].length : 0;
-  if (bytes > localOff + maxRelLen || bytes > XENSTORE_ABS_PATH_MAX) return 'too-long';
-  if (!VALID_PATH_CHARS.test(path)) return 'bad-char';
+  const n = path.length;
+  if (n === 0) return 'empty';
+  if (path.charCodeAt(0) !== 0x2f) return 'not-absolute';
+  if (n > 1 && path.charCodeAt(n - 1) === 0x2f) return 'trailing-slash';
+  // One pass for the rest: every server request checks its path, so no regex and no copy here.
+  let doubleSlash = false;
+  let badChar = false;
+  let prevSlash = false;
+  for (let i = 0; i < n; i++) {
+    const c = path.charCodeAt(i);
+    if (c === 0x2f) {
+      if (prevSlash) doubleSlash = true;
+      prevSlash = true;
+      continue;
+    }
+    prevSlash = false;
+    if (!validPathChar(c)) badChar = true;
+  }
+  if (doubleSlash) return 'double-slash';
+  // Valid characters are ASCII: then a byte is a character.
+  const bytes = badChar ? Buffer.byteLength(path, 'utf8') : n;
+  if (bytes > maxRelLen || bytes > XENSTORE_ABS_PATH_MAX) {
+    const m = LOCAL_DOMAIN_PREFIX.exec(path);
+    const localOff = m ? m[0].length : 0;
+    if (bytes > localOff + maxRelLen || bytes > XENSTORE_ABS_PATH_MAX) return 'too-long';
+  }
+  if (badChar) return 'bad-char';
   return undefined;
+}
+
+/** `[A-Za-z0-9-_@]` (and `/`, handled by the caller). */
+function validPathChar(c: number): boolean {
+  return (
+    (c >= 0x61 && c <= 0x7a) ||
+    (c >= 0x41 && c <= 0x5a) ||
+    (c >= 0x30 && c <= 0x39) ||
+    c === 0x2d ||
+    c === 0x5f ||
+    c === 0x40
+  );
 }
 
 /** True for the special watch paths (`@introduceDomain`, `@releaseDomain`, any `@…`). */

@@ -1,7 +1,7 @@
 /** One client of the embedded xenstored (xenstored_core.c struct connection): framing in, replies out. */
 import { canonicalPath } from '../rules/paths.js';
 import type { Requester } from '../rules/perms.js';
-import { encodeMessage, type XsMessage } from '../wire/codec.js';
+import { MessageWriter, type XsMessage } from '../wire/codec.js';
 import {
   XENSTORE_PAYLOAD_MAX,
   XS_ERROR,
@@ -37,7 +37,7 @@ export class XenstoreConnection implements Requester {
   closed = false;
   private readonly core: ServerCore;
   private readonly parser = new MessageParser(XENSTORE_PAYLOAD_MAX, { view: true });
-  private pending: Buffer[] = [];
+  private readonly out = new MessageWriter();
   private pendingEvents: string[] = [];
   /** The request being handled: replies copy its req_id and tx_id. */
   private request: XsMessage | undefined;
@@ -91,16 +91,15 @@ export class XenstoreConnection implements Requester {
     this.flush();
   }
 
-  queue(type: number, reqId: number, txId: number, payload: Uint8Array): void {
-    this.pending.push(encodeMessage(type, reqId, txId, payload));
+  queue(type: number, reqId: number, txId: number, payload: Uint8Array | string): void {
+    if (!this.out.add(type, reqId, txId, payload))
+      this.out.add(XS_ERROR, reqId, txId, ERROR_PAYLOADS.get('E2BIG') as Buffer);
   }
 
   /** @internal Answer the request being handled; a reply over XENSTORE_PAYLOAD_MAX becomes E2BIG. */
   reply(type: number, payload: Uint8Array | string): void {
     const m = this.request as XsMessage;
-    const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
-    if (body.length > XENSTORE_PAYLOAD_MAX) this.replyError('E2BIG');
-    else this.queue(type, m.reqId, m.txId, body);
+    this.queue(type, m.reqId, m.txId, payload);
   }
 
   /** @internal */
@@ -121,14 +120,13 @@ export class XenstoreConnection implements Requester {
     // xenstored drops an event identical to one still queued (send_event): within one request here.
     if (!path.startsWith('@') && this.pendingEvents.includes(payload)) return;
     this.pendingEvents.push(payload);
-    this.pending.push(encodeMessage(XS_WATCH_EVENT, 0, 0, payload));
+    this.out.add(XS_WATCH_EVENT, 0, 0, payload);
   }
 
   flush(): void {
-    if (this.closed || this.pending.length === 0) return;
-    const out =
-      this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
-    this.pending = [];
+    if (this.closed) return;
+    const out = this.out.take();
+    if (out === undefined) return;
     this.pendingEvents = [];
     if (!this.sink(out)) this.close();
   }

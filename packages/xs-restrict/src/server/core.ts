@@ -113,6 +113,18 @@ export class ServerCore {
     a.modified = true;
   }
 
+  /**
+   * write_node for a new value outside a transaction: the tree's node is
+   * changed in place (a transaction works on copies it took at first access),
+   * with a new generation, after the same quota check as `write`.
+   */
+  setValue(conn: Requester, path: string, n: XsNode, value: Buffer): void {
+    if (!conn.privileged && entryTooBig(this.quotas, entrySize(n) - n.value.length + value.length))
+      throw new XsFail('ENOSPC');
+    n.value = value;
+    this.putMain(path, n);
+  }
+
   private remove(tx: Transaction | undefined, path: string): void {
     if (!tx) {
       this.store.delete(path);

@@ -88,14 +88,18 @@ export function write(core: ServerCore, conn: XenstoreConnection, p: Buffer, tx:
   let node: XsNode;
   try {
     node = core.getNode(conn, tx, name, XS_PERM_WRITE);
+  } catch (e) {
+    if (!(e instanceof XsFail) || e.errno !== 'ENOENT') throw e;
+    node = core.createNode(conn, tx, name, data);
+    fireWatches(core, conn, name, node, false, undefined, tx);
+    return 'OK\0';
+  }
+  if (tx) {
     const updated = cloneNode(node);
     updated.value = data;
     core.write(conn, tx, name, updated, true);
     node = updated;
-  } catch (e) {
-    if (!(e instanceof XsFail) || e.errno !== 'ENOENT') throw e;
-    node = core.createNode(conn, tx, name, data);
-  }
+  } else core.setValue(conn, name, node, data);
   fireWatches(core, conn, name, node, false, undefined, tx);
   return 'OK\0';
 }

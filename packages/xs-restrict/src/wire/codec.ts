@@ -49,12 +49,66 @@ export function encodeMessage(
     );
   }
   const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + body.length);
-  out.writeUInt32LE(type, 0);
-  out.writeUInt32LE(reqId, 4);
-  out.writeUInt32LE(txId, 8);
-  out.writeUInt32LE(body.length, 12);
+  writeHeader(out, 0, type, reqId, txId, body.length);
   out.set(body, XENSTORE_HEADER_SIZE);
   return out;
+}
+
+/** struct xsd_sockmsg at `off`: type, req_id, tx_id, len, each a little-endian uint32. */
+function writeHeader(
+  out: Buffer,
+  off: number,
+  type: number,
+  reqId: number,
+  txId: number,
+  len: number,
+): void {
+  out.writeUInt32LE(type, off);
+  out.writeUInt32LE(reqId, off + 4);
+  out.writeUInt32LE(txId, off + 8);
+  out.writeUInt32LE(len, off + 12);
+}
+
+/**
+ * Messages written back to back into one reusable buffer, taken out as one
+ * Buffer: a reply costs no allocation of its own, and the replies to one read
+ * leave in one write. The caller keeps payloads within XENSTORE_PAYLOAD_MAX
+ * (`add` checks) and header fields within 32 bits (its own request's).
+ */
+export class MessageWriter {
+  private buf = Buffer.allocUnsafe(4 * (XENSTORE_HEADER_SIZE + XENSTORE_PAYLOAD_MAX));
+  private used = 0;
+
+  /** Bytes written and not yet taken. */
+  get length(): number {
+    return this.used;
+  }
+
+  /** Append one message; false (nothing written) when the payload exceeds XENSTORE_PAYLOAD_MAX. */
+  add(type: number, reqId: number, txId: number, payload: Uint8Array | string): boolean {
+    const len = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+    if (len > XENSTORE_PAYLOAD_MAX) return false;
+    const need = this.used + XENSTORE_HEADER_SIZE + len;
+    if (need > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.buf.length));
+      this.buf.copy(grown, 0, 0, this.used);
+      this.buf = grown;
+    }
+    writeHeader(this.buf, this.used, type, reqId, txId, len);
+    if (typeof payload === 'string') this.buf.write(payload, this.used + XENSTORE_HEADER_SIZE);
+    else this.buf.set(payload, this.used + XENSTORE_HEADER_SIZE);
+    this.used = need;
+    return true;
+  }
+
+  /** What was written, as a Buffer of its own (the writer's buffer is reused); undefined when empty. */
+  take(): Buffer | undefined {
+    if (this.used === 0) return undefined;
+    const out = Buffer.allocUnsafe(this.used);
+    this.buf.copy(out, 0, 0, this.used);
+    this.used = 0;
+    return out;
+  }
 }
 
 export function decodeHeader(buf: Uint8Array, offset = 0): XsHeader {
