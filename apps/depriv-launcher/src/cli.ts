@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-import { Command, CommanderError, Option } from 'commander';
-import { commands, type GlobalOptions } from './commands/index.js';
-import { CliError, EXIT_FAILED, EXIT_OK, EXIT_TABLE, EXIT_USAGE } from './errors.js';
+import { CommanderError } from 'commander';
+import type { GlobalOptions } from './commands/index.js';
+import { CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE } from './errors.js';
 import { color, processOutput } from './output.js';
-import { packageVersion } from './service/rpc.js';
+import { buildProgram } from './program.js';
 
 // Known before commander parses: its own usage errors honour --json too.
 const wantsJson = process.argv.slice(2).includes('--json');
@@ -14,30 +14,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
-const program = new Command('xen-depriv')
-  .description('Run QEMU device models for Xen deprivileged: launch, verify, tear down, audit.')
-  .version(packageVersion())
-  .option('--json', 'machine-readable JSON on stdout')
-  .option('--debug', 'show stack traces on errors')
-  .option('--log-json', 'structured logs (JSON lines) on stderr')
-  .addOption(new Option('--no-color', 'no colours (NO_COLOR is honoured too)'))
-  .showHelpAfterError(wantsJson ? false : '(run with --help for usage)')
-  .exitOverride()
-  .configureOutput({
-    // With --json the usage error is reported once, as JSON, below.
-    outputError: (str, write) => {
-      if (!wantsJson) write(color.bad(str));
-    },
-  })
-  .addHelpText(
-    'after',
-    `
-Exit codes (every command):
-${EXIT_TABLE.map((e) => `  ${e.exit}  ${e.meaning}`).join('\n')}
-With --json an error is one object on stdout: {"ok":false,"error","code","hint","exitCode"}.`,
-  );
-
-for (const register of commands) register(program, () => program.opts<GlobalOptions>());
+const program = buildProgram(wantsJson);
 
 try {
   await program.parseAsync(process.argv);

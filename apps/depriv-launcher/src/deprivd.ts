@@ -3,58 +3,19 @@
 // src/service/). Runs in the foreground; systemd's unit, tests and operators call it the same way.
 import { mkdirSync } from 'node:fs';
 import { posix } from 'node:path';
-import { Command } from 'commander';
 import { pino } from 'pino';
 import {
   DEFAULT_CONFIG_FILE,
-  ENV_KEYS,
   engineSettings,
   loadServiceConfig,
   ServiceConfigError,
 } from './service/config.js';
-import { DEFAULT_STATE_DIR, DmEngine } from './service/engine.js';
-import { DEFAULT_SOCKET } from './service/paths.js';
+import { buildDeprivdProgram } from './service/deprivd-program.js';
+import { DmEngine } from './service/engine.js';
 import { packageVersion, RpcServer } from './service/rpc.js';
 import { openrpcDocument } from './service/schema.js';
 
-export const program = new Command('xen-deprivd')
-  .description(
-    'The xen-depriv service: one process per host that launches, supervises and tears down every deprivileged device model, for the CLI, the libxl shim (xen-depriv-dm) and toolstacks over JSON-RPC.',
-  )
-  .version(packageVersion())
-  .option('--config <file>', `settings file (JSON; default ${DEFAULT_CONFIG_FILE}, optional)`)
-  .option('--socket <path>', `the JSON-RPC socket, root-only (default ${DEFAULT_SOCKET})`)
-  .option(
-    '--state-dir <dir>',
-    `leases, jails, records, proxy sockets, probe cache (default ${DEFAULT_STATE_DIR})`,
-  )
-  .option(
-    '--target <target>',
-    'auto (dom0 where /dev/xen/privcmd exists), embedded or dom0 (default auto)',
-  )
-  .option('--qemu <path>', 'the QEMU a request that names none gets (default per target)')
-  .option(
-    '--pool <first:count>',
-    'uid pool of requests that name no scheme; reaper = first + count (default 3000000:1000)',
-  )
-  .option(
-    '--upstream <mode>',
-    'dom0: how proxies reach xenstored: privileged or dom0 (default privileged)',
-  )
-  .option('--log-level <level>', 'debug, info, warn or error (default info)')
-  .option('--openrpc', 'print the OpenRPC description of the API and exit')
-  .addHelpText(
-    'after',
-    `
-Settings: ${DEFAULT_CONFIG_FILE} (JSON: socket, stateDir, target, qemu, pool {first,count},
-upstream, logLevel), overridden by the environment (${Object.keys(ENV_KEYS).join(', ')};
-XEN_DEPRIVD_POOL is FIRST:COUNT), overridden by the options above.
-On a host without Xen it serves the embedded defaults (qemu-system-x86_64 -M none behind the
-embedded xenstored), so {"method":"launch","params":{"domid":N}} works there.
-The DMs outlive the service: a restart adopts them (the systemd unit uses KillMode=process).
-Logs are JSON lines (pino) on stderr.
-Exit codes: 0 stopped by a signal, 1 failed to start, 2 bad settings.`,
-  );
+const program = buildDeprivdProgram();
 
 type Flags = {
   config?: string;
