@@ -4,13 +4,15 @@
 // disagreement is a bug in a model.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { DeviceModel, HVMMEM_ram_ro, HVMMEM_ram_rw } from '@xen-depriv/dmop-abi';
-import { SimHypervisor } from '@xen-depriv/dmop-abi/sim';
 import {
+  DeviceModel,
+  HVMMEM_ram_ro,
+  HVMMEM_ram_rw,
   IOCTL_PRIVCMD_DM_OP,
   IOCTL_PRIVCMD_RESTRICT,
-  SimPrivcmd,
-} from '@xen-depriv/privcmd-filter';
+} from '@xen-depriv/dmop-abi';
+import { SimHypervisor } from '@xen-depriv/dmop-abi/sim';
+import { SimPrivcmd } from '@xen-depriv/privcmd-filter';
 import { close, constants, ioctl, open } from '@xen-depriv/sys';
 import { dmOpArg, makeHvm } from './privcmd-filter.xen.mjs';
 

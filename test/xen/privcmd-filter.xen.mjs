@@ -11,12 +11,13 @@ import {
   IOCTL_PRIVCMD_MMAP_RESOURCE,
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
-  PrivcmdModel,
-  XEN_DM_OP_SIZE,
-} from '@xen-depriv/privcmd-filter';
+  SIZEOF,
+} from '@xen-depriv/dmop-abi';
+import { PrivcmdModel } from '@xen-depriv/privcmd-filter';
 import { close, constants, ioctl, open } from '@xen-depriv/sys';
 
 const XEN_DMOP_nr_vcpus = 20;
+const XEN_DM_OP_SIZE = SIZEOF.xen_dm_op;
 const __HYPERVISOR_xen_version = 17;
 
 export function makeHvm() {

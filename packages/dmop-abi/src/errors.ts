@@ -21,6 +21,7 @@ const ERRNO_NAMES: Readonly<Record<number, string>> = {
   34: 'ERANGE',
   38: 'ENOSYS',
   95: 'EOPNOTSUPP',
+  107: 'ENOTCONN',
 };
 
 /** errno numbers by name, for the errnos DM_OP, privcmd and the model return. */
@@ -46,6 +47,7 @@ export const Errno = {
   ERANGE: 34,
   ENOSYS: 38,
   EOPNOTSUPP: 95,
+  ENOTCONN: 107,
 } as const;
 
 /** The symbolic name of an errno number (`EINVAL`), or `E<number>` when it has none here. */

@@ -64,9 +64,16 @@ export const HVM_PARAM_BUFIOREQ_PFN = 6;
 export const HVM_PARAM_IOREQ_SERVER_PFN = 32;
 export const HVM_PARAM_NR_IOREQ_SERVER_PAGES = 33;
 
+/** public/xen.h: domids 0x7ff0 and up are special (DOMID_SELF, DOMID_IO, ...), never a guest. */
 export const DOMID_FIRST_RESERVED = 0x7ff0;
 export const DOMID_SELF = 0x7ff0;
+/** Also the Linux drivers' "not restricted" marker in privcmd_data.domid. */
 export const DOMID_INVALID = 0x7ff4;
+
+/** Whether `domid` can name a guest a device model serves: 1..DOMID_FIRST_RESERVED-1 (dom0 never). */
+export function isGuestDomid(domid: number): boolean {
+  return Number.isInteger(domid) && domid >= 1 && domid < DOMID_FIRST_RESERVED;
+}
 export const __HYPERVISOR_dm_op = 41;
 export const XENMEM_resource_ioreq_server = 0;
 export const XENMEM_resource_ioreq_server_frame_bufioreq = 0;
@@ -130,6 +137,56 @@ export const IOCTL_EVTCHN_UNBIND = ioc(0, 'E', 3, SIZEOF.ioctl_evtchn_unbind);
 export const IOCTL_EVTCHN_NOTIFY = ioc(0, 'E', 4, SIZEOF.ioctl_evtchn_notify);
 export const IOCTL_EVTCHN_RESET = ioc(0, 'E', 5, 0);
 export const IOCTL_EVTCHN_RESTRICT_DOMID = ioc(0, 'E', 6, SIZEOF.ioctl_evtchn_restrict_domid);
+
+/**
+ * Linux >= 6.7's IRQFD and IOEVENTFD (`_IOW('P', 8|9, ...)`), which Debian's Xen 4.17 headers do
+ * not have: numbers, sizes and offsets from include/uapi/xen/privcmd.h of Linux 6.7
+ * (struct privcmd_irqfd {u64 dm_op; u32 size; u32 fd; u32 flags; domid_t dom; u8 pad[2]} and
+ * struct privcmd_ioeventfd {u64 ioreq; u64 ports; u64 addr; u32 addr_len; u32 event_fd;
+ * u32 vcpus; u32 vq; u32 flags; domid_t dom; u8 pad[2]}).
+ */
+export const IOCTL_PRIVCMD_IRQFD = 0x40185008;
+export const IOCTL_PRIVCMD_IOEVENTFD = 0x40305009;
+export const PRIVCMD_IRQFD_LAYOUT = {
+  privcmd_irqfd: { size: 24, flags: 16, dom: 20 },
+  privcmd_ioeventfd: { size: 48, flags: 40, dom: 44 },
+} as const;
+/** `PRIVCMD_IRQFD_FLAG_DEASSIGN` / `PRIVCMD_IOEVENTFD_FLAG_DEASSIGN`: the only flag either takes. */
+export const PRIVCMD_FLAG_DEASSIGN = 1;
+
+/** /dev/xen/gntdev (include/uapi/xen/gntdev.h): `_IOC(_IOC_NONE, 'G', nr, sizeof(struct))`. */
+export const IOCTL_GNTDEV_MAP_GRANT_REF = 0x00184700;
+export const IOCTL_GNTDEV_UNMAP_GRANT_REF = 0x00104701;
+export const IOCTL_GNTDEV_GET_OFFSET_FOR_VADDR = 0x00184702;
+export const IOCTL_GNTDEV_SET_MAX_GRANTS = 0x00044703;
+export const IOCTL_GNTDEV_SET_UNMAP_NOTIFY = 0x00104707;
+export const IOCTL_GNTDEV_GRANT_COPY = 0x00104708;
+
+/** Name of every privcmd, evtchn and gntdev ioctl above by number, for traces and audits. */
+export const XEN_IOCTL_NAMES: ReadonlyMap<number, string> = new Map([
+  [IOCTL_PRIVCMD_HYPERCALL, 'IOCTL_PRIVCMD_HYPERCALL'],
+  [IOCTL_PRIVCMD_MMAP, 'IOCTL_PRIVCMD_MMAP'],
+  [IOCTL_PRIVCMD_MMAPBATCH, 'IOCTL_PRIVCMD_MMAPBATCH'],
+  [IOCTL_PRIVCMD_MMAPBATCH_V2, 'IOCTL_PRIVCMD_MMAPBATCH_V2'],
+  [IOCTL_PRIVCMD_DM_OP, 'IOCTL_PRIVCMD_DM_OP'],
+  [IOCTL_PRIVCMD_RESTRICT, 'IOCTL_PRIVCMD_RESTRICT'],
+  [IOCTL_PRIVCMD_MMAP_RESOURCE, 'IOCTL_PRIVCMD_MMAP_RESOURCE'],
+  [IOCTL_PRIVCMD_IRQFD, 'IOCTL_PRIVCMD_IRQFD'],
+  [IOCTL_PRIVCMD_IOEVENTFD, 'IOCTL_PRIVCMD_IOEVENTFD'],
+  [IOCTL_EVTCHN_BIND_VIRQ, 'IOCTL_EVTCHN_BIND_VIRQ'],
+  [IOCTL_EVTCHN_BIND_INTERDOMAIN, 'IOCTL_EVTCHN_BIND_INTERDOMAIN'],
+  [IOCTL_EVTCHN_BIND_UNBOUND_PORT, 'IOCTL_EVTCHN_BIND_UNBOUND_PORT'],
+  [IOCTL_EVTCHN_UNBIND, 'IOCTL_EVTCHN_UNBIND'],
+  [IOCTL_EVTCHN_NOTIFY, 'IOCTL_EVTCHN_NOTIFY'],
+  [IOCTL_EVTCHN_RESET, 'IOCTL_EVTCHN_RESET'],
+  [IOCTL_EVTCHN_RESTRICT_DOMID, 'IOCTL_EVTCHN_RESTRICT_DOMID'],
+  [IOCTL_GNTDEV_MAP_GRANT_REF, 'IOCTL_GNTDEV_MAP_GRANT_REF'],
+  [IOCTL_GNTDEV_UNMAP_GRANT_REF, 'IOCTL_GNTDEV_UNMAP_GRANT_REF'],
+  [IOCTL_GNTDEV_GET_OFFSET_FOR_VADDR, 'IOCTL_GNTDEV_GET_OFFSET_FOR_VADDR'],
+  [IOCTL_GNTDEV_SET_MAX_GRANTS, 'IOCTL_GNTDEV_SET_MAX_GRANTS'],
+  [IOCTL_GNTDEV_SET_UNMAP_NOTIFY, 'IOCTL_GNTDEV_SET_UNMAP_NOTIFY'],
+  [IOCTL_GNTDEV_GRANT_COPY, 'IOCTL_GNTDEV_GRANT_COPY'],
+]);
 
 /** The C type of a struct field, which fixes its width and range. */
 export type CType = 'u8' | 'u16' | 'u32' | 'u64';

@@ -3,11 +3,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
 import {
   IOCTL_PRIVCMD_MMAPBATCH_V2 as FILTER_MMAPBATCH_V2,
-  PrivcmdHandle,
-} from '@xen-depriv/privcmd-filter';
+  IOCTL_PRIVCMD_MMAPBATCH_V2,
+} from '@xen-depriv/dmop-abi';
+import { PrivcmdHandle } from '@xen-depriv/privcmd-filter';
 import * as sys from '@xen-depriv/sys';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MapCache, PrivcmdForeignMemory, type PrivcmdMapIo } from '../src/index.js';

@@ -1,4 +1,3 @@
-import { PolicyError, show } from './error.js';
 import {
   IOCTL_EVTCHN_BIND_INTERDOMAIN,
   IOCTL_EVTCHN_NOTIFY,
@@ -16,7 +15,8 @@ import {
   IOCTL_PRIVCMD_MMAPBATCH,
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
-} from './ioctls.js';
+} from '@xen-depriv/dmop-abi';
+import { PolicyError, show } from './error.js';
 import { compileSeccomp, type SeccompAllowlist } from './seccomp.js';
 
 /** asm-generic/ioctls.h: glibc's isatty() and QEMU's chardev probes. */

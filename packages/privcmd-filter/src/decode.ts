@@ -1,5 +1,3 @@
-import { readU16, readU32, readU64 } from './dmop-fields.js';
-import { PolicyError } from './error.js';
 import {
   IOCTL_PRIVCMD_DM_OP,
   IOCTL_PRIVCMD_HYPERCALL,
@@ -10,25 +8,29 @@ import {
   IOCTL_PRIVCMD_MMAPBATCH,
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
+  PRIVCMD_IRQFD_LAYOUT,
+  PRIVCMD_LAYOUT,
+  SIZEOF,
   XEN_IOCTL_NAMES,
-} from './ioctls.js';
+} from '@xen-depriv/dmop-abi';
+import { readU16, readU32, readU64 } from '@xen-depriv/dmop-abi/fields';
+import { PolicyError } from './error.js';
 import type { PrivcmdRequest } from './model.js';
 
-/**
- * Sizes of the x86-64 argument structs (include/uapi/xen/privcmd.h), i.e. the size field of each
- * request number; offsets below are checked against gcc in test/decode.test.ts.
- */
+/** The size field of each request number: dmop-abi's struct sizes (include/uapi/xen/privcmd.h, x86-64). */
 const ARG_SIZE = new Map<number, number>([
-  [IOCTL_PRIVCMD_HYPERCALL, 48],
-  [IOCTL_PRIVCMD_MMAP, 16],
-  [IOCTL_PRIVCMD_MMAPBATCH, 24],
-  [IOCTL_PRIVCMD_MMAPBATCH_V2, 32],
-  [IOCTL_PRIVCMD_DM_OP, 16],
+  [IOCTL_PRIVCMD_HYPERCALL, SIZEOF.privcmd_hypercall],
+  [IOCTL_PRIVCMD_MMAP, SIZEOF.privcmd_mmap],
+  [IOCTL_PRIVCMD_MMAPBATCH, SIZEOF.privcmd_mmapbatch],
+  [IOCTL_PRIVCMD_MMAPBATCH_V2, SIZEOF.privcmd_mmapbatch_v2],
+  [IOCTL_PRIVCMD_DM_OP, SIZEOF.privcmd_dm_op],
   [IOCTL_PRIVCMD_RESTRICT, 2],
-  [IOCTL_PRIVCMD_MMAP_RESOURCE, 32],
-  [IOCTL_PRIVCMD_IRQFD, 24],
-  [IOCTL_PRIVCMD_IOEVENTFD, 48],
+  [IOCTL_PRIVCMD_MMAP_RESOURCE, SIZEOF.privcmd_mmap_resource],
+  [IOCTL_PRIVCMD_IRQFD, PRIVCMD_IRQFD_LAYOUT.privcmd_irqfd.size],
+  [IOCTL_PRIVCMD_IOEVENTFD, PRIVCMD_IRQFD_LAYOUT.privcmd_ioeventfd.size],
 ]);
+const L = PRIVCMD_LAYOUT;
+const IRQ = PRIVCMD_IRQFD_LAYOUT;
 
 const signed32 = (v: number) => v | 0;
 
@@ -49,35 +51,57 @@ export function decodePrivcmdIoctl(request: number, arg: Uint8Array): PrivcmdReq
   }
   switch (request) {
     case IOCTL_PRIVCMD_HYPERCALL:
-      return { kind: 'hypercall', op: Number(readU64(arg, 0)) };
+      return { kind: 'hypercall', op: Number(readU64(arg, L.privcmd_hypercall.op)) };
     case IOCTL_PRIVCMD_MMAP:
-      return { kind: 'mmap', dom: readU16(arg, 4), num: signed32(readU32(arg, 0)) };
+      return {
+        kind: 'mmap',
+        dom: readU16(arg, L.privcmd_mmap.dom),
+        num: signed32(readU32(arg, L.privcmd_mmap.num)),
+      };
     case IOCTL_PRIVCMD_MMAPBATCH:
-      return { kind: 'mmapbatch', dom: readU16(arg, 4), num: signed32(readU32(arg, 0)) };
+      return {
+        kind: 'mmapbatch',
+        dom: readU16(arg, L.privcmd_mmapbatch.dom),
+        num: signed32(readU32(arg, L.privcmd_mmapbatch.num)),
+      };
     case IOCTL_PRIVCMD_MMAPBATCH_V2:
       // `unsigned int num` in v2, but the kernel checks it as `m.num <= 0` on an int copy.
-      return { kind: 'mmapbatch_v2', dom: readU16(arg, 4), num: signed32(readU32(arg, 0)) };
+      return {
+        kind: 'mmapbatch_v2',
+        dom: readU16(arg, L.privcmd_mmapbatch_v2.dom),
+        num: signed32(readU32(arg, L.privcmd_mmapbatch_v2.num)),
+      };
     case IOCTL_PRIVCMD_DM_OP:
       return {
         kind: 'dm_op',
-        dom: readU16(arg, 0),
-        bufSizes: new Array<number>(readU16(arg, 2)).fill(0),
+        dom: readU16(arg, L.privcmd_dm_op.dom),
+        bufSizes: new Array<number>(readU16(arg, L.privcmd_dm_op.num)).fill(0),
       };
     case IOCTL_PRIVCMD_RESTRICT:
       return { kind: 'restrict', domid: readU16(arg, 0) };
-    case IOCTL_PRIVCMD_MMAP_RESOURCE:
+    case IOCTL_PRIVCMD_MMAP_RESOURCE: {
+      const r = L.privcmd_mmap_resource;
       return {
         kind: 'mmap_resource',
-        dom: readU16(arg, 0),
-        type: readU32(arg, 4),
-        id: readU32(arg, 8),
-        idx: readU32(arg, 12),
-        num: Number(readU64(arg, 16)),
-        addr: readU64(arg, 24),
+        dom: readU16(arg, r.dom),
+        type: readU32(arg, r.type),
+        id: readU32(arg, r.id),
+        idx: readU32(arg, r.idx),
+        num: Number(readU64(arg, r.num)),
+        addr: readU64(arg, r.addr),
       };
+    }
     case IOCTL_PRIVCMD_IRQFD:
-      return { kind: 'irqfd', dom: readU16(arg, 20), flags: readU32(arg, 16) };
+      return {
+        kind: 'irqfd',
+        dom: readU16(arg, IRQ.privcmd_irqfd.dom),
+        flags: readU32(arg, IRQ.privcmd_irqfd.flags),
+      };
     default:
-      return { kind: 'ioeventfd', dom: readU16(arg, 44), flags: readU32(arg, 40) };
+      return {
+        kind: 'ioeventfd',
+        dom: readU16(arg, IRQ.privcmd_ioeventfd.dom),
+        flags: readU32(arg, IRQ.privcmd_ioeventfd.flags),
+      };
   }
 }

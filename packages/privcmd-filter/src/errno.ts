@@ -1,17 +1,7 @@
-/** Linux x86-64 errno values the kernel's privcmd/evtchn handlers return (include/uapi/asm-generic/errno-base.h, errno.h). */
-export const LINUX_ERRNO = {
-  EPERM: 1,
-  E2BIG: 7,
-  EBADF: 9,
-  EACCES: 13,
-  EFAULT: 14,
-  EINVAL: 22,
-  ENOTTY: 25,
-  ENOSYS: 38,
-  ENOTCONN: 107,
-} as const;
+import { Errno } from '@xen-depriv/dmop-abi';
 
-export type ErrnoCode = keyof typeof LINUX_ERRNO;
+/** The errno names a decision can carry: dmop-abi's table, the one errno table of the project. */
+export type ErrnoCode = keyof typeof Errno;
 
 /** The outcome of one check: `errno` is 0 when allowed, else the positive errno the kernel (or policy) returns. */
 export interface Decision {
@@ -26,5 +16,5 @@ export function allow(reason: string): Decision {
 }
 
 export function deny(code: ErrnoCode, reason: string): Decision {
-  return { allowed: false, errno: LINUX_ERRNO[code], code, reason };
+  return { allowed: false, errno: Errno[code], code, reason };
 }

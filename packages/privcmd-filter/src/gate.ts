@@ -1,5 +1,5 @@
 import { XenError } from '@xen-depriv/dmop-abi';
-import { readU32 } from './dmop-fields.js';
+import { dmOpNumber } from '@xen-depriv/dmop-abi/fields';
 import type { Decision } from './errno.js';
 import { PrivcmdModel, type PrivcmdModelOptions, type PrivcmdRequest } from './model.js';
 import { decideDmOp, type PolicyContext, type PolicyProfile } from './policy.js';
@@ -100,7 +100,7 @@ export class DmOpGate {
     }
     this.counts.denied++;
     const first = bufs[0];
-    const op = first && first.byteLength >= 4 ? readU32(first, 0) : undefined;
+    const op = dmOpNumber(first);
     this.#onDenied?.({ domid, op, decision: d });
     throw new PrivcmdDeniedError(call, d);
   }

@@ -1,15 +1,16 @@
-import type { DmOpTransport } from '@xen-depriv/dmop-abi';
+import {
+  type DmOpTransport,
+  encodeDomid,
+  IOCTL_PRIVCMD_DM_OP,
+  IOCTL_PRIVCMD_RESTRICT,
+  PRIVCMD_LAYOUT,
+  SIZEOF,
+} from '@xen-depriv/dmop-abi';
+import type { IoctlPointer } from '@xen-depriv/sys';
 import * as sys from '@xen-depriv/sys';
 import { decodePrivcmdIoctl } from './decode.js';
 import type { Decision } from './errno.js';
 import { checkGateOptions, closedError, DmOpGate, type GateOptions } from './gate.js';
-import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT } from './ioctls.js';
-
-/** A user pointer patched into an ioctl argument, as `@xen-depriv/sys`'s `ioctl` takes it. */
-export interface IoctlPointer {
-  readonly offset: number;
-  readonly buffer: Uint8Array;
-}
 
 /** The OS calls a handle makes: `@xen-depriv/sys` on a real host, a stub in tests. */
 export interface PrivcmdIo {
@@ -27,9 +28,11 @@ export interface PrivcmdHandleOptions extends GateOptions {
 
 // linux/fcntl.h
 const O_RDWR = 2;
-/** sizeof(struct privcmd_dm_op) and sizeof(struct privcmd_dm_op_buf) on x86-64. */
-const PRIVCMD_DM_OP_SIZE = 16;
-const PRIVCMD_DM_OP_BUF_SIZE = 16;
+// struct privcmd_dm_op and privcmd_dm_op_buf, from dmop-abi's gcc-checked layout.
+const DM_OP_SIZE = SIZEOF.privcmd_dm_op;
+const DM_OP_BUF_SIZE = SIZEOF.privcmd_dm_op_buf;
+const { dom: DOM_AT, num: NUM_AT, ubufs: UBUFS_AT } = PRIVCMD_LAYOUT.privcmd_dm_op;
+const { uptr: UPTR_AT, size: SIZE_AT } = PRIVCMD_LAYOUT.privcmd_dm_op_buf;
 const SYS_IO: PrivcmdIo = {
   open: (path, flags) => sys.open(path, flags),
   close: sys.close,
@@ -74,11 +77,7 @@ export class PrivcmdHandle implements DmOpTransport {
     const fd = io.open(options.path ?? '/dev/xen/privcmd', O_RDWR);
     try {
       // struct privcmd_restrict is a bare domid_t.
-      io.ioctl(
-        fd,
-        IOCTL_PRIVCMD_RESTRICT,
-        Uint8Array.of(options.domid & 0xff, options.domid >>> 8),
-      );
+      io.ioctl(fd, IOCTL_PRIVCMD_RESTRICT, encodeDomid(options.domid));
     } catch (e) {
       io.close(fd);
       throw e;
@@ -104,23 +103,23 @@ export class PrivcmdHandle implements DmOpTransport {
     this.#gate.admit('PrivcmdHandle.dmOp', domid, bufs);
     // struct privcmd_dm_op {domid_t dom; u16 num; ubufs} followed in the same bytes by the
     // privcmd_dm_op_buf array, so `ubufs` can point into the argument itself.
-    const arg = new Uint8Array(PRIVCMD_DM_OP_SIZE + PRIVCMD_DM_OP_BUF_SIZE * bufs.length);
-    arg[0] = domid & 0xff;
-    arg[1] = domid >>> 8;
-    arg[2] = bufs.length & 0xff;
-    arg[3] = bufs.length >>> 8;
+    const arg = new Uint8Array(DM_OP_SIZE + DM_OP_BUF_SIZE * bufs.length);
+    arg[DOM_AT] = domid & 0xff;
+    arg[DOM_AT + 1] = domid >>> 8;
+    arg[NUM_AT] = bufs.length & 0xff;
+    arg[NUM_AT + 1] = bufs.length >>> 8;
     const pointers: IoctlPointer[] = [];
-    if (bufs.length > 0) pointers.push({ offset: 8, buffer: arg.subarray(PRIVCMD_DM_OP_SIZE) });
+    if (bufs.length > 0) pointers.push({ offset: UBUFS_AT, buffer: arg.subarray(DM_OP_SIZE) });
     for (let i = 0; i < bufs.length; i++) {
       const buf = bufs[i] as Uint8Array;
-      const at = PRIVCMD_DM_OP_SIZE + PRIVCMD_DM_OP_BUF_SIZE * i;
+      const at = DM_OP_SIZE + DM_OP_BUF_SIZE * i;
       // size_t size: the model has capped it far below 2^32, so the high half stays 0.
       const size = buf.byteLength;
-      arg[at + 8] = size & 0xff;
-      arg[at + 9] = (size >>> 8) & 0xff;
-      arg[at + 10] = (size >>> 16) & 0xff;
-      arg[at + 11] = size >>> 24;
-      pointers.push({ offset: at, buffer: buf });
+      arg[at + SIZE_AT] = size & 0xff;
+      arg[at + SIZE_AT + 1] = (size >>> 8) & 0xff;
+      arg[at + SIZE_AT + 2] = (size >>> 16) & 0xff;
+      arg[at + SIZE_AT + 3] = size >>> 24;
+      pointers.push({ offset: at + UPTR_AT, buffer: buf });
     }
     return kernelResult(() => this.#io.ioctl(this.fd, IOCTL_PRIVCMD_DM_OP, arg, pointers));
   }
@@ -133,9 +132,7 @@ export class PrivcmdHandle implements DmOpTransport {
     if (this.#closed) throw closedError('PrivcmdHandle');
     const d = this.#gate.model.decide({ kind: 'restrict', domid });
     if (!d.allowed) return -d.errno;
-    return kernelResult(() =>
-      this.#io.ioctl(this.fd, IOCTL_PRIVCMD_RESTRICT, Uint8Array.of(domid & 0xff, domid >>> 8)),
-    );
+    return kernelResult(() => this.#io.ioctl(this.fd, IOCTL_PRIVCMD_RESTRICT, encodeDomid(domid)));
   }
 
   /**

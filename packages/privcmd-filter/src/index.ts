@@ -7,20 +7,15 @@ export {
   xenDeviceModelSeccomp,
 } from './allowlist.js';
 export { decodePrivcmdIoctl } from './decode.js';
-export { DM_OP_NAMES, type DmOpName, dmOpName, XEN_DM_OP_SIZE } from './dmop-fields.js';
-export { type Decision, type ErrnoCode, LINUX_ERRNO } from './errno.js';
+export type { Decision, ErrnoCode } from './errno.js';
 export { PolicyError, type PolicyErrorCode } from './error.js';
 export { type DeniedRequest, type GateOptions, PrivcmdDeniedError } from './gate.js';
 export {
-  type IoctlPointer,
   PrivcmdHandle,
   type PrivcmdHandleOptions,
   type PrivcmdIo,
 } from './handle.js';
-export * from './ioctls.js';
 export {
-  DOMID_FIRST_RESERVED,
-  DOMID_INVALID,
   EvtchnModel,
   type EvtchnModelOptions,
   type EvtchnRequest,

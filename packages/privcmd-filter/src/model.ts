@@ -1,9 +1,11 @@
+import {
+  DOMID_FIRST_RESERVED,
+  DOMID_INVALID,
+  Errno,
+  PRIVCMD_FLAG_DEASSIGN,
+} from '@xen-depriv/dmop-abi';
 import { allow, type Decision, deny } from './errno.js';
 
-/** `DOMID_INVALID` (xen/include/public/xen.h): the kernel's "not restricted" marker in `privcmd_data.domid`. */
-export const DOMID_INVALID = 0x7ff4;
-/** `DOMID_FIRST_RESERVED`: evtchn's RESTRICT_DOMID rejects this and above. */
-export const DOMID_FIRST_RESERVED = 0x7ff0;
 /** evtchn.c's `UNRESTRICTED_DOMID ((domid_t)-1)`. */
 const EVTCHN_UNRESTRICTED = 0xffff;
 
@@ -77,9 +79,6 @@ export type PrivcmdRequest = (
  */
 export type PrivcmdDecision = Decision & { readonly errArrayCleared?: boolean };
 
-/** ENOENT: a foreign frame that is paged out. */
-const ENOENT = 2;
-
 const FAULT = (name: string, what: string) => deny('EFAULT', `${name}: ${what} does not copy in`);
 
 export interface PrivcmdModelOptions {
@@ -95,9 +94,6 @@ export interface PrivcmdModelOptions {
   /** Whether the kernel has IRQFD/IOEVENTFD (Linux >= 6.7). Default false, as Linux 6.1 where they are ENOTTY. */
   readonly irqfd?: boolean;
 }
-
-/** `PRIVCMD_IRQFD_FLAG_DEASSIGN` / `PRIVCMD_IOEVENTFD_FLAG_DEASSIGN`: the only flag either accepts. */
-const FLAG_DEASSIGN = 1;
 
 /**
  * Linux privcmd's checks for one open fd (drivers/xen/privcmd.c), in the order the kernel makes them:
@@ -123,7 +119,7 @@ export class PrivcmdModel {
    * out (-ENOENT), which makes the whole call -ENOENT so the caller retries.
    */
   static mmapbatchResult(frameErrors: readonly number[]): number {
-    return frameErrors.includes(-ENOENT) ? -ENOENT : 0;
+    return frameErrors.includes(-Errno.ENOENT) ? -Errno.ENOENT : 0;
   }
 
   /** The domid this fd is restricted to, or undefined while unrestricted. */
@@ -202,7 +198,8 @@ export class PrivcmdModel {
         if (request.ubufsFault) {
           return FAULT('IOCTL_PRIVCMD_DM_OP', 'the privcmd_dm_op_buf array');
         }
-        const faults = request.bufFaults ?? [];
+        // Buffers from a live process (PrivcmdHandle, SimPrivcmd) never carry faults: skip them.
+        const faults = request.bufFaults;
         for (let i = 0; i < num; i++) {
           const size = request.bufSizes[i] ?? 0;
           if (size > this.dmOpBufMaxSize) {
@@ -212,14 +209,19 @@ export class PrivcmdModel {
             );
           }
           // access_ok() in the same loop as the size check.
-          if (faults[i] === 'kernel') {
+          if (faults !== undefined && faults[i] === 'kernel') {
             return deny('EFAULT', `IOCTL_PRIVCMD_DM_OP: buffer ${i} is not a user address`);
           }
         }
         // lock_pages() then pins each buffer in turn (pin_user_pages_fast(), FOLL_WRITE).
-        for (let i = 0; i < num; i++) {
-          if (faults[i] === 'unmapped' && (request.bufSizes[i] ?? 0) > 0) {
-            return deny('EFAULT', `IOCTL_PRIVCMD_DM_OP: buffer ${i} cannot be pinned for writing`);
+        if (faults !== undefined) {
+          for (let i = 0; i < num; i++) {
+            if (faults[i] === 'unmapped' && (request.bufSizes[i] ?? 0) > 0) {
+              return deny(
+                'EFAULT',
+                `IOCTL_PRIVCMD_DM_OP: buffer ${i} cannot be pinned for writing`,
+              );
+            }
           }
         }
         // lock_pages() pins DIV_ROUND_UP(offset_in_page(uptr) + size, PAGE_SIZE) pages per buffer:
@@ -276,7 +278,7 @@ export class PrivcmdModel {
         const name = request.kind === 'irqfd' ? 'IOCTL_PRIVCMD_IRQFD' : 'IOCTL_PRIVCMD_IOEVENTFD';
         if (!this.irqfd)
           return deny('ENOTTY', `${name}: this kernel has no such ioctl (added in Linux 6.7)`);
-        if ((request.flags & ~FLAG_DEASSIGN) !== 0) {
+        if ((request.flags & ~PRIVCMD_FLAG_DEASSIGN) !== 0) {
           return deny(
             'EINVAL',
             `${name}: only the DEASSIGN flag (1) is defined, got flags 0x${request.flags.toString(16)}`,

@@ -1,16 +1,40 @@
+import { DM_OP_NAMES, type DmOpName, MODIFIED_MEMORY_EXTENT, SIZEOF } from '@xen-depriv/dmop-abi';
 import {
-  DM_OP_NAMES,
-  type DmOpName,
-  dmOpName,
-  MODIFIED_MEMORY_EXTENT_SIZE,
+  dmOpFieldOffset as at,
+  dmOpNumber,
+  modifiedMemoryExtentOffset,
   readU16,
   readU32,
   readU64,
-  XEN_DM_OP_SIZE,
-} from './dmop-fields.js';
+} from '@xen-depriv/dmop-abi/fields';
 import { allow, type Decision, deny } from './errno.js';
 import { PolicyError, show } from './error.js';
 import type { PrivcmdModel } from './model.js';
+
+// Where each field the policy checks sits in bufs[0] (struct xen_dm_op), taken once from
+// dmop-abi's gcc-checked layout: this module knows no offset of its own.
+const XEN_DM_OP_SIZE = SIZEOF.xen_dm_op;
+const OP_NAMES: readonly DmOpName[] = DM_OP_NAMES.filter((n): n is DmOpName => n !== undefined);
+const EXTENT_SIZE = MODIFIED_MEMORY_EXTENT.size;
+const EXTENT_NR = modifiedMemoryExtentOffset('nr');
+const EXTENT_FIRST_PFN = modifiedMemoryExtentOffset('firstPfn');
+const MSI_ADDR = at('inject_msi', 'addr');
+const MEM_TYPE_NR = at('set_mem_type', 'nr');
+const MEM_TYPE_TYPE = at('set_mem_type', 'memType');
+const MEM_TYPE_FIRST = at('set_mem_type', 'firstPfn');
+const VRAM_NR = at('track_dirty_vram', 'nr');
+const VRAM_FIRST = at('track_dirty_vram', 'firstPfn');
+const RELOC_SIZE = at('relocate_memory', 'size');
+const RELOC_SRC = at('relocate_memory', 'srcGfn');
+const RELOC_DST = at('relocate_memory', 'dstGfn');
+const MODIFIED_NR_EXTENTS = at('modified_memory', 'nrExtents');
+const PIN_START = at('pin_memory_cacheattr', 'start');
+const PIN_END = at('pin_memory_cacheattr', 'end');
+const PIN_TYPE = at('pin_memory_cacheattr', 'type');
+const RANGE_TYPE = at('map_io_range_to_ioreq_server', 'type');
+const RANGE_START = at('map_io_range_to_ioreq_server', 'start');
+const RANGE_END = at('map_io_range_to_ioreq_server', 'end');
+const SHUTDOWN_REASON = at('remote_shutdown', 'reason');
 
 /** An inclusive range of one `XEN_DMOP_IO_RANGE_*` type. */
 export interface IoRange {
@@ -105,8 +129,8 @@ export function validateProfile(data: unknown): PolicyProfile {
   const ops: Partial<Record<DmOpName, OpRule>> = {};
   for (const [name, rule] of Object.entries(data.ops)) {
     const where = `/ops/${name}`;
-    if (!(DM_OP_NAMES as readonly string[]).includes(name))
-      bad(where, `a XEN_DMOP_* name (${DM_OP_NAMES.join(', ')})`, name);
+    if (!(OP_NAMES as readonly string[]).includes(name))
+      bad(where, `a XEN_DMOP_* name (${OP_NAMES.join(', ')})`, name);
     if (!isObj(rule)) return bad(where, 'an object of constraints', rule);
     const out: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(rule)) {
@@ -233,8 +257,8 @@ export function decideDmOp(
       `profile ${profile.name}: bufs[0] expected at least ${XEN_DM_OP_SIZE} bytes (struct xen_dm_op), got ${first.byteLength}`,
     );
   }
-  const op = readU32(first, 0);
-  const name = dmOpName(op);
+  const op = dmOpNumber(first) as number;
+  const name = DM_OP_NAMES[op];
   if (name === undefined)
     return deny('EPERM', `profile ${profile.name}: op ${op} is not a XEN_DMOP_* op`);
   const rule = profile.ops[name];
@@ -247,15 +271,17 @@ export function decideDmOp(
       const window = compiled(profile).msi;
       // The common case in plain numbers: both bounds below 2^53, so hi32 * 2^32 + lo32 is exact
       // whenever it can lie between them.
-      const hi32 = readU32(first, 20);
-      const addrNum = hi32 < 0x200000 ? hi32 * 0x100000000 + readU32(first, 16) : Number.MAX_VALUE;
+      const hi32 = readU32(first, MSI_ADDR + 4);
+      const addrNum =
+        hi32 < 0x200000 ? hi32 * 0x100000000 + readU32(first, MSI_ADDR) : Number.MAX_VALUE;
       const outside =
         window !== undefined
           ? addrNum < window[0] || addrNum > window[1]
           : rule.msiAddress !== undefined &&
-            (readU64(first, 16) < rule.msiAddress[0] || readU64(first, 16) > rule.msiAddress[1]);
+            (readU64(first, MSI_ADDR) < rule.msiAddress[0] ||
+              readU64(first, MSI_ADDR) > rule.msiAddress[1]);
       if (outside && rule.msiAddress) {
-        const addr = readU64(first, 16);
+        const addr = readU64(first, MSI_ADDR);
         const [lo, hi] = rule.msiAddress;
         return refuse(
           profile,
@@ -267,9 +293,9 @@ export function decideDmOp(
       break;
     }
     case 'set_mem_type': {
-      const nr = readU32(first, 8);
-      const memType = readU16(first, 12);
-      const firstPfn = readU64(first, 16);
+      const nr = readU32(first, MEM_TYPE_NR);
+      const memType = readU16(first, MEM_TYPE_TYPE);
+      const firstPfn = readU64(first, MEM_TYPE_FIRST);
       if (rule.memTypes && !rule.memTypes.includes(memType)) {
         return refuse(
           profile,
@@ -291,8 +317,8 @@ export function decideDmOp(
       break;
     }
     case 'track_dirty_vram': {
-      const nr = readU32(first, 8);
-      const firstPfn = readU64(first, 16);
+      const nr = readU32(first, VRAM_NR);
+      const firstPfn = readU64(first, VRAM_FIRST);
       if (rule.maxPages !== undefined && nr > rule.maxPages)
         return refuse(profile, name, 'maxPages', `nr ${nr} is over ${rule.maxPages}`);
       if (rule.withinGuestMemory && !inGuest(memoryEnd, firstPfn, BigInt(nr))) {
@@ -306,9 +332,9 @@ export function decideDmOp(
       break;
     }
     case 'relocate_memory': {
-      const size = readU32(first, 8);
-      const src = readU64(first, 16);
-      const dst = readU64(first, 24);
+      const size = readU32(first, RELOC_SIZE);
+      const src = readU64(first, RELOC_SRC);
+      const dst = readU64(first, RELOC_DST);
       if (rule.maxPages !== undefined && size > rule.maxPages)
         return refuse(profile, name, 'maxPages', `size ${size} is over ${rule.maxPages}`);
       if (
@@ -325,7 +351,7 @@ export function decideDmOp(
       break;
     }
     case 'modified_memory': {
-      const nrExtents = readU32(first, 8);
+      const nrExtents = readU32(first, MODIFIED_NR_EXTENTS);
       if (rule.maxExtents !== undefined && nrExtents > rule.maxExtents) {
         return refuse(
           profile,
@@ -335,16 +361,16 @@ export function decideDmOp(
         );
       }
       const extents = bufs[1];
-      if (extents === undefined || extents.byteLength < nrExtents * MODIFIED_MEMORY_EXTENT_SIZE) {
+      if (extents === undefined || extents.byteLength < nrExtents * EXTENT_SIZE) {
         return deny(
           'EINVAL',
-          `profile ${profile.name}: XEN_DMOP_modified_memory expects ${nrExtents} extents of ${MODIFIED_MEMORY_EXTENT_SIZE} bytes in bufs[1], got ${extents?.byteLength ?? 'no buffer'}`,
+          `profile ${profile.name}: XEN_DMOP_modified_memory expects ${nrExtents} extents of ${EXTENT_SIZE} bytes in bufs[1], got ${extents?.byteLength ?? 'no buffer'}`,
         );
       }
       let total = 0;
       for (let i = 0; i < nrExtents; i++) {
-        const nr = readU32(extents, i * 16);
-        const firstPfn = readU64(extents, i * 16 + 8);
+        const nr = readU32(extents, i * EXTENT_SIZE + EXTENT_NR);
+        const firstPfn = readU64(extents, i * EXTENT_SIZE + EXTENT_FIRST_PFN);
         total += nr;
         if (rule.maxPages !== undefined && total > rule.maxPages) {
           return refuse(
@@ -366,9 +392,9 @@ export function decideDmOp(
       break;
     }
     case 'pin_memory_cacheattr': {
-      const start = readU64(first, 8);
-      const last = readU64(first, 16);
-      const type = readU32(first, 24);
+      const start = readU64(first, PIN_START);
+      const last = readU64(first, PIN_END);
+      const type = readU32(first, PIN_TYPE);
       if (rule.cacheAttrs && !rule.cacheAttrs.includes(type)) {
         return refuse(
           profile,
@@ -389,9 +415,9 @@ export function decideDmOp(
     }
     case 'map_io_range_to_ioreq_server':
     case 'unmap_io_range_from_ioreq_server': {
-      const type = IO_RANGE_TYPES[readU32(first, 12)];
-      const start = readU64(first, 16);
-      const end = readU64(first, 24);
+      const type = IO_RANGE_TYPES[readU32(first, RANGE_TYPE)];
+      const start = readU64(first, RANGE_START);
+      const end = readU64(first, RANGE_END);
       if (rule.withinDeclaredIoRanges) {
         const inside = context.ioRanges.some(
           (r) => r.type === type && r.start <= start && end <= r.end && start <= end,
@@ -401,7 +427,7 @@ export function decideDmOp(
             profile,
             name,
             'withinDeclaredIoRanges',
-            `${type ?? `type ${readU32(first, 12)}`} range 0x${start.toString(16)}..0x${end.toString(16)} is not inside a declared range`,
+            `${type ?? `type ${readU32(first, RANGE_TYPE)}`} range 0x${start.toString(16)}..0x${end.toString(16)} is not inside a declared range`,
           );
         }
       }
@@ -424,12 +450,12 @@ export function decideDmOp(
         allowed(profile, name)
       );
     case 'remote_shutdown':
-      if (rule.shutdownReasons && !rule.shutdownReasons.includes(readU32(first, 8))) {
+      if (rule.shutdownReasons && !rule.shutdownReasons.includes(readU32(first, SHUTDOWN_REASON))) {
         return refuse(
           profile,
           name,
           'shutdownReasons',
-          `reason ${readU32(first, 8)} is not one of ${rule.shutdownReasons.join(', ')}`,
+          `reason ${readU32(first, SHUTDOWN_REASON)} is not one of ${rule.shutdownReasons.join(', ')}`,
         );
       }
       break;

@@ -1,5 +1,5 @@
+import { XEN_IOCTL_NAMES } from '@xen-depriv/dmop-abi';
 import { PolicyError, show } from './error.js';
-import { XEN_IOCTL_NAMES } from './ioctls.js';
 import { X86_64_SYSCALLS } from './syscalls-x86_64.js';
 
 /** What the kernel does when the filter returns for a syscall. */

@@ -1,7 +1,5 @@
-import { dmOpName } from './dmop-fields.js';
-import type { Decision } from './errno.js';
-import { PolicyError, show } from './error.js';
 import {
+  DM_OP_NAMES,
   IOCTL_EVTCHN_BIND_INTERDOMAIN,
   IOCTL_EVTCHN_BIND_UNBOUND_PORT,
   IOCTL_EVTCHN_BIND_VIRQ,
@@ -19,7 +17,9 @@ import {
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
   XEN_IOCTL_NAMES,
-} from './ioctls.js';
+} from '@xen-depriv/dmop-abi';
+import type { Decision } from './errno.js';
+import { PolicyError, show } from './error.js';
 import {
   EvtchnModel,
   type EvtchnRequest,
@@ -257,7 +257,7 @@ export function auditTrace(
         first && first.byteLength >= 4
           ? new DataView(first.buffer, first.byteOffset).getUint32(0, true)
           : undefined;
-      const name = op === undefined ? ioctlName : `XEN_DMOP_${dmOpName(op) ?? op}`;
+      const name = op === undefined ? ioctlName : `XEN_DMOP_${DM_OP_NAMES[op] ?? op}`;
       const k = model.decide({ kind: 'dm_op', dom, bufSizes: bufs.map((b) => b.byteLength) });
       if (!k.allowed || bufs.length === 0) {
         count(r, name, k, 'kernel');

@@ -2,15 +2,17 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
 import {
-  type DeniedRequest,
-  decodePrivcmdIoctl,
   IOCTL_PRIVCMD_DM_OP,
   IOCTL_PRIVCMD_HYPERCALL,
   IOCTL_PRIVCMD_MMAP_RESOURCE,
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
+} from '@xen-depriv/dmop-abi';
+import { describe, expect, it } from 'vitest';
+import {
+  type DeniedRequest,
+  decodePrivcmdIoctl,
   PolicyError,
   PrivcmdDeniedError,
   PrivcmdHandle,

@@ -2,9 +2,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT } from '@xen-depriv/dmop-abi';
 import { isAvailable } from '@xen-depriv/sys';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT, parseTrace } from '../src/index.js';
+import { parseTrace } from '../src/index.js';
 import { dmOp, extents, OP } from './helpers/dmop-bytes.js';
 
 const TOOL = join(__dirname, '..', '..', '..', 'tools', 'privcmd-trace');

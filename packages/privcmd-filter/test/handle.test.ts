@@ -1,11 +1,14 @@
-import { DeviceModel, XenError } from '@xen-depriv/dmop-abi';
+import {
+  DeviceModel,
+  IOCTL_PRIVCMD_DM_OP,
+  IOCTL_PRIVCMD_RESTRICT,
+  XenError,
+} from '@xen-depriv/dmop-abi';
+import type { IoctlPointer } from '@xen-depriv/sys';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   type DeniedRequest,
-  IOCTL_PRIVCMD_DM_OP,
-  IOCTL_PRIVCMD_RESTRICT,
-  type IoctlPointer,
   type PolicyContext,
   PrivcmdDeniedError,
   PrivcmdHandle,

@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { XEN_IOCTL_NAMES } from '@xen-depriv/dmop-abi';
 import { describe, expect, it } from 'vitest';
-import { XEN_IOCTL_NAMES } from '../src/index.js';
 
 const haveGcc = (() => {
   try {

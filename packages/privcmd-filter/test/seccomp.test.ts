@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_HYPERCALL } from '@xen-depriv/dmop-abi';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -9,8 +10,6 @@ import {
   compileSeccomp,
   deviceModelAllowlist,
   disassembleSeccomp,
-  IOCTL_PRIVCMD_DM_OP,
-  IOCTL_PRIVCMD_HYPERCALL,
   PolicyError,
   runSeccomp,
   SECCOMP_RET,

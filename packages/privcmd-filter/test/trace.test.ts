@@ -2,11 +2,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_RESTRICT } from '@xen-depriv/dmop-abi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   auditTrace,
-  IOCTL_PRIVCMD_DM_OP,
-  IOCTL_PRIVCMD_RESTRICT,
   type PolicyContext,
   PolicyError,
   parseTrace,

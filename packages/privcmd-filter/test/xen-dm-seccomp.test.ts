@@ -1,9 +1,9 @@
+import { IOCTL_PRIVCMD_HYPERCALL } from '@xen-depriv/dmop-abi';
 import { describe, expect, it } from 'vitest';
 import {
   AUDIT_ARCH_X86_64,
   compileSeccomp,
   deviceModelAllowlist,
-  IOCTL_PRIVCMD_HYPERCALL,
   PolicyError,
   runSeccomp,
   SECCOMP_RET,
