@@ -8,6 +8,7 @@ import { errnoOf, nulTerminated } from '../../wire/strings.js';
 import { type DomainBook, Fail, parsePermsReply } from './book.js';
 import type { Dom0Channel } from './channel.js';
 import type { SessionOutput } from './output.js';
+import type { PermsCache } from './perms-cache.js';
 
 /** What the session's operations work with. */
 export interface SessionContext {
@@ -16,6 +17,7 @@ export interface SessionContext {
   readonly out: SessionOutput;
   /** Domain N, unprivileged, as perm_for_conn sees it. */
   readonly who: Requester;
+  readonly cache: PermsCache;
   isClosed(): boolean;
 }
 

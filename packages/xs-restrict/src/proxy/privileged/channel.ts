@@ -14,11 +14,14 @@ import {
 import { MessageParser } from '../../wire/parser.js';
 import { errnoOf } from '../../wire/strings.js';
 import { Fail, LinkClosed, type PrivilegedLink, type Req } from './book.js';
+import { CACHE_WATCH_PATHS, type PermsCache } from './perms-cache.js';
 
 interface Pending {
   type: number;
   resolve: (m: XsMessage) => void;
   reject: (e: unknown) => void;
+  /** A request of the session's own (the perms cache's watches): its initial event is not a client's. */
+  internal?: boolean;
 }
 
 export class Dom0Channel {
@@ -33,13 +36,20 @@ export class Dom0Channel {
   private readonly inbox: XsMessage[] = [];
   private deferred = false;
   private closed = false;
+  /** When each reply arrived, on the perms cache's clock. */
+  private readonly arrivals = new WeakMap<XsMessage, number>();
+  /** The cache's token as the bytes that end its events' payloads. */
+  private readonly cacheTail: Buffer;
 
   constructor(
     open: (onData: (b: Buffer) => void, onClose: () => void) => PrivilegedLink,
     /** A watch event; `initial` for the one xenstored queues right behind a WATCH reply. */
     private readonly onEvent: (m: XsMessage, initial: boolean) => void,
     private readonly onClosed: () => void,
+    /** Kept exact by this link's events (see perms-cache.ts). */
+    readonly cache: PermsCache,
   ) {
+    this.cacheTail = Buffer.from(`\0${cache.token}\0`);
     this.link = open(
       (b) => this.fromLink(b),
       () => this.onClosed(),
@@ -68,7 +78,33 @@ export class Dom0Channel {
     this.upTx.clear();
   }
 
-  call(reqs: readonly Req[]): Promise<XsMessage>[] {
+  /** When the reply `m` arrived, on the perms cache's clock. */
+  arrivedAt(m: XsMessage): number {
+    return this.arrivals.get(m) ?? -1;
+  }
+
+  /** Set (again) the dom0 watches that keep the perms cache exact. */
+  async watchForCache(): Promise<void> {
+    const replies = await Promise.all(
+      this.call(
+        CACHE_WATCH_PATHS.map((p): Req => [XS_WATCH, 0, `${p}\0${this.cache.token}\0`]),
+        true,
+      ),
+    );
+    if (replies.every((r) => r.type === XS_WATCH))
+      this.cache.watchingFrom(this.arrivedAt(replies[replies.length - 1] as XsMessage));
+  }
+
+  /** An event of the cache's watches: its payload ends with the cache's token. */
+  private cacheEventPath(m: XsMessage): string | undefined {
+    const p = m.payload;
+    const tail = this.cacheTail;
+    if (p.length < tail.length || p.compare(tail, 0, tail.length, p.length - tail.length) !== 0)
+      return undefined;
+    return p.toString('utf8', 0, p.length - tail.length);
+  }
+
+  call(reqs: readonly Req[], internal = false): Promise<XsMessage>[] {
     if (this.closed)
       return reqs.map(() => {
         const p = Promise.reject(new LinkClosed());
@@ -79,7 +115,7 @@ export class Dom0Channel {
     const promises = reqs.map(([type, tx, payload]) => {
       bufs.push(encodeMessage(type, this.nextReq++ >>> 0, tx, payload));
       const p = new Promise<XsMessage>((resolve, reject) =>
-        this.pending.push({ type, resolve, reject }),
+        this.pending.push({ type, resolve, reject, internal }),
       );
       // A lost link rejects every pending call; those nobody awaits any more must not surface.
       p.catch(() => undefined);
@@ -118,6 +154,15 @@ export class Dom0Channel {
     for (;;) {
       const m = this.inbox[0];
       if (!m || this.closed) return;
+      if (m.type === XS_WATCH_EVENT) {
+        // The cache's events count at once, in the order they came with the replies.
+        const changed = this.cacheEventPath(m);
+        if (changed !== undefined) {
+          this.inbox.shift();
+          this.cache.changed(changed);
+          continue;
+        }
+      }
       if (m.type === XS_WATCH_EVENT && resolved) {
         this.deferred = true;
         setImmediate(() => this.drainInbox());
@@ -139,7 +184,8 @@ export class Dom0Channel {
         this.nextUpTx = (id + 1) >>> 0;
       }
       // xenstored queues a watch's first event right behind the WATCH reply: that one is unconditional.
-      if (p.type === XS_WATCH && m.type === XS_WATCH) this.initialNext = true;
+      if (p.type === XS_WATCH && m.type === XS_WATCH && !p.internal) this.initialNext = true;
+      this.arrivals.set(m, this.cache.now);
       p.resolve(m);
       resolved = true;
     }

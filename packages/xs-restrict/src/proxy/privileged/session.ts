@@ -8,7 +8,7 @@
  * connection would get. Reads and removals are here; changes in writes.ts.
  */
 import { isChild, parentPath } from '../../rules/paths.js';
-import type { Requester } from '../../rules/perms.js';
+import { permFor, type Requester } from '../../rules/perms.js';
 import { transactionQuotaErrno, watchQuotaErrno } from '../../rules/quotas.js';
 import { encodeMessage, type XsMessage } from '../../wire/codec.js';
 import {
@@ -46,6 +46,7 @@ import {
 } from './book.js';
 import { Dom0Channel } from './channel.js';
 import { SessionOutput, type WatchedPath } from './output.js';
+import { PermsCache } from './perms-cache.js';
 import { commit, setPermsOp, settle, writeOp } from './writes.js';
 
 /**
@@ -60,6 +61,8 @@ export class PrivilegedSession implements SessionContext {
   readonly out: SessionOutput;
   /** @internal */
   readonly who: Requester;
+  /** @internal */
+  readonly cache = new PermsCache();
   private readonly parser = new MessageParser(undefined, { view: true });
   private readonly queue: XsMessage[] = [];
   private busy = false;
@@ -81,7 +84,9 @@ export class PrivilegedSession implements SessionContext {
       open,
       (m, initial) => this.out.event(m, initial),
       () => this.linkClosed(),
+      this.cache,
     );
+    void this.chan.watchForCache().catch(() => undefined);
     this.out = new SessionOutput(this.who, this.chan, this.watches, emit, onOverflow, () =>
       this.isClosed(),
     );
@@ -180,6 +185,9 @@ export class PrivilegedSession implements SessionContext {
           this.vtx.clear();
           this.chan.forgetTransactions();
           this.out.forgetPerms();
+          // The reset removed the cache's watches too.
+          this.cache.reset();
+          void this.chan.watchForCache().catch(() => undefined);
         }
         return relayReply(m, r);
       }
@@ -198,6 +206,10 @@ export class PrivilegedSession implements SessionContext {
     } else name = oneArg(m.payload);
     if (name === undefined) return errReply(m, 'EINVAL');
     const path = name;
+    if (!tx) {
+      const fast = await this.cachedRead(m, path);
+      if (fast) return fast;
+    }
     const reqs = (t: number): Req[] => [
       [XS_GET_PERMS, t, nulTerminated([path])],
       [m.type, t, m.payload],
@@ -219,10 +231,27 @@ export class PrivilegedSession implements SessionContext {
       if (errnoOf(reply) === 'EINVAL') return errReply(m, 'EINVAL');
       const got = await getNode(this, t, path, perms, XS_PERM_READ);
       if (!Array.isArray(got)) return errReply(m, got.errno);
+      // The perms were the node's when their reply came (a transaction reads the tree at first access).
+      if (!tx) this.cache.learn(path, got, this.chan.arrivedAt(perms));
       return relayReply(m, reply);
     } finally {
       if (t !== 0 && !tx) this.chan.abandonTx(t);
     }
+  }
+
+  /**
+   * A read outside a transaction in one daemon request: when the cache knows
+   * the node's perms let N read it, the request goes alone, and its reply is
+   * N's if no event changed the node (or an ancestor) before the reply came,
+   * that is before the daemon handled it. Otherwise undefined: decide anew.
+   */
+  private async cachedRead(m: XsMessage, path: string): Promise<Buffer | undefined> {
+    const known = this.cache.get(path);
+    if (!known || (permFor(this.who, known.perms) & XS_PERM_READ) === 0) return undefined;
+    const reply = await this.chan.one(m.type, 0, m.payload);
+    if (reply.type === XS_ERROR) return undefined;
+    if (!this.cache.unchangedSince(path, known.at)) return undefined;
+    return relayReply(m, reply);
   }
 
   private async rmOp(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {

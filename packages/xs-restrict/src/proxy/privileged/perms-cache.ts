@@ -1,0 +1,100 @@
+/**
+ * Node permissions the privileged session has learnt, kept exact by a dom0
+ * watch on its own link. The fact it rests on (xenstored_core.c send_reply,
+ * xenstored_watch.c add_event): a daemon queues a watch event on a
+ * connection when the change happens, ahead of the reply to any request it
+ * handles later, so the events and replies of one connection arrive in the
+ * order of the changes and requests. Every change to a node fires an event
+ * naming it to a watch on "/" (rm's exact events for the descendants do not
+ * reach a watch on "/", so an event also stands for the node's subtree).
+ *
+ * The clock is the number of the watch's events that have arrived; an entry
+ * learnt at clock `at` (the arrival of the reply that carried or proved it)
+ * holds while no event for its node or an ancestor arrived after `at`.
+ */
+import { randomBytes } from 'node:crypto';
+import { parentPath } from '../../rules/paths.js';
+import type { XsPerm } from '../../wire/perms.js';
+
+/** Most entries (and most remembered event paths) per session; past it everything is forgotten. */
+export const PERMS_CACHE_ENTRIES = 4096;
+
+/** The watches that keep the cache exact: every node, and domain introduction and release. */
+export const CACHE_WATCH_PATHS = ['/', '@introduceDomain', '@releaseDomain'] as const;
+
+interface Entry {
+  perms: XsPerm[];
+  at: number;
+}
+
+export class PermsCache {
+  /** The token of the cache's watches: random, so no client watch can collide with it. */
+  readonly token = `xs-restrict-perms-${randomBytes(8).toString('hex')}`;
+  private clock = 0;
+  /** Events before this clock may have been missed (watch not yet set, reset, or forgotten). */
+  private validFrom = 0;
+  private readonly entries = new Map<string, Entry>();
+  private readonly lastEvent = new Map<string, number>();
+  /** False until the daemon accepted the watches (and after RESET_WATCHES removed them). */
+  private watching = false;
+
+  /** The clock now: stamp a reply with it when it arrives. */
+  get now(): number {
+    return this.clock;
+  }
+
+  /** The watches are set as of clock `at` (their replies' arrival). */
+  watchingFrom(at: number): void {
+    this.watching = true;
+    this.validFrom = Math.max(this.validFrom, at);
+  }
+
+  /** Forget everything, and trust nothing until the watches are set again. */
+  reset(): void {
+    this.watching = false;
+    this.forget();
+  }
+
+  private forget(): void {
+    this.entries.clear();
+    this.lastEvent.clear();
+    this.validFrom = this.clock;
+  }
+
+  /** An event of the cache's watches arrived for `path`. */
+  changed(path: string): void {
+    this.clock++;
+    // A domain came or went (its nodes and the ACLs naming it may change without an event of theirs).
+    if (path === '/' || path.startsWith('@')) {
+      this.forget();
+      return;
+    }
+    if (this.lastEvent.size >= PERMS_CACHE_ENTRIES) this.forget();
+    this.lastEvent.set(path, this.clock);
+  }
+
+  /** No event for `path` or one of its ancestors arrived after clock `since`. */
+  unchangedSince(path: string, since: number): boolean {
+    if (!this.watching || since < this.validFrom) return false;
+    for (let p = path; ; p = parentPath(p)) {
+      if ((this.lastEvent.get(p) ?? 0) > since) return false;
+      if (p === '/') return true;
+    }
+  }
+
+  /** `perms` were the node's at clock `at` (and stayed so up to now, or this does nothing). */
+  learn(path: string, perms: XsPerm[], at: number): void {
+    if (!this.unchangedSince(path, at)) return;
+    if (this.entries.size >= PERMS_CACHE_ENTRIES && !this.entries.has(path)) this.entries.clear();
+    this.entries.set(path, { perms, at });
+  }
+
+  /** The node's perms and since when they are known, if nothing changed them since. */
+  get(path: string): Entry | undefined {
+    const e = this.entries.get(path);
+    if (e === undefined) return undefined;
+    if (this.unchangedSince(path, e.at)) return e;
+    this.entries.delete(path);
+    return undefined;
+  }
+}
