@@ -84,7 +84,8 @@ async function measure(name, sock, pid) {
   }
 }
 
-const load1 = () => `load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`;
+const load1 = () =>
+  `load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`;
 console.log(`# ${new Date().toISOString()} ${load1()}`);
 for (const impl of ['c', 'ocaml']) {
   const pdir = `${dir}/peer-${impl}`;
@@ -125,7 +126,9 @@ const prof = JSON.parse(readFileSync(file, 'utf8'));
 const self = new Map();
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 const dt = new Map();
-prof.samples.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0)));
+prof.samples.forEach((id, i) => {
+  dt.set(id, (dt.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0));
+});
 let total = 0;
 for (const [id, us] of dt) {
   const n = byId.get(id);
