@@ -6,6 +6,9 @@ export default defineConfig({
     deprivd: 'src/deprivd.ts',
     'host-worker': 'src/service/host-worker.ts',
     index: 'src/index.ts',
+    // The command trees, unparsed: scripts/gen-man.mjs makes the man pages and completion of them.
+    program: 'src/program.ts',
+    'deprivd-program': 'src/service/deprivd-program.ts',
   },
   format: ['esm'],
   target: 'node20',

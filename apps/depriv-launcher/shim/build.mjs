@@ -2,7 +2,7 @@
 // tsup in the package's build (tsup cleans dist/). The compiler is $CC, else cc, else gcc.
 // Usage: node shim/build.mjs [--out PATH]
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,7 +13,16 @@ const out =
   outArg > 0 ? resolve(process.argv[outArg + 1] ?? '') : join(here, '..', 'dist', 'xen-depriv-dm');
 
 // -Os: the shim waits for the whole life of a guest; small text keeps its RSS down.
-const CFLAGS = ['-std=gnu11', '-Os', '-Wall', '-Wextra', '-D_FORTIFY_SOURCE=2'];
+// The package's version is what `xen-depriv-dm --version` prints.
+const { version } = JSON.parse(readFileSync(join(here, '..', 'package.json'), 'utf8'));
+const CFLAGS = [
+  '-std=gnu11',
+  '-Os',
+  '-Wall',
+  '-Wextra',
+  '-D_FORTIFY_SOURCE=2',
+  `-DXEN_DEPRIV_VERSION="${version}"`,
+];
 
 const candidates = process.env.CC ? [process.env.CC] : ['cc', 'gcc'];
 const cc = candidates.find((c) => spawnSync(c, ['--version'], { stdio: 'ignore' }).status === 0);

@@ -675,8 +675,65 @@ static int utf8_ok(const unsigned char *s) {
   return 1;
 }
 
+/* --- --help and --version: only as the sole argument ------------------------------------ */
+
+#ifndef XEN_DEPRIV_VERSION
+#define XEN_DEPRIV_VERSION "unknown" /* shim/build.mjs passes the package's version */
+#endif
+
+/* The source of `xen-depriv-dm --help` and of man/xen-depriv-dm.8 (scripts/gen-man.mjs turns
+ * the headings ending in ':' into sections). */
+static const char usage[] =
+    "Usage: xen-depriv-dm QEMU-ARGUMENT...\n"
+    "       xen-depriv-dm --help | --version\n"
+    "\n"
+    "The libxl shim of xen-depriv. libxl runs it (as root) as the device_model_override of a\n"
+    "guest, with QEMU's command line. It hands that command line to the service xen-deprivd,\n"
+    "which launches the device model deprivileged, and stays, as the pid libxl knows, until the\n"
+    "device model is gone. In the guest's xl.cfg:\n"
+    "\n"
+    "  device_model_override = \"/usr/local/bin/xen-depriv-dm\"\n"
+    "\n"
+    "--help and --version are options only as the sole argument: any other command line is\n"
+    "QEMU's (it has -xen-domid N), sent to xen-deprivd unchanged.\n"
+    "\n"
+    "Environment:\n"
+    "  XEN_DEPRIVD_SOCKET  the service's socket (default " DEFAULT_SOCKET ")\n"
+    "\n"
+    "Signals:\n"
+    "  SIGHUP, SIGTERM and SIGINT ask xen-deprivd to destroy the device model; the shim exits\n"
+    "  when it is gone. If the service restarts, the shim reconnects every second.\n"
+    "\n"
+    "Exit status:\n"
+    "  0  the device model is gone\n"
+    "  1  a failure, reported as one line \"xen-depriv-dm: MESSAGE\" on stderr (the service is\n"
+    "     not reachable, it refused the launch, no -xen-domid in the arguments)\n"
+    "\n"
+    "Output:\n"
+    "  Nothing on stdout or stderr (libxl's qemu-dm log) but that one failure line.\n";
+
+static void write_all_exit(const char *s, size_t n) {
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(1, s + off, n - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) _exit(1);
+    off += (size_t)w;
+  }
+  _exit(0);
+}
+
+static void help_or_version(int argc, char **argv) {
+  if (argc != 2) return; /* libxl's argv is QEMU's: never a lone --help */
+  if (!strcmp(argv[1], "--help")) write_all_exit(usage, sizeof usage - 1);
+  if (!strcmp(argv[1], "--version")) {
+    static const char v[] = "xen-depriv-dm " XEN_DEPRIV_VERSION "\n";
+    write_all_exit(v, sizeof v - 1);
+  }
+}
+
 int main(int argc, char **argv) {
   guard_std_fds();
+  help_or_version(argc, argv);
 
   for (int i = 1; i < argc; i++) {
     if (!utf8_ok((const unsigned char *)argv[i])) fail("an argument is not valid UTF-8");

@@ -466,3 +466,67 @@ describe('xen-depriv-dm (the libxl shim)', () => {
     T,
   );
 });
+
+describe('xen-depriv-dm --help and --version (only as the sole argument)', () => {
+  const version = (
+    JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as { version: string }
+  ).version;
+
+  it(
+    '--help alone prints the usage on stdout and exits 0 without connecting to the service',
+    async () => {
+      const shim = startShim(['--help']);
+      expect(await shim.done).toEqual({ code: 0, signal: null });
+      expect(shim.stderr).toBe('');
+      expect(shim.stdout).toMatch(/^Usage: xen-depriv-dm QEMU-ARGUMENT\.\.\.\n/);
+      expect(shim.stdout).toContain('XEN_DEPRIVD_SOCKET');
+      expect(shim.stdout).toContain('/run/xen-depriv/xen-deprivd.sock');
+      expect(shim.stdout).toMatch(/^Exit status:$/m);
+      expect(fake.conns).toEqual([]);
+    },
+    T,
+  );
+
+  it(
+    "--version alone prints the package's version",
+    async () => {
+      const shim = startShim(['--version']);
+      expect(await shim.done).toEqual({ code: 0, signal: null });
+      expect(shim.stdout).toBe(`xen-depriv-dm ${version}\n`);
+      expect(shim.stderr).toBe('');
+      expect(fake.conns).toEqual([]);
+    },
+    T,
+  );
+
+  it(
+    "--help or --version among other arguments is QEMU's command line, sent to the service as is",
+    async () => {
+      for (const flag of ['--help', '--version']) {
+        const args = [...ARGV, flag];
+        const shim = startShim(args);
+        const { conn, msg } = await fake.next(`launch with ${flag}`);
+        expect(msg.params).toEqual({ libxlArgv: args, shimPid: shim.pid });
+        fake.send(conn, { jsonrpc: '2.0', id: 1, error: { code: -32000, message: 'refused' } });
+        expect(await shim.done).toEqual({ code: 1, signal: null });
+        expect(shim.stdout).toBe('');
+        expect(shim.stderr).toBe('xen-depriv-dm: refused\n');
+      }
+    },
+    T,
+  );
+
+  it(
+    'no service: exit 1 and one line naming the socket',
+    async () => {
+      const missing = join(dir, 'no-such.sock');
+      const shim = startShim(['-xen-domid', '3'], missing);
+      expect(await shim.done).toEqual({ code: 1, signal: null });
+      expect(shim.stdout).toBe('');
+      expect(shim.stderr).toBe(
+        `xen-depriv-dm: cannot reach xen-deprivd at ${missing}: No such file or directory\n`,
+      );
+    },
+    T,
+  );
+});
