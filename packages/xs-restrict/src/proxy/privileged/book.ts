@@ -84,6 +84,8 @@ export interface VirtualTx {
   suppress: Set<string>;
   /** Nodes N itself fired watches for in the transaction. */
   fired: Set<string>;
+  /** The perms a node of ours has once the transaction commits, for the session's perms cache. */
+  learn?: { path: string; perms: XsPerm[] };
 }
 
 export function newVirtualTx(up: number): VirtualTx {

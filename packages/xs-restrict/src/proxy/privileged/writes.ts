@@ -38,6 +38,9 @@ import {
   valueAndChildBytes,
 } from './book.js';
 
+/** A body's answer: the transaction is abandoned and the request decided again from the start. */
+const RESTART = Buffer.alloc(0);
+
 /** Commits of ours that met EAGAIN this often are retried after a random pause. */
 const BACKOFF_AFTER = 8;
 
@@ -76,6 +79,10 @@ async function ownTransaction(
       void s.chan.endTx(b.tx, false).catch(() => undefined);
       throw e;
     }
+    if (answer === RESTART) {
+      s.chan.abandonTx(b.tx);
+      continue;
+    }
     if (answer !== undefined) {
       void s.chan.endTx(b.tx, false).catch(() => undefined);
       return answer;
@@ -84,6 +91,9 @@ async function ownTransaction(
     const e = errnoOf(r);
     if (e === undefined) {
       settle(s, own);
+      // A commit succeeds only if nothing changed the node since our transaction first read its
+      // perms, and our change left them as `learn` says: they are the node's as the reply came.
+      if (own.learn) s.cache.learn(own.learn.path, own.learn.perms, s.chan.arrivedAt(r));
       return okReply(m);
     }
     if (e !== 'EAGAIN') return errReply(m, e);
@@ -145,6 +155,10 @@ export async function writeOp(
   if (name === undefined) return errReply(m, 'EINVAL');
   const path = name;
   const write = m.type === XS_WRITE;
+  // In a transaction of ours the WRITE goes with the checks' requests, one round trip saved: if the
+  // checks refuse, the transaction is abandoned and nobody ever sees the write. If the node did not
+  // exist, the write created it as dom0's: start again without it, and create the node as N would.
+  let speculate = write && !tx;
   return atomically(
     s,
     m,
@@ -154,9 +168,10 @@ export async function writeOp(
         ? [
             [XS_GET_PERMS, t, nulTerminated([path])],
             [XS_DIRECTORY, t, nulTerminated([path])],
+            ...(speculate ? [[XS_WRITE, t, m.payload] as Req] : []),
           ]
         : [[XS_GET_PERMS, t, nulTerminated([path])]],
-    async (t, [permsR, dirR], own) => {
+    async (t, [permsR, dirR, writeR], own) => {
       const got = await getNode(s, t, path, permsR as XsMessage, XS_PERM_WRITE);
       if (Array.isArray(got)) {
         if (!write) return okReply(m);
@@ -165,13 +180,18 @@ export async function writeOp(
         const childlen = dir.type === XS_DIRECTORY ? dir.payload.length : Number.POSITIVE_INFINITY;
         if (entryTooBig(s.book.quotas, nodeRecordSize(got.length, data.length, childlen)))
           return errReply(m, 'ENOSPC');
-        const r = await s.chan.one(XS_WRITE, t, m.payload);
+        const r = writeR ?? (await s.chan.one(XS_WRITE, t, m.payload));
         if (r.type === XS_ERROR) return relayReply(m, r);
         own.fired.add(path);
+        own.learn = { path, perms: got };
         return tx ? okReply(m) : undefined;
       }
       if (got.errno !== 'ENOENT' || got.ancestor === undefined || got.perms === undefined)
         return errReply(m, got.errno);
+      if (writeR) {
+        speculate = false;
+        return RESTART;
+      }
       return create(s, m, t, own, tx !== undefined, path, data, got.ancestor, got.perms);
     },
   );
@@ -236,6 +256,7 @@ async function create(
     return relayReply(m, bad);
   }
   own.fired.add(path);
+  own.learn = { path, perms };
   if (fix) for (const n of names) if (n !== path) own.suppress.add(n);
   own.created.push(...names);
   return inClientTx ? okReply(m) : undefined;
@@ -275,6 +296,7 @@ export async function setPermsOp(
       const r = await s.chan.one(XS_SET_PERMS, t, p);
       if (r.type === XS_ERROR) return relayReply(m, r);
       own.fired.add(path);
+      own.learn = { path, perms };
       return tx ? okReply(m) : undefined;
     },
   );

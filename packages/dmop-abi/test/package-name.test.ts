@@ -1,8 +1,0 @@
-import { describe, expect, it } from 'vitest';
-import { PACKAGE_NAME } from '../src/index.js';
-
-describe('@xen-depriv/dmop-abi', () => {
-  it('names itself', () => {
-    expect(PACKAGE_NAME).toBe('@xen-depriv/dmop-abi');
-  });
-});
