@@ -2,10 +2,12 @@ import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync
 import { dirname, extname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { guestSchema } from './service/guest.js';
 import { XEN_QEMU_BINARY } from './xen-qemu.js';
-import { parseXlCfg, type XlValue } from './xlcfg.js';
+import { parseXlCfg } from './xlcfg.js';
+import { configFromXl } from './xlkeys.js';
 
-export { XEN_QEMU_BINARY };
+export { configFromXl, XEN_QEMU_BINARY };
 
 /** The lowest uid a device model may get: below it live system users, 0 is root. */
 export const MIN_DM_UID = 1000;
@@ -54,6 +56,8 @@ export const launchConfigSchema = z.strictObject({
     .default({ binary: '/usr/bin/qemu-system-x86_64', machine: 'none', args: [] }),
   user: userSchema.default({ scheme: 'pool', first: 3_000_000, count: 1000 }),
   stateDir: z.string().min(1).default('/run/xen-depriv'),
+  /** The guest's devices (xl.cfg's memory, disk, vif, vnc, serial, ...), see service/guest.ts. */
+  guest: guestSchema,
 });
 
 export type LaunchConfig = z.infer<typeof launchConfigSchema>;
@@ -79,121 +83,6 @@ export function validateConfig(input: unknown): LaunchConfig {
     );
   }
   throw new ConfigError(key, issue?.message ?? 'invalid');
-}
-
-// xl.cfg keys a domain config may carry that concern the guest, not its device model's
-// confinement: accepted and ignored. Anything else unknown is an error, so a typo in a key
-// that matters (dm_restrict, device_model_user) is never silently dropped.
-const XL_GUEST_KEYS = new Set([
-  'memory',
-  'maxmem',
-  'vcpus',
-  'maxvcpus',
-  'cpus',
-  'disk',
-  'vif',
-  'boot',
-  'kernel',
-  'ramdisk',
-  'cmdline',
-  'extra',
-  'root',
-  'serial',
-  'vga',
-  'videoram',
-  'stdvga',
-  'vnc',
-  'sdl',
-  'on_poweroff',
-  'on_reboot',
-  'on_crash',
-  'on_watchdog',
-  'uuid',
-  'acpi',
-  'apic',
-  'pae',
-  'hap',
-  'viridian',
-  'tsc_mode',
-  'localtime',
-  'usb',
-  'usbdevice',
-  'firmware',
-  'bios',
-  'nographic',
-  'xen_platform_pci',
-]);
-
-/** Maps xl.cfg(5) keys (libxl's depriv settings) onto the launch config. */
-export function configFromXl(entries: Map<string, XlValue>): unknown {
-  const out: Record<string, unknown> = {};
-  const qemu: Record<string, unknown> = {};
-  const str = (key: string, v: XlValue): string => {
-    if (typeof v !== 'string')
-      throw new ConfigError(key, `expected a string, saw ${JSON.stringify(v)}`);
-    return v;
-  };
-  for (const [key, value] of entries) {
-    switch (key) {
-      case 'name':
-        out.name = str(key, value);
-        break;
-      case 'domid':
-        out.domid = value;
-        break;
-      case 'type':
-      case 'builder':
-        if (value !== 'hvm')
-          throw new ConfigError(
-            key,
-            `only "hvm" guests have a QEMU device model, saw ${JSON.stringify(value)}`,
-          );
-        break;
-      case 'dm_restrict':
-        if (value !== 1 && value !== '1' && value !== 'true') {
-          throw new ConfigError(
-            key,
-            'must be 1: xen-depriv never runs a device model unrestricted',
-            'remove the key or set dm_restrict = 1',
-          );
-        }
-        break;
-      case 'device_model_version':
-        if (value !== 'qemu-xen')
-          throw new ConfigError(key, `only "qemu-xen" is supported, saw ${JSON.stringify(value)}`);
-        break;
-      case 'device_model_override':
-        qemu.binary = str(key, value);
-        break;
-      case 'device_model_user':
-        out.user = { scheme: 'per-vm', user: str(key, value) };
-        break;
-      case 'device_model_args':
-        if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) {
-          throw new ConfigError(key, 'expected a list of strings');
-        }
-        qemu.args = value;
-        break;
-      case 'xen_depriv_mode':
-        out.mode = value;
-        break;
-      case 'xen_depriv_state_dir':
-        out.stateDir = value;
-        break;
-      case 'xen_depriv_machine':
-        qemu.machine = value;
-        break;
-      default:
-        if (!XL_GUEST_KEYS.has(key))
-          throw new ConfigError(
-            key,
-            'unknown key',
-            'xl keys the launcher reads: name, domid, dm_restrict, device_model_user, device_model_override, device_model_args, device_model_version, xen_depriv_mode',
-          );
-    }
-  }
-  if (Object.keys(qemu).length) out.qemu = qemu;
-  return out;
 }
 
 /** Reads a config file: JSON (`.json`) or xl.cfg syntax (anything else), then validates it. */

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { TYPICAL_HVM_CFG } from './fixtures.js';
 import { runCli, runCliAs } from './helpers.js';
 
 const root = process.geteuid?.() === 0;
@@ -49,6 +50,35 @@ describe('as a user that is not root (from any checkout, even one that user cann
       rmSync(path, { force: true });
     }
   });
+
+  it.skipIf(!root)(
+    'launch --dry-run of a typical HVM xl.cfg (disk, vif, vnc, serial) prints the plan, creates nothing',
+    () => {
+      const path = join('/tmp', `xd-operator-guest-${process.pid}.cfg`);
+      const stateDir = join(dir, 'xl-never-made');
+      writeFileSync(path, `${TYPICAL_HVM_CFG}xen_depriv_state_dir = "${stateDir}"\n`, {
+        mode: 0o644,
+      });
+      try {
+        const r = runCliAs(USER, ['launch', '--dry-run', path]);
+        expect(r.stderr).toBe('');
+        expect(r.status).toBe(0);
+        expect(r.stdout).toContain('"-add-fd",');
+        expect(r.stdout).toContain(
+          'guest: disk hda: /srv/guest7/disk.img opened read-write by the launcher, fd 5',
+        );
+        expect(r.stdout).toContain(
+          'guest: vif 0: tap vif7.0-emu on xenbr0 created by the launcher, fd 7',
+        );
+        expect(r.stdout).toContain(
+          'guest: vnc: QEMU serves /run/vnc.sock in its root; the service listens on 127.0.0.1:5907',
+        );
+        expect(existsSync(stateDir)).toBe(false);
+      } finally {
+        rmSync(path, { force: true });
+      }
+    },
+  );
 
   it.skipIf(!root)(
     'every command that needs root says so with the same exit code 3 and code "not-root"',

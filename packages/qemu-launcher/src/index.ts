@@ -32,6 +32,7 @@ export {
   type LeaseLike,
   type Namespace,
   type PassedFd,
+  type PlannedBridge,
   type PlannedFd,
   type PlannedRlimit,
   plan,

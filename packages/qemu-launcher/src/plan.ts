@@ -50,6 +50,12 @@ export interface LaunchConfig {
   readonly name?: string;
   /** Descriptors the caller passes at launch (after 0..3), by name. */
   readonly passedFds?: readonly PassedFd[];
+  /** Bridges from the host to sockets in the DM's `/run` (names of files under paths.run). */
+  readonly bridges?: readonly {
+    readonly name: string;
+    readonly listen: PlannedBridge['listen'];
+    readonly socket: string;
+  }[];
 }
 
 /** The uid/gid a DM runs as, from `uid-allocator`'s lease. */
@@ -136,7 +142,9 @@ export interface PlannedFd {
   readonly target: number;
   readonly source: FdSource;
   /** What the DM finds there (checked by verifyConfinement). */
-  readonly kind: 'file' | 'socket';
+  readonly kind: 'file' | 'socket' | 'tap';
+  readonly open?: PassedFd['open'];
+  readonly tap?: PassedFd['tap'];
 }
 
 /** A descriptor the caller hands the DM besides the launcher's own (LaunchConfig.passedFds). */
@@ -144,7 +152,22 @@ export interface PassedFd {
   readonly target: number;
   /** The key of the descriptor in `launch`'s `passedFds`. */
   readonly name: string;
-  readonly kind: 'file' | 'socket';
+  readonly kind: 'file' | 'socket' | 'tap';
+  /** What the executor opens as root for it: a host file (disk image), read-only or not. */
+  readonly open?: { readonly path: string; readonly readOnly: boolean };
+  /** Or the tap device it creates in the host's network namespace (libxl's `vifN.I-emu`). */
+  readonly tap?: { readonly ifname: string; readonly bridge: string | null };
+}
+
+/**
+ * A way in from the host to something the DM serves on a unix socket in its own `/run` (its
+ * VNC server, a serial line): the executor listens on `listen` and connects each client to
+ * `unix` (a host path under the DM's run directory).
+ */
+export interface PlannedBridge {
+  readonly name: string;
+  readonly listen: { readonly host: string; readonly port: number } | null;
+  readonly unix: string;
 }
 
 export interface LaunchPlan {
@@ -191,6 +214,8 @@ export interface LaunchPlan {
   readonly devices: readonly DeviceNode[];
   /** Paths inside the DM's root removed once it is ready. */
   readonly removeAfterReady: readonly string[];
+  /** Ways in from the host to the DM's own sockets (VNC, serial), kept while it runs. */
+  readonly bridges: readonly PlannedBridge[];
   /** Top-level entries the DM's root may contain (checked by verifyConfinement). */
   readonly rootEntries: readonly string[];
   readonly steps: readonly string[];
@@ -328,6 +353,11 @@ export function plan(
     }
     if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(f.name)) {
       fail(`passedFds: expected a name of a-z, 0-9 and -, saw "${f.name}"`);
+    }
+  }
+  for (const b of config.bridges ?? []) {
+    if (!/^[a-z0-9][a-z0-9.-]{0,31}$/.test(b.socket)) {
+      fail(`bridges: expected a socket file name in the DM's /run, saw "${b.socket}"`);
     }
   }
   if (new Set(passed.map((f) => f.target)).size !== passed.length) {
@@ -479,6 +509,8 @@ export function plan(
         target: f.target,
         source: `passed:${f.name}` as const,
         kind: f.kind,
+        ...(f.open ? { open: f.open } : {}),
+        ...(f.tap ? { tap: f.tap } : {}),
       })),
     ],
     rlimits,
@@ -502,6 +534,11 @@ export function plan(
     mounts,
     devices: mode === 'jail' ? devices : [],
     removeAfterReady,
+    bridges: (config.bridges ?? []).map((b) => ({
+      name: b.name,
+      listen: b.listen,
+      unix: posix.join(paths.run, b.socket),
+    })),
     rootEntries: mode === 'jail' ? rootEntries.sort() : [],
     steps: [...LAUNCH_STEPS],
   };

@@ -279,7 +279,14 @@ export function verifyConfinement(
   );
   const allowedSockets = new Set(
     options.allowedSockets ??
-      (p?.mode === 'jail' ? ['/run/qmp.sock', '/run/xenstored/socket'] : []),
+      (p?.mode === 'jail'
+        ? [
+            '/run/qmp.sock',
+            '/run/xenstored/socket',
+            // What the DM serves to dom0 through the plan's bridges (VNC, serial).
+            ...(p.bridges ?? []).map((b) => `/run/${b.unix.slice(b.unix.lastIndexOf('/') + 1)}`),
+          ]
+        : []),
   );
   // Walking the host's own tree says nothing about a jail (and /proc is endless): only a jail is walked.
   const isHostRoot = rootSt.dev === hostRoot.dev && rootSt.ino === hostRoot.ino;
@@ -332,16 +339,32 @@ export function verifyConfinement(
     for (const d of p.devices) allowedPaths.add(d.path);
     allowedPaths.add(p.paths.log);
     for (const f of p.fds) {
+      if (f.open) {
+        // QEMU moves an -add-fd descriptor into its fdset (and closes the number it got): the
+        // image must be open in the DM, at whatever number.
+        allowedPaths.add(f.open.path);
+        const open = Object.values(fds).includes(f.open.path);
+        check(
+          `fd.${f.target}`,
+          open,
+          `${f.source} (${f.open.path})`,
+          open ? f.open.path : 'not open',
+        );
+        continue;
+      }
+      if (f.kind === 'tap') allowedPaths.add('/dev/net/tun');
       const link = fds[f.target];
       // A record written before fds carried `kind` has only the launcher's own sources.
       const kind =
-        f.kind === 'socket' || f.source === 'qmp-listener'
-          ? 'socket:'
-          : f.source === 'log'
-            ? p.paths.log
-            : f.source === 'devnull'
-              ? '/dev/null'
-              : '/';
+        f.kind === 'tap'
+          ? '/dev/net/tun'
+          : f.kind === 'socket' || f.source === 'qmp-listener'
+            ? 'socket:'
+            : f.source === 'log'
+              ? p.paths.log
+              : f.source === 'devnull'
+                ? '/dev/null'
+                : '/';
       check(
         `fd.${f.target}`,
         link?.startsWith(kind) === true,

@@ -1,5 +1,10 @@
 import { formatPlan, verifyConfinement } from '@xen-depriv/qemu-launcher';
-import { checkHostForConfig, type LaunchConfig, loadConfig } from '../config.js';
+import {
+  checkHostForConfig,
+  type LaunchConfig,
+  launchConfigSchema,
+  loadConfig,
+} from '../config.js';
 import { CliError, ConfigError, type ErrorCode, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
 import { createLogger } from '../log.js';
 import { color, type Output, processOutput, table, wrap } from '../output.js';
@@ -13,9 +18,11 @@ import {
   type LaunchRequest,
   type LaunchResult,
 } from '../service/engine.js';
+import { guestPlan } from '../service/guest.js';
 import { openEngine, settingsForConfig } from '../service/local.js';
 import { DEFAULT_SOCKET } from '../service/paths.js';
 import { ERRORS } from '../service/schema.js';
+import { xlKeysHelp } from '../xlkeys.js';
 import type { RegisterCommand } from './index.js';
 
 // Test hook: the e2e test of `recover` kills the launcher at a named step, as a crash would.
@@ -80,13 +87,17 @@ function configRequest(config: LaunchConfig): LaunchRequest {
     target: config.target,
     qemu: config.qemu,
     user: config.user,
+    guest: config.guest,
   };
 }
 
 /** The config as launch params over RPC: the service's own state directory applies. */
 function configParams(config: LaunchConfig): Record<string, unknown> {
-  const { stateDir: _ignored, ...rest } = config;
-  return rest;
+  const { stateDir: _ignored, user, ...rest } = config;
+  // The schema's default scheme is not a choice: the service's own pool applies then.
+  const isDefault =
+    JSON.stringify(user) === JSON.stringify(launchConfigSchema.parse({ domid: 1 }).user);
+  return isDefault ? rest : { ...rest, user };
 }
 
 /** Runs `fn` against the service when it listens at `socket`, else against an engine here. */
@@ -130,13 +141,12 @@ export const registerLaunch: RegisterCommand = (program, globals) => {
     .option('--socket <path>', "xen-deprivd's socket (XEN_DEPRIVD_SOCKET)", socketDefault())
     .addHelpText(
       'after',
-      `
+      () => `
 JSON keys: domid, name, mode (jail|libxl-compat), target (embedded|dom0),
   qemu.{binary,machine,args}, user ({scheme:"pool",first,count} | range-base |
-  shared | per-vm), stateDir.
-xl.cfg keys: name, domid, type/builder = "hvm", dm_restrict = 1,
-  device_model_user, device_model_override, device_model_args,
-  device_model_version = "qemu-xen", xen_depriv_mode, xen_depriv_state_dir.
+  shared | per-vm), stateDir, guest.{memoryMb,vcpus,maxVcpus,boot,vga,videoramMb,
+  usb,usbDevices,localtime,disks,nics,vnc,serial}.
+${xlKeysHelp(78)}
 target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
     )
     .action(async (configPath: string, opts: { dryRun?: boolean; socket: string }) => {
@@ -154,10 +164,14 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
         try {
           const p = await engine.plan(configRequest(config));
           log.info({ domid: p.domid, uid: p.uid, argv: p.argv, dryRun: true }, 'launch plan');
+          const guest = guestPlan(config.guest, {
+            domid: config.domid,
+            xen: config.target === 'dom0',
+          }).notes;
           out.line(
             out.json
-              ? JSON.stringify({ ok: true, dryRun: true, plan: JSON.parse(formatPlan(p)) })
-              : formatPlan(p).trimEnd(),
+              ? JSON.stringify({ ok: true, dryRun: true, plan: JSON.parse(formatPlan(p)), guest })
+              : [formatPlan(p).trimEnd(), ...guest.map((n) => `guest: ${n}`)].join('\n'),
           );
         } catch (e) {
           throw cliError(e, `plan of domain ${config.domid}`);

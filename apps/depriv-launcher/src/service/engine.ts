@@ -45,6 +45,7 @@ import { type LibxlDmArgv, rewriteLibxlArgv } from '../libxl-dm/argv.js';
 import { dom0XenDevices, LEGACY_BACKENDS, withFiles } from '../libxl-dm/devices.js';
 import { dmSeccomp } from '../seccomp.js';
 import { XEN_QEMU_BINARY } from '../xen-qemu.js';
+import { openPlannedFds, startBridges } from './devices.js';
 import {
   allocOf,
   appendCapped,
@@ -54,6 +55,7 @@ import {
   rmLinkInto,
   safeReaddir,
 } from './engine-helpers.js';
+import { type GuestPlan, guestPlan } from './guest.js';
 import { HostWorker } from './host.js';
 import type { AllocatorRef } from './host-worker.js';
 import { takeFd, watchExit } from './native.js';
@@ -98,6 +100,8 @@ interface Dm {
   proxySocket: string;
   links: string[];
   stopWatch: (() => void) | null;
+  /** Closes the bridges from dom0 to the DM's sockets (VNC). */
+  stopBridges: (() => Promise<void>) | null;
   tearing: Promise<ExitInfo> | null;
   /** Settles when the launch is over, however it ended (a destroy waits for it). */
   launched: Promise<void>;
@@ -206,6 +210,7 @@ export class DmEngine {
     name: string | undefined;
     user: SchemeConfig;
     libxl: LibxlDmArgv | null;
+    guest: GuestPlan | null;
   } {
     if (req.kind === 'libxl') {
       let parsed: LibxlDmArgv;
@@ -224,6 +229,7 @@ export class DmEngine {
         name: parsed.name ?? undefined,
         user: this.settings.user,
         libxl: parsed,
+        guest: null,
       };
     }
     return {
@@ -237,6 +243,9 @@ export class DmEngine {
       name: req.name,
       user: req.user,
       libxl: null,
+      guest: req.guest
+        ? guestPlan(req.guest, { domid: req.domid, xen: req.target === 'dom0' })
+        : null,
     };
   }
 
@@ -270,14 +279,18 @@ export class DmEngine {
           mode: r.mode,
           xen,
           ...(r.machine === undefined ? {} : { machine: r.machine }),
-          args: r.args,
+          args: [...(r.guest?.args ?? []), ...r.args],
           stateDir: this.settings.stateDir,
           xenstoreSocket: proxySocketPath(this.settings.stateDir, r.domid),
           ...(r.name === undefined ? {} : { name: r.name }),
           ...(xen ? { devices: dom0XenDevices() } : {}),
-          ...(r.libxl?.libxlQmpFd === null || r.libxl === null
-            ? {}
-            : { passedFds: [{ target: 4, name: 'libxl-qmp', kind: 'socket' as const }] }),
+          passedFds: [
+            ...(r.libxl === null || r.libxl.libxlQmpFd === null
+              ? []
+              : [{ target: 4, name: 'libxl-qmp', kind: 'socket' as const }]),
+            ...(r.guest?.passedFds ?? []),
+          ],
+          bridges: r.guest?.bridges ?? [],
         },
         caps,
         ids,
@@ -330,6 +343,7 @@ export class DmEngine {
       proxySocket: proxySocketPath(this.settings.stateDir, r.domid),
       links: [],
       stopWatch: null,
+      stopBridges: null,
       tearing: null,
       launched: Promise.resolve(),
       listeners: new Set(options.onExit ? [options.onExit] : []),
@@ -340,6 +354,7 @@ export class DmEngine {
     });
     this.dms.set(r.domid, dm);
     const passed: number[] = [];
+    let closeDevices: () => void = () => {};
     try {
       dm.lease = await this.host.acquire(alloc, r.domid);
       const lease = dm.lease;
@@ -361,6 +376,11 @@ export class DmEngine {
         passed.push(fd);
         passedFds['libxl-qmp'] = fd;
       }
+      // The guest's images and taps, opened and made as root; the DM gets descriptors only.
+      const devices = await openPlannedFds(p);
+      closeDevices = devices.close;
+      Object.assign(passedFds, devices.fds);
+      dm.stopBridges = await startBridges(p.bridges ?? []);
       const handle: DmHandle = await launch(p, {
         lease,
         uids: this.host.uidOps(alloc),
@@ -371,8 +391,9 @@ export class DmEngine {
       });
       dm.handle = handle;
       dm.root = handle.root;
-      // Our copy of libxl's listener: QEMU has its own now.
+      // Our copies of libxl's listener, the images and taps: QEMU has its own now.
       for (const fd of passed.splice(0)) closeFd(fd);
+      closeDevices();
       dm.lease = await this.host.attachDm(alloc, lease, handle.pid);
       dm.handle = { ...handle, lease: dm.lease };
       if (r.libxl) this.linkSockets(dm, p, r.libxl);
@@ -399,6 +420,7 @@ export class DmEngine {
       };
     } catch (e) {
       for (const fd of passed) closeFd(fd);
+      closeDevices();
       launchOver();
       await this.teardown(dm, 'launch failed');
       if (e instanceof EngineError) throw e;
@@ -553,7 +575,21 @@ export class DmEngine {
         const proxy = dm.proxy;
         await step('proxy.close', () => proxy.close());
       }
+      if (dm.stopBridges) {
+        const stop = dm.stopBridges;
+        await step('bridges', () => stop());
+      }
       await step('proxy socket', () => rmSync(dm.proxySocket, { force: true }));
+      if (dm.target === 'dom0' && dm.kind === 'config' && dm.lease) {
+        // The launch made /local/domain/0/device-model/N (backends, QEMU's keys); libxl removes
+        // its domains' on destroy, nobody else would remove this one.
+        await step('xenstore device-model', async () => {
+          const xs = await this.dom0Xenstore();
+          await xs.rm(`/local/domain/0/device-model/${dm.domid}`).catch((e: { code?: string }) => {
+            if (e.code !== 'ENOENT') throw e;
+          });
+        });
+      }
       if (errors.length === 0) {
         await step('service record', () =>
           rmSync(serviceRecordPath(this.settings.stateDir, dm.domid), { force: true }),
@@ -762,12 +798,18 @@ export class DmEngine {
       proxySocket: rec?.proxySocket ?? proxySocketPath(this.settings.stateDir, r.domid),
       links: [...(rec?.links ?? [])],
       stopWatch: null,
+      stopBridges: null,
       tearing: null,
       launched: Promise.resolve(),
       listeners: new Set(),
     };
     this.dms.set(r.domid, dm);
     dm.stopWatch = watchExit(pid, () => void this.teardown(dm, 'qemu exited'), pidfd);
+    try {
+      dm.stopBridges = await startBridges(r.plan.bridges ?? []);
+    } catch {
+      // The address is taken meanwhile: the DM runs on without its VNC bridge.
+    }
     // A DM that reconnects to xenstore finds its proxy again at the same path.
     try {
       dm.proxy = await this.startProxy(r.domid, dm.target, dm.proxySocket, lease);

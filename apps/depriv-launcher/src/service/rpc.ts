@@ -129,6 +129,7 @@ export function launchRequest(
     qemu: c.target === 'dom0' && !hasBinary(params) ? { ...c.qemu, binary: '' } : c.qemu,
     // No scheme named: the service's own pool (its leases, its reaper).
     user: 'user' in params ? c.user : defaultUser,
+    guest: c.guest,
   };
 }
 

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { SchemeConfig } from '@xen-depriv/uid-allocator';
 import { XEN_QEMU_BINARY } from '../xen-qemu.js';
+import type { Guest } from './guest.js';
 
 /** Stable error codes of the engine; the RPC layer maps them onto JSON-RPC error codes. */
 export type EngineErrorCode =
@@ -93,6 +94,8 @@ export type LaunchRequest =
         readonly args: readonly string[];
       };
       readonly user: SchemeConfig;
+      /** The guest's devices (disks, NICs, VNC, serial, memory, ...); none by default. */
+      readonly guest?: Guest | undefined;
     }
   | {
       readonly kind: 'libxl';
