@@ -20,9 +20,11 @@ declare -A NEEDED_BY=(
   [seabios]="the real-Xen tier (HVM guest firmware)"
   [busybox-static]="the real-Xen tier (its dom0 initramfs)"
   [cpio]="the real-Xen tier (its dom0 initramfs)"
+  [groff-base]="depriv-launcher's man page checks (groff -man -Tutf8 -ww renders each page without a warning)"
+  [man-db]="depriv-launcher's man page checks and the global-install test's man xen-depriv from the installed package"
 )
 ORDER=(gcc make python3 libc6-dev libxen-dev xenstore-utils xen-utils-4.17 qemu-system-x86 qemu-system-xen
-  xen-hypervisor-4.17-amd64 linux-image-amd64 seabios busybox-static cpio)
+  xen-hypervisor-4.17-amd64 linux-image-amd64 seabios busybox-static cpio groff-base man-db)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "setup-system: not a Debian system (no dpkg-query); tests that need Debian's Xen and QEMU packages will skip themselves."

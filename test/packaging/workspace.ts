@@ -1,5 +1,7 @@
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
 
@@ -8,6 +10,8 @@ export interface WorkspacePackage {
   readonly version: string;
   readonly dir: string;
   readonly private: boolean;
+  /** Has an entry point to import (exports or main); false for a package of bins only. */
+  readonly library: boolean;
   readonly dependencies: Readonly<Record<string, string>>;
 }
 
@@ -23,12 +27,15 @@ export function workspacePackages(): WorkspacePackage[] {
         version: string;
         private?: boolean;
         dependencies?: Record<string, string>;
+        exports?: unknown;
+        main?: string;
       };
       out.push({
         name: pkg.name,
         version: pkg.version,
         dir,
         private: pkg.private === true,
+        library: pkg.exports !== undefined || pkg.main !== undefined,
         dependencies: pkg.dependencies ?? {},
       });
     }
@@ -49,4 +56,24 @@ export function workspaceClosure(name: string, all: readonly WorkspacePackage[])
   };
   visit(name);
   return [...seen].sort();
+}
+
+/**
+ * Packs the workspace packages into dest with one `npm pack` (it prints the tarball names as
+ * JSON, in order); returns package name → tarball path.
+ */
+export async function packWorkspaces(
+  pkgs: readonly WorkspacePackage[],
+  dest: string,
+): Promise<Map<string, string>> {
+  const { stdout } = await promisify(execFile)(
+    'npm',
+    ['pack', '--json', '--pack-destination', dest, ...pkgs.flatMap((p) => ['-w', p.dir])],
+    { cwd: repoRoot, maxBuffer: 64 << 20 },
+  );
+  const tarballs = new Map<string, string>();
+  for (const entry of JSON.parse(stdout) as { name: string; filename: string }[]) {
+    tarballs.set(entry.name, join(dest, entry.filename));
+  }
+  return tarballs;
 }
