@@ -88,7 +88,7 @@ describe(`${APP}: npm install -g into an empty prefix`, () => {
     expect(existsSync(installed(...APP.split('/'), 'node_modules', '@xen-depriv'))).toBe(false);
   });
 
-  it('the tarball holds dist (with the C shim binary and the host worker), man pages, completion, systemd units, openrpc.json, README and LICENSE', async () => {
+  it('the tarball holds dist (with the C shim binary and the host worker), man pages, completion, systemd units, logrotate, openrpc.json, README and LICENSE', async () => {
     const tarball = tarballs.get(APP) as string;
     const { stdout } = await run('tar', ['-tzf', tarball], { maxBuffer: 16 << 20 });
     const entries = stdout.split('\n').filter(Boolean);
@@ -108,6 +108,7 @@ describe(`${APP}: npm install -g into an empty prefix`, () => {
         'package/man/xen-depriv-dm.8',
         'package/completion/xen-depriv.bash',
         'package/systemd/xen-deprivd.service',
+        'package/logrotate/xen-depriv',
       ]),
     );
     expect(entries.filter((e) => /^package\/(src|test)\//.test(e))).toEqual([]);
