@@ -131,5 +131,23 @@ for (const mode of ['in process', 'dom0 socket', 'C xenstored 4.17'] as const) {
         expect(await code(qemu.read(NODE))).toBe(deny ? 'EACCES' : 'ok');
       }
     });
+
+    it('pipelined reads racing a change: every answer after the first refusal is a refusal too', async () => {
+      await qemu.read(NODE);
+      await qemu.read(NODE);
+      for (let i = 0; i < 20; i++) {
+        await ts.setPerms(NODE, dm);
+        await qemu.read(NODE);
+        const reads = Array.from({ length: 16 }, () => code(qemu.read(NODE)));
+        const change = ts.setPerms(NODE, [{ domid: 0, perm: 'n' }]);
+        const more = Array.from({ length: 16 }, () => code(qemu.read(NODE)));
+        const got = await Promise.all([...reads, ...more]);
+        await change;
+        const first = got.indexOf('EACCES');
+        if (first >= 0) expect(got.slice(first).every((g) => g === 'EACCES')).toBe(true);
+        expect(got.slice(0, first < 0 ? got.length : first).every((g) => g === 'ok')).toBe(true);
+        expect(await code(qemu.read(NODE))).toBe('EACCES');
+      }
+    });
   });
 }
