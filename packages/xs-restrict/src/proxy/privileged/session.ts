@@ -158,7 +158,7 @@ export class PrivilegedSession implements SessionContext {
     const batch: XsMessage[] = [];
     while (batch.length < READ_BATCH_MAX) {
       const m = this.queue[0];
-      if (!m || m.txId !== 0) break;
+      if (m?.txId !== 0) break;
       if (m.type !== XS_READ && m.type !== XS_DIRECTORY && m.type !== XS_GET_PERMS) break;
       const path = oneArg(m.payload);
       const known = path === undefined ? undefined : this.cache.get(path);
