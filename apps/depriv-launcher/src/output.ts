@@ -1,4 +1,7 @@
+import { stripVTControlCharacters } from 'node:util';
 import pc from 'picocolors';
+import stringWidth from 'string-width';
+import wrapAnsi from 'wrap-ansi';
 
 /** Where a command writes: lets tests capture output and fix the terminal width. */
 export interface Output {
@@ -26,14 +29,17 @@ export const color = {
   bold: (s: string) => pc.bold(s),
 };
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI escapes are control characters
-const ANSI = /\u001b\[[0-9;]*m/g;
-const visible = (s: string) => s.replace(ANSI, '').length;
+/** Columns a string takes on a terminal: colours do not count, wide characters count twice. */
+const visible = (s: string) => stringWidth(s);
 
 function clip(s: string, width: number): string {
   if (visible(s) <= width) return s;
-  const plain = s.replace(ANSI, '');
-  return `${plain.slice(0, Math.max(0, width - 1))}…`;
+  // Cut on terminal columns, not UTF-16 units: a wide character never straddles the edge.
+  const cut = wrapAnsi(stripVTControlCharacters(s), Math.max(1, width - 1), {
+    hard: true,
+    trim: false,
+  }).split('\n')[0] as string;
+  return `${cut}…`;
 }
 
 /**
@@ -98,19 +104,23 @@ export function histogram(values: readonly number[], buckets = 8, width = 80): s
     .join('\n');
 }
 
-/** Word-wraps plain `text` to `width` columns, every line after the first indented by `indent`. */
+/**
+ * Word-wraps `text` to `width` columns (wrap-ansi: colours and wide characters measured as the
+ * terminal shows them), every line after the first indented by `indent`; a word longer than a
+ * line is clipped with an ellipsis rather than split.
+ */
 export function wrap(text: string, width: number, indent = ''): string {
   const first = /^\s*/.exec(text)?.[0] ?? '';
-  const words = text.split(/\s+/).filter(Boolean);
-  const lines: string[] = [];
-  let cur = '';
-  for (const w of words) {
-    const lead = lines.length === 0 ? first : indent;
-    if (cur && visible(lead + cur) + 1 + visible(w) > width) {
-      lines.push(lead + cur);
-      cur = w;
-    } else cur = cur ? `${cur} ${w}` : w;
-  }
-  if (cur || lines.length === 0) lines.push((lines.length === 0 ? first : indent) + cur);
-  return lines.map((l) => clip(l, width)).join('\n');
+  const body = text.slice(first.length).replace(/\s+/g, ' ').trim();
+  const [head = '', ...more] = wrapAnsi(body, Math.max(1, width - visible(first)), {
+    hard: false,
+  }).split('\n');
+  const rest = more.join(' ');
+  const tail =
+    rest === ''
+      ? []
+      : wrapAnsi(rest, Math.max(1, width - visible(indent)), { hard: false })
+          .split('\n')
+          .map((l) => indent + l);
+  return [first + head, ...tail].map((l) => clip(l, width)).join('\n');
 }

@@ -18,7 +18,9 @@ import {
 } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { posix } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isAvailable } from '@xen-depriv/sys';
+import pLimit from 'p-limit';
 import { LauncherError } from './errors.js';
 import type { LaunchPlan } from './plan.js';
 import { QmpClient, type QmpLimits } from './qmp.js';
@@ -95,8 +97,6 @@ export interface DmHandle {
 }
 
 type MutableHandle = { -readonly [K in keyof DmHandle]: DmHandle[K] };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function alive(pid: number, startTime: number | null): boolean {
   const t = processStartTime(pid);
@@ -521,24 +521,23 @@ export async function launchMany(
   const handles: (DmHandle | null)[] = items.map(() => null);
   const errors: (Error | null)[] = items.map(() => null);
   const latencies: (number | null)[] = items.map(() => null);
-  let next = 0;
-  const worker = async () => {
-    for (;;) {
-      const i = next++;
-      const item = items[i];
-      if (item === undefined) return;
-      const t0 = performance.now();
-      emit({ type: 'start', index: i, domid: item.plan.domid });
-      try {
-        handles[i] = await launch(item.plan, { ...deps, ...item.deps });
-        latencies[i] = performance.now() - t0;
-        emit({ type: 'ready', index: i, domid: item.plan.domid, ms: latencies[i]! });
-      } catch (e) {
-        errors[i] = e as Error;
-        emit({ type: 'failed', index: i, domid: item.plan.domid, error: e as Error });
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  const limit = pLimit(concurrency);
+  await Promise.all(
+    items.map((item, i) =>
+      limit(async () => {
+        const t0 = performance.now();
+        emit({ type: 'start', index: i, domid: item.plan.domid });
+        try {
+          handles[i] = await launch(item.plan, { ...deps, ...item.deps });
+          const ms = performance.now() - t0;
+          latencies[i] = ms;
+          emit({ type: 'ready', index: i, domid: item.plan.domid, ms });
+        } catch (e) {
+          errors[i] = e as Error;
+          emit({ type: 'failed', index: i, domid: item.plan.domid, error: e as Error });
+        }
+      }),
+    ),
+  );
   return { handles, errors, latencies };
 }

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   close,
   constants,
@@ -24,8 +25,6 @@ const RLIMIT: Readonly<Record<RlimitName, number>> = {
   LOCKS: 10,
   MSGQUEUE: 12,
 };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Whether the host's own root is the initial ramfs (`rootfs` in mountinfo), as in a dom0 booted

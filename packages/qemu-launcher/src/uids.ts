@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type Lease, processesOfUid, type UidAllocator } from '@xen-depriv/uid-allocator';
 
 /**
@@ -55,7 +56,7 @@ export const procUidOps: UidOps = {
           // Gone already.
         }
       }
-      await new Promise((r) => setTimeout(r, 5));
+      await sleep(5);
     }
     return false;
   },

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { close, constants, flock, open, SysError } from '@xen-depriv/sys';
 import { UidAllocatorError } from './errors.js';
 
@@ -19,7 +20,6 @@ export interface FlockLockOptions {
   timeoutMs?: number;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const yieldOnce = () => new Promise<void>((r) => setImmediate(r));
 
 /**

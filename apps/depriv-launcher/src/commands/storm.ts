@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pidsOfUid } from '@xen-depriv/qemu-launcher';
+import { Presets, SingleBar } from 'cli-progress';
 import { validateConfig } from '../config.js';
 import { CliError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
 import { color, histogram, percentile, processOutput, table } from '../output.js';
@@ -58,10 +59,22 @@ export const registerStorm: RegisterCommand = (program, globals) => {
           let ready = 0;
           let failed = 0;
           const tty = process.stderr.isTTY === true && !out.json;
-          const draw = () => {
-            if (tty)
-              process.stderr.write(`\r${progressBar(ready, failed, opts.count, out.width - 1)}`);
-          };
+          // On a terminal, cli-progress draws the live bar on stderr; elsewhere one summary line.
+          const bar = tty
+            ? new SingleBar(
+                {
+                  stream: process.stderr,
+                  format: '[{bar}] {value}/{total} done, {failed} failed',
+                  barsize: Math.max(10, Math.min(40, out.width - 30)),
+                  barCompleteChar: '#',
+                  barIncompleteChar: '.',
+                  hideCursor: true,
+                },
+                Presets.legacy,
+              )
+            : null;
+          bar?.start(opts.count, 0, { failed: 0 });
+          const draw = () => bar?.update(ready + failed, { failed });
           const t0 = performance.now();
           const latencies: (number | null)[] = domids.map(() => null);
           const failures: Error[] = [];
@@ -95,7 +108,7 @@ export const registerStorm: RegisterCommand = (program, globals) => {
             Array.from({ length: Math.min(opts.concurrency, domids.length) }, worker),
           );
           const wallMs = performance.now() - t0;
-          if (tty) process.stderr.write('\n');
+          if (bar) bar.stop();
           else if (!out.json) out.line(progressBar(ready, failed, opts.count, out.width));
           const t1 = performance.now();
           await Promise.all(launched.map((d) => engine.destroy(d.domid).catch(() => undefined)));
