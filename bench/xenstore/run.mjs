@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // xenstore benchmark: the same XenstoreClient code against
-//   - the real C xenstored of Xen 4.17 (../shared/tools/xenstored-peer, dom0 socket),
+//   - the real C xenstored of Xen 4.17 and oxenstored (../shared/tools/xenstored-peer, dom0 socket),
 //   - XenstoreServer in a separate process (`xs-restrict serve`),
 //   - a raw unix-socket echo server in a separate process (round-trip baseline).
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
 //   node bench/xenstore/run.mjs [--seconds 2]
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,11 +25,11 @@ const DEPTH = 16;
 
 const dir = mkdtempSync('/tmp/xsb-');
 const children = [];
-let peerStarted = false;
+const peers = [];
 
 function cleanup() {
   for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  if (peerStarted) execFileSync(peerSh, ['stop', `${dir}/peer`], { stdio: 'ignore' });
+  for (const p of peers) execFileSync(peerSh, ['stop', p], { stdio: 'ignore' });
   rmSync(dir, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
@@ -99,15 +99,22 @@ async function rtt(sock) {
 }
 
 const targets = [];
-try {
-  execFileSync(peerSh, ['start', `${dir}/peer`], {
-    stdio: 'ignore',
-    env: { ...process.env, XS_DOMS: '' },
-  });
-  peerStarted = true;
-  targets.push(['C xenstored 4.17', `${dir}/peer/socket`]);
-} catch (e) {
-  console.error(`C xenstored not available (${e.message.split('\n')[0]}); comparing without it`);
+const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+console.log(`load ${load()}`);
+for (const [impl, name] of [
+  ['c', 'C xenstored 4.17'],
+  ['ocaml', 'oxenstored 4.17'],
+]) {
+  try {
+    execFileSync(peerSh, ['start', `${dir}/peer-${impl}`], {
+      stdio: 'ignore',
+      env: { ...process.env, XS_DOMS: '', XS_IMPL: impl },
+    });
+    peers.push(`${dir}/peer-${impl}`);
+    targets.push([name, `${dir}/peer-${impl}/socket`]);
+  } catch (e) {
+    console.error(`${name} not available (${e.message.split('\n')[0]}); comparing without it`);
+  }
 }
 await startReady([path.join(dist, 'cli.js'), 'serve', '--socket', `${dir}/xsr.sock`]);
 targets.push(['XenstoreServer', `${dir}/xsr.sock`]);
@@ -150,14 +157,14 @@ for (const r of rows)
   console.log(`${r.name.padEnd(18)}${cols.map((c) => fmt(r[c])).join('')}   ${r.rtt.toFixed(1)}`);
 console.log(`${'unix echo'.padEnd(18)}${' '.repeat(40)}   ${echoRtt.toFixed(1)}`);
 const ours = rows.find((r) => r.name === 'XenstoreServer');
-const c = rows.find((r) => r.name.startsWith('C '));
-if (c) {
+for (const other of rows.filter((r) => r !== ours)) {
   for (const col of cols)
     console.log(
-      `ratio XenstoreServer / C xenstored, ${col}: ${(ours[col] / c[col]).toFixed(2)}x (target >= 1.5x)`,
+      `ratio XenstoreServer / ${other.name.replace(/ 4\.17$/, '')}, ${col}: ${(ours[col] / other[col]).toFixed(2)}x (target >= 1.5x)`,
     );
 }
 console.log(
   `ratio XenstoreServer RTT / echo RTT: ${(ours.rtt / echoRtt).toFixed(2)}x (target <= 1.3x)`,
 );
+console.log(`load ${load()}`);
 process.exit(0);
