@@ -24,6 +24,15 @@ describe('config validation', () => {
       qemu: { binary: '/usr/bin/qemu-system-x86_64', machine: 'none', args: [] },
       user: { scheme: 'pool', first: 3_000_000, count: 1000 },
       stateDir: '/run/xen-depriv',
+      guest: {
+        usb: false,
+        usbDevices: [],
+        localtime: false,
+        disks: [],
+        nics: [],
+        vnc: null,
+        serial: 'none',
+      },
     });
   });
 

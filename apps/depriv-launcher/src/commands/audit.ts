@@ -3,9 +3,9 @@ import { fileURLToPath } from 'node:url';
 import {
   compileSeccomp,
   deviceModelAllowlist,
-  disassembleSeccomp,
   qemuXenHvmProfile,
 } from '@xen-depriv/privcmd-filter';
+import { disassembleSeccomp } from '@xen-depriv/privcmd-filter/seccomp';
 import { allowlistFromCatalogue, CATALOGUE, DEFAULT_QUOTAS } from '@xen-depriv/xs-restrict';
 import { color, processOutput, table, wrap } from '../output.js';
 import type { RegisterCommand } from './index.js';

@@ -144,8 +144,8 @@ export const registerLaunch: RegisterCommand = (program, globals) => {
       () => `
 JSON keys: domid, name, mode (jail|libxl-compat), target (embedded|dom0),
   qemu.{binary,machine,args}, user ({scheme:"pool",first,count} | range-base |
-  shared | per-vm), stateDir, guest.{memoryMb,vcpus,maxVcpus,boot,vga,videoramMb,
-  usb,usbDevices,localtime,disks,nics,vnc,serial}.
+  shared | per-vm), stateDir, guest.{memoryMb,vcpus,maxVcpus,boot,vga,
+  videoramMb,usb,usbDevices,localtime,disks,nics,vnc,serial}.
 ${xlKeysHelp(78)}
 target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
     )

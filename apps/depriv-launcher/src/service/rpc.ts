@@ -13,7 +13,6 @@ import { type DmEngine, EngineError, type ExitInfo, type LaunchRequest } from '.
 import {
   API_VERSION,
   ERRORS,
-  launchParamsSchema,
   libxlLaunchSchema,
   METHODS,
   type MethodName,
@@ -395,7 +394,8 @@ export class RpcServer {
     const stateDir = engine.settings.stateDir;
     switch (method) {
       case 'launch': {
-        parse(launchParamsSchema, params);
+        // The two forms are told apart by libxlArgv and parsed by their own schema: an error
+        // names the key (a parse against the union would only say "invalid input").
         const req = launchRequest(params, stateDir, engine.settings.user);
         let notify: ((e: ExitInfo) => void) | null = null;
         let pending: ExitInfo | null = null;
@@ -424,7 +424,6 @@ export class RpcServer {
         return result;
       }
       case 'plan': {
-        parse(launchParamsSchema, params);
         const p = await engine.plan(launchRequest(params, stateDir, engine.settings.user));
         return {
           plan: {
