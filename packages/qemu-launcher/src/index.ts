@@ -49,6 +49,7 @@ export {
 } from './probe.js';
 export {
   DEFAULT_QMP_LIMITS,
+  type FailureListener,
   QmpClient,
   type QmpEvent,
   type QmpGreeting,

@@ -48,7 +48,8 @@ interface Pending {
   readonly timer: NodeJS.Timeout;
 }
 
-type FailureListener = (error: LauncherError) => void;
+/** Called once when the QMP session fails (oversize, garbage, timeout, the socket closing). */
+export type FailureListener = (error: LauncherError) => void;
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);

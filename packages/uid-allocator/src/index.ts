@@ -28,6 +28,7 @@ export {
   type PasswdEntry,
   perVmUserScheme,
   type RangeBaseOptions,
+  type ReaperOptions,
   rangeBaseScheme,
   type SchemeConfig,
   type SchemeKind,
@@ -38,7 +39,7 @@ export {
   type UidScheme,
   type UserLookup,
 } from './schemes.js';
-export { type LeaseRecord, type LeaseState, parseRecord } from './state.js';
+export { type LeaseRecord, type LeaseState, parseRecord, type StepHook } from './state.js';
 export {
   DEFAULT_SHARED_PLACES,
   type EmptinessReport,

@@ -84,7 +84,7 @@ function userOf(lookup: UserLookup, name: string, role: string): PasswdEntry {
   return entry;
 }
 
-interface ReaperOptions {
+export interface ReaperOptions {
   /** An explicit reaper uid; wins over `reaperUser`. */
   reaperUid?: number;
   /** Looked up when `reaperUid` is absent; default `xen-qemuuser-reaper`. */
