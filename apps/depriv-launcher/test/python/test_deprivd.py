@@ -142,6 +142,18 @@ def proc_uids(pid):
     return None
 
 
+def proc_state(pid):
+    """The State: line of a process ('Z (zombie)', ...); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return line.split(":", 1)[1].strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
 def our_processes():
     """Every process holding one of this test's uids (pool, reaper, foreign peer)."""
     found = []
@@ -150,7 +162,7 @@ def our_processes():
             continue
         uids = proc_uids(int(name))
         if uids and OUR_UIDS.intersection(uids):
-            found.append((int(name), uids))
+            found.append((int(name), uids, proc_state(int(name))))
     return found
 
 
@@ -230,8 +242,8 @@ class DeprivdOverRpc(unittest.TestCase):
                 problems.append("the service ignored SIGTERM: SIGKILL")
                 svc.kill()
                 svc.wait()
-        for pid, uids in our_processes():
-            problems.append(f"left behind: pid {pid} uids {uids}: SIGKILL")
+        for pid, uids, state in our_processes():
+            problems.append(f"left behind: pid {pid} uids {uids} state {state}: SIGKILL")
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -314,7 +326,10 @@ class DeprivdOverRpc(unittest.TestCase):
         self.assertEqual(r["pid"], pid)
         self.assertEqual(r["reason"], "destroyed")
         self.assertEqual(r["errors"], [])
-        self.assertIsNone(proc_uids(pid))
+        # Dead when destroy answers: gone, or a zombie its parent (the service) has yet to
+        # reap; assert_nothing_left then waits for it to vanish.
+        state = proc_state(pid)
+        self.assertTrue(state is None or state.startswith("Z"), f"pid {pid} is {state}")
 
     def during_second_launch(self, domid, fault, clean_after=True):
         """Runs fault() while a second client's launch of `domid` is under way; that launch
