@@ -759,9 +759,9 @@ int main(void)
         dm(p0, "p0", _p0, A, &op, NULL, 0);                          \
     } while (0)
     MEMMAP("map_mem_type_to_ioreq_server ram_rw", s0, HVMMEM_ram_rw, XEN_DMOP_IOREQ_MEM_ACCESS_WRITE);
-    MEMMAP("map_mem_type_to_ioreq_server flags 2", s0, HVMMEM_ioreq_server, 2);
-    MEMMAP("map_mem_type_to_ioreq_server missing server", 7, HVMMEM_ioreq_server, XEN_DMOP_IOREQ_MEM_ACCESS_WRITE);
-    MEMMAP("map_mem_type_to_ioreq_server s0 write", s0, HVMMEM_ioreq_server, XEN_DMOP_IOREQ_MEM_ACCESS_WRITE);
+    MEMMAP("map_mem_type_to_ioreq_server s0 claims it (flags 2 = WRITE)", s0, HVMMEM_ioreq_server, 2);
+    MEMMAP("map_mem_type_to_ioreq_server server 7 while s0 holds the type", 7, HVMMEM_ioreq_server, XEN_DMOP_IOREQ_MEM_ACCESS_WRITE);
+    MEMMAP("map_mem_type_to_ioreq_server s0 again while it holds the type", s0, HVMMEM_ioreq_server, XEN_DMOP_IOREQ_MEM_ACCESS_WRITE);
     MEMMAP("map_mem_type_to_ioreq_server s1 while s0 has it", s1, HVMMEM_ioreq_server, XEN_DMOP_IOREQ_MEM_ACCESS_WRITE);
     MEMTYPE("set_mem_type ioreq_server 0x30+1", HVMMEM_ioreq_server, 0x30, 1);
     MEMTYPE("set_mem_type ioreq_server 0x30+1 again", HVMMEM_ioreq_server, 0x30, 1);
@@ -891,7 +891,7 @@ int main(void)
         mmapbatch_v2(p1, "p1", "MMAPBATCH_V2 of a missing domid", MISSING, 1, g, 1, 1, P_OK, P_OK);
         mmap_resource(p1, "p1", "MMAP_RESOURCE ioreq server s1 size query", A, 0, s1, 0, 0, 0);
         mmap_resource(p1, "p1", "MMAP_RESOURCE ioreq server s1 frames 0-1", A, 0, s1, 0, 2, 1);
-        mmap_resource(p1, "p1", "MMAP_RESOURCE ioreq server missing id", A, 0, 7, 0, 1, 1);
+        mmap_resource(p1, "p1", "MMAP_RESOURCE server 7 (no buffered ring) frame 0", A, 0, 7, 0, 1, 1);
         mmap_resource(p1, "p1", "MMAP_RESOURCE grant table size query", A, 1, 0, 0, 0, 0);
         mmap_resource(p1, "p1", "MMAP_RESOURCE type 99 size query", A, 99, 0, 0, 0, 0);
         mmap_resource(p1, "p1", "MMAP_RESOURCE num set, no address", A, 0, s1, 0, 1, 0);

@@ -1,5 +1,5 @@
 import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_HYPERCALL } from '@xen-depriv/dmop-abi';
-import { runSeccomp, SECCOMP_RET, X86_64_SYSCALLS } from '@xen-depriv/privcmd-filter';
+import { runSeccomp, SECCOMP_RET, X86_64_SYSCALLS } from '@xen-depriv/privcmd-filter/seccomp';
 import { deviceModelSeccomp, type LaunchPlan } from '@xen-depriv/qemu-launcher';
 import { describe, expect, it } from 'vitest';
 import { LibxlArgvError, rewriteLibxlArgv } from '../src/libxl-dm/argv.js';

@@ -1,3 +1,4 @@
+import { errnoName } from './errors.js';
 import {
   CTYPE_MAX,
   type CType,
@@ -298,14 +299,19 @@ export function encodeDmOp(op: DmOp): EncodedDmOp {
   return { bufs };
 }
 
-/** A malformed DM_OP buffer, as seen by a decoder: `errno` is what Xen returns for it. */
+/**
+ * A malformed DM_OP buffer, as seen by a decoder: `errno` is what Xen returns for it and `code`
+ * its name, the convention of every error of this package and privcmd-filter.
+ */
 export class DmOpDecodeError extends Error {
   override readonly name = 'DmOpDecodeError';
+  readonly code: string;
   constructor(
     message: string,
     readonly errno: number,
   ) {
     super(message);
+    this.code = errnoName(errno);
   }
 }
 

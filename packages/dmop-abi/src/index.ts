@@ -15,5 +15,4 @@ export {
 export { DeviceModel, type DmOpTransport, type IoreqServerInfo } from './device-model.js';
 export { Errno, errnoName, XenError } from './errors.js';
 export * from './layout.js';
-export { PACKAGE_NAME } from './package-name.js';
 export * from './privcmd.js';

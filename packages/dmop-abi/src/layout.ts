@@ -58,6 +58,10 @@ export const IOREQ_TYPE_PIO = 0;
 export const IOREQ_TYPE_COPY = 1;
 export const IOREQ_TYPE_PCI_CONFIG = 2;
 
+/** public/sched.h SHUTDOWN_poweroff / SHUTDOWN_reboot: the reasons QEMU's destroy_hvm_domain() passes. */
+export const SHUTDOWN_poweroff = 0;
+export const SHUTDOWN_reboot = 1;
+
 /** public/hvm/params.h: the legacy ioreq pages and the ioreq server page pool. */
 export const HVM_PARAM_IOREQ_PFN = 5;
 export const HVM_PARAM_BUFIOREQ_PFN = 6;
@@ -75,6 +79,29 @@ export function isGuestDomid(domid: number): boolean {
   return Number.isInteger(domid) && domid >= 1 && domid < DOMID_FIRST_RESERVED;
 }
 export const __HYPERVISOR_dm_op = 41;
+/** public/xen.h: the other hypercalls Xen's QEMU reaches through IOCTL_PRIVCMD_HYPERCALL. */
+export const __HYPERVISOR_memory_op = 12;
+export const __HYPERVISOR_multicall = 13;
+export const __HYPERVISOR_xen_version = 17;
+export const __HYPERVISOR_event_channel_op = 32;
+export const __HYPERVISOR_hvm_op = 34;
+/** public/version.h, public/hvm/hvm_op.h, public/memory.h sub-ops. */
+export const XENVER_version = 0;
+export const XENVER_extraversion = 1;
+export const HVMOP_set_param = 0;
+export const HVMOP_get_param = 1;
+export const XENMEM_populate_physmap = 6;
+export const XENMEM_acquire_resource = 28;
+/** public/memory.h: a memory_op's command is its low 6 bits (MEMOP_EXTENT_SHIFT 6). */
+export const MEMOP_CMD_MASK = 0x3f;
+export const XENMEM_resource_grant_table = 1;
+/** XENMEM_resource_ioreq_server_frame_ioreq(n): the synchronous ioreq pages after the buffered one. */
+export function XENMEM_resource_ioreq_server_frame_ioreq(n: number): number {
+  return 1 + n;
+}
+/** HVM_NR_PARAMS (public/hvm/params.h, Xen 4.17) and NR_VIRQS (public/xen.h). */
+export const HVM_NR_PARAMS = 39;
+export const NR_VIRQS = 24;
 export const XENMEM_resource_ioreq_server = 0;
 export const XENMEM_resource_ioreq_server_frame_bufioreq = 0;
 export const PRIVCMD_MMAPBATCH_MFN_ERROR = 0xf0000000;
@@ -173,6 +200,7 @@ export const XEN_IOCTL_NAMES: ReadonlyMap<number, string> = new Map([
   [IOCTL_PRIVCMD_MMAP_RESOURCE, 'IOCTL_PRIVCMD_MMAP_RESOURCE'],
   [IOCTL_PRIVCMD_IRQFD, 'IOCTL_PRIVCMD_IRQFD'],
   [IOCTL_PRIVCMD_IOEVENTFD, 'IOCTL_PRIVCMD_IOEVENTFD'],
+  [IOCTL_PRIVCMD_UNIMPLEMENTED, 'IOCTL_PRIVCMD_UNIMPLEMENTED'],
   [IOCTL_EVTCHN_BIND_VIRQ, 'IOCTL_EVTCHN_BIND_VIRQ'],
   [IOCTL_EVTCHN_BIND_INTERDOMAIN, 'IOCTL_EVTCHN_BIND_INTERDOMAIN'],
   [IOCTL_EVTCHN_BIND_UNBOUND_PORT, 'IOCTL_EVTCHN_BIND_UNBOUND_PORT'],

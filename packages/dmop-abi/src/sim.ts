@@ -4,25 +4,37 @@
 // xen/common/dm.c, xen/common/rangeset.c, xen/arch/x86/hvm/irq.c or hvm/mtrr.c it comes from.
 import { Errno } from './errors.js';
 import {
+  __HYPERVISOR_hvm_op,
+  __HYPERVISOR_memory_op,
+  __HYPERVISOR_xen_version,
   DM_OP_NAMES,
   DM_OPS,
   type DmOpName,
   DOMID_SELF,
   HVM_IOREQSRV_BUFIOREQ_ATOMIC,
   HVM_IOREQSRV_BUFIOREQ_OFF,
+  HVM_NR_PARAMS,
   HVM_PARAM_BUFIOREQ_PFN,
   HVM_PARAM_IOREQ_PFN,
   HVM_PARAM_IOREQ_SERVER_PFN,
   HVM_PARAM_NR_IOREQ_SERVER_PAGES,
   HVMMEM_ioreq_server,
   HVMMEM_unused,
+  HVMOP_get_param,
+  MEMOP_CMD_MASK as MEMOP_CMD_MASK_,
   MODIFIED_MEMORY_EXTENT,
+  NR_VIRQS,
   XEN_DM_OP_UNION_OFFSET,
   XEN_DMOP_DELETE_MEM_CACHEATTR,
   XEN_DMOP_IOREQ_MEM_ACCESS_WRITE,
   XEN_DMOP_no_gfns,
+  XENMEM_populate_physmap,
+  XENMEM_resource_grant_table,
   XENMEM_resource_ioreq_server,
   XENMEM_resource_ioreq_server_frame_bufioreq,
+  XENMEM_resource_ioreq_server_frame_ioreq,
+  XENVER_extraversion,
+  XENVER_version,
 } from './layout.js';
 
 /** include/xen/sched.h MAX_NR_IOREQ_SERVERS. */
@@ -119,24 +131,11 @@ export interface GuestMemory {
   write(addr: bigint, bytes: Uint8Array): boolean;
 }
 
-/** public/xen.h hypercall numbers and the sub-ops modelled here. */
-const __HYPERVISOR_memory_op = 12;
-const __HYPERVISOR_xen_version = 17;
-const __HYPERVISOR_hvm_op = 34;
-const XENVER_version = 0;
-const XENVER_extraversion = 1;
 /** The highest XENVER_* command Xen 4.17 knows (XENVER_build_id). */
 const XENVER_MAX_KNOWN = 10;
-const HVMOP_get_param = 1;
-const XENMEM_populate_physmap = 6;
-const MEMOP_CMD_MASK = 0x3fn;
-const XENMEM_resource_grant_table = 1;
-const XENMEM_resource_ioreq_server_frame_ioreq0 = 1;
+const MEMOP_CMD_MASK = BigInt(MEMOP_CMD_MASK_);
+const XENMEM_resource_ioreq_server_frame_ioreq0 = XENMEM_resource_ioreq_server_frame_ioreq(0);
 
-/** HVM_NR_PARAMS (public/hvm/params.h, Xen 4.17). */
-export const HVM_NR_PARAMS = 39;
-/** NR_VIRQS (public/xen.h). */
-export const NR_VIRQS = 24;
 /** The version XENVER_version reports: major << 16 | minor. */
 export const XEN_VERSION = (4 << 16) | 17;
 /** Ports a fresh domain can use before its event-channel array grows: d->valid_evtchns. */

@@ -8,10 +8,17 @@ export type PolicyErrorCode =
   | 'BAD_PROFILE'
   | 'BAD_TRACE';
 
-/** Invalid input to a compiler, profile validator or trace parser: says what was expected and what was seen. */
+import { Errno } from '@xen-depriv/dmop-abi';
+
+/**
+ * Invalid input to a compiler, profile validator or trace parser: says what was expected and what
+ * was seen. Like every error of this package and dmop-abi it has a `code` and a numeric `errno`
+ * (EINVAL: the input is refused as invalid).
+ */
 export class PolicyError extends Error {
   override readonly name = 'PolicyError';
   readonly code: PolicyErrorCode;
+  readonly errno: number = Errno.EINVAL;
   /** Where in the input, as a JSON-pointer-like path ("/ops/inject_msi/msiAddress") or an offset. */
   readonly where: string;
   constructor(code: PolicyErrorCode, where: string, message: string) {

@@ -6,6 +6,7 @@ export {
   xenDeviceModelAllowlist,
   xenDeviceModelSeccomp,
 } from './allowlist.js';
+export { deviceModelContext, type HvmGuestConfig } from './context.js';
 export { decodePrivcmdIoctl } from './decode.js';
 export type { Decision, ErrnoCode } from './errno.js';
 export { PolicyError, type PolicyErrorCode } from './error.js';
@@ -25,7 +26,6 @@ export {
   type PrivcmdRequest,
   type UserPointerFault,
 } from './model.js';
-export { PACKAGE_NAME } from './package-name.js';
 export {
   type DmOpCall,
   decide,
@@ -36,18 +36,8 @@ export {
   validateProfile,
 } from './policy.js';
 export { qemuXenHvmProfile } from './profiles.js';
-export {
-  AUDIT_ARCH_X86_64,
-  compileSeccomp,
-  disassembleSeccomp,
-  runSeccomp,
-  SECCOMP_RET,
-  type SeccompAction,
-  type SeccompAllowlist,
-  type SeccompData,
-} from './seccomp.js';
+export { compileSeccomp, type SeccompAction, type SeccompAllowlist } from './seccomp.js';
 export { type DmOpBackend, SimPrivcmd, type SimPrivcmdOptions } from './sim.js';
-export { X86_64_SYSCALLS, type X86_64SyscallName } from './syscalls-x86_64.js';
 export {
   type AuditCounts,
   type AuditDenial,

@@ -1,13 +1,12 @@
+import {
+  HVMMEM_ram_ro,
+  HVMMEM_ram_rw,
+  SHUTDOWN_poweroff,
+  SHUTDOWN_reboot,
+  XEN_DMOP_MEM_CACHEATTR_WB,
+} from '@xen-depriv/dmop-abi';
 import type { PolicyProfile } from './policy.js';
 
-/** hvm_op.h hvmmem_type_t. */
-const HVMMEM_ram_rw = 0;
-const HVMMEM_ram_ro = 1;
-/** sched.h SHUTDOWN_poweroff / SHUTDOWN_reboot: the two reasons destroy_hvm_domain() passes. */
-const SHUTDOWN_poweroff = 0;
-const SHUTDOWN_reboot = 1;
-/** XEN_DMOP_MEM_CACHEATTR_WB: the only type xen_add_to_physmap() pins. */
-const XEN_DMOP_MEM_CACHEATTR_WB = 6;
 /** 128 MiB of 4 KiB pages: above any VRAM QEMU's Xen VGA models use, and track_dirty_vram's bitmap then fits one 4096-byte buffer. */
 const VRAM_PAGES = 32768;
 

@@ -18,6 +18,7 @@ import {
   IOCTL_PRIVCMD_RESTRICT,
   XEN_IOCTL_NAMES,
 } from '@xen-depriv/dmop-abi';
+import { dmOpNumber } from '@xen-depriv/dmop-abi/fields';
 import type { Decision } from './errno.js';
 import { PolicyError, show } from './error.js';
 import {
@@ -253,10 +254,7 @@ export function auditTrace(
       const bufs = raw.map((b, i) => hexBytes(r, i, b));
       const dom = num(r, 'dom');
       const first = bufs[0];
-      const op =
-        first && first.byteLength >= 4
-          ? new DataView(first.buffer, first.byteOffset).getUint32(0, true)
-          : undefined;
+      const op = dmOpNumber(first);
       const name = op === undefined ? ioctlName : `XEN_DMOP_${DM_OP_NAMES[op] ?? op}`;
       const k = model.decide({ kind: 'dm_op', dom, bufSizes: bufs.map((b) => b.byteLength) });
       if (!k.allowed || bufs.length === 0) {

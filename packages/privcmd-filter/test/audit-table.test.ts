@@ -21,6 +21,8 @@ const audit = JSON.parse(
 };
 const byName = new Map(audit.entries.map((e) => [e.name, e]));
 const QEMU = join(repo, '.sources', 'qemu-7.2+dfsg');
+/** Debian's libxen-dev copy of the Linux uapi header. */
+const PRIVCMD_H = '/usr/include/xen/sys/privcmd.h';
 
 describe('audit table (audit/privcmd-ops.json)', () => {
   it('covers every IOCTL_PRIVCMD_* and every XEN_DMOP_*', () => {
@@ -31,6 +33,16 @@ describe('audit table (audit/privcmd-ops.json)', () => {
       new Set(['dm_op', 'restricted', 'needs_new_dm_op', 'unreachable']),
     );
   });
+  it.skipIf(!existsSync(PRIVCMD_H))(
+    "has a row for every IOCTL_PRIVCMD_* Debian's installed header defines",
+    () => {
+      const defined = [
+        ...readFileSync(PRIVCMD_H, 'utf8').matchAll(/^#define (IOCTL_PRIVCMD_[A-Z0-9_]+)\b/gm),
+      ].map((m) => m[1] as string);
+      expect(defined.length).toBeGreaterThan(5);
+      expect(defined.filter((n) => !byName.has(n))).toEqual([]);
+    },
+  );
   it('every library call QEMU makes is classified: the rest only open, close, poll or unmap', () => {
     // A call the scan found but no row names lands in noIoctl; only these may be there.
     const harmless = /_(open|close|fd|pending|unmap|unmap_resource)$/;

@@ -4,12 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { close, constants, isAvailable, open, spawnConfined, waitPid } from '@xen-depriv/sys';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  compileSeccomp,
-  deviceModelAllowlist,
-  type SeccompAllowlist,
-  X86_64_SYSCALLS,
-} from '../src/index.js';
+import { compileSeccomp, deviceModelAllowlist, type SeccompAllowlist } from '../src/index.js';
+import { X86_64_SYSCALLS } from '../src/seccomp-entry.js';
 import { FIOASYNC, FIONBIO, spawnTestAllowlist } from './helpers/filters.js';
 
 const isRoot = process.getuid?.() === 0;

@@ -6,16 +6,18 @@ import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_HYPERCALL } from '@xen-depriv/dmop-a
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  AUDIT_ARCH_X86_64,
   compileSeccomp,
   deviceModelAllowlist,
-  disassembleSeccomp,
   PolicyError,
+  type SeccompAllowlist,
+} from '../src/index.js';
+import {
+  AUDIT_ARCH_X86_64,
+  disassembleSeccomp,
   runSeccomp,
   SECCOMP_RET,
-  type SeccompAllowlist,
   X86_64_SYSCALLS,
-} from '../src/index.js';
+} from '../src/seccomp-entry.js';
 import { spawnTestAllowlist } from './helpers/filters.js';
 
 const small: SeccompAllowlist = {

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { X86_64_SYSCALLS } from '../src/index.js';
+import { X86_64_SYSCALLS } from '../src/seccomp-entry.js';
 
 const HEADER = '/usr/include/x86_64-linux-gnu/asm/unistd_64.h';
 

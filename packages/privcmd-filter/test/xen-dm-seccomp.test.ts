@@ -1,15 +1,17 @@
 import { IOCTL_PRIVCMD_HYPERCALL } from '@xen-depriv/dmop-abi';
 import { describe, expect, it } from 'vitest';
 import {
-  AUDIT_ARCH_X86_64,
   compileSeccomp,
   deviceModelAllowlist,
   PolicyError,
+  xenDeviceModelSeccomp,
+} from '../src/index.js';
+import {
+  AUDIT_ARCH_X86_64,
   runSeccomp,
   SECCOMP_RET,
   X86_64_SYSCALLS,
-  xenDeviceModelSeccomp,
-} from '../src/index.js';
+} from '../src/seccomp-entry.js';
 
 const ioctlData = (request: number) => ({
   nr: X86_64_SYSCALLS.ioctl,
