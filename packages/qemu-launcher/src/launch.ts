@@ -294,21 +294,43 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     for (const fd of fds.splice(0)) closeSync(fd);
     enter('qmp-connect');
     const readyMs = deps.readyTimeoutMs ?? 10_000;
-    const qmp = await QmpClient.connect(p.paths.qmpSocket, {
-      greetingTimeoutMs: readyMs,
-      ...deps.qmpLimits,
-    });
-    handle.qmp = qmp;
-    enter('qmp-ready');
-    const status = (await qmp.execute('query-status', undefined, { timeoutMs: readyMs })) as {
-      status?: unknown;
+    // QEMU 7.2 sometimes mishandles a client that connected while it was starting (a second
+    // greeting, or a session that never answers): 0.3% of early connections in bench/deprivd.
+    // A fresh session fixes it, so a protocol error or a silent session is retried once.
+    let greeted = false;
+    const session = async (): Promise<QmpClient> => {
+      const qmp = await QmpClient.connect(p.paths.qmpSocket, {
+        greetingTimeoutMs: readyMs,
+        ...deps.qmpLimits,
+      });
+      handle.qmp = qmp;
+      greeted = true;
+      enter('qmp-ready');
+      const status = (await qmp.execute('query-status', undefined, { timeoutMs: readyMs })) as {
+        status?: unknown;
+      };
+      if (typeof status?.status !== 'string') {
+        throw new LauncherError(
+          'EREADY',
+          `query-status: expected {status: string}, saw ${JSON.stringify(status).slice(0, 80)}`,
+          { step: 'qmp-ready' },
+        );
+      }
+      return qmp;
     };
-    if (typeof status?.status !== 'string') {
-      throw new LauncherError(
-        'EREADY',
-        `query-status: expected {status: string}, saw ${JSON.stringify(status).slice(0, 80)}`,
-        { step: 'qmp-ready' },
-      );
+    let qmp: QmpClient;
+    try {
+      qmp = await session();
+    } catch (e) {
+      const code = e instanceof LauncherError ? e.code : null;
+      const retry =
+        code === 'EQMP_PROTOCOL' ||
+        ((code === 'EQMP_TIMEOUT' || code === 'EQMP_CLOSED') && greeted);
+      if (!retry || !alive(dm.pid, handle.startTime)) throw e;
+      handle.qmp?.close();
+      handle.qmp = null;
+      enter('qmp-connect');
+      qmp = await session();
     }
     enter('seal-jail');
     if (p.mode === 'jail') sealJail(p, dm.pid);

@@ -10,13 +10,7 @@ import type { LaunchConfig } from '../config.js';
 import { launchConfigSchema } from '../config.js';
 import { assess } from '../runtime.js';
 import { type DmEngine, EngineError, type ExitInfo, type LaunchRequest } from './engine.js';
-import {
-  API_VERSION,
-  ERRORS,
-  libxlLaunchSchema,
-  METHODS,
-  type MethodName,
-} from './schema.js';
+import { API_VERSION, ERRORS, libxlLaunchSchema, METHODS, type MethodName } from './schema.js';
 
 export interface RpcLimits {
   /** A request line longer than this gets -32600 and the connection is closed. */
@@ -382,11 +376,18 @@ export class RpcServer {
   }
 
   private subscribe(client: Client, fn: (notify: (e: ExitInfo) => void) => () => void): void {
-    const cancel = fn((e) => {
-      client.cancels.delete(cancel);
-      this.send(client, { jsonrpc: '2.0', method: 'exited', params: e });
+    let cancel: (() => void) | null = null;
+    let done = false;
+    const c = fn((e) => {
+      done = true;
+      if (cancel) client.cancels.delete(cancel);
+      // After the reply of the request that subscribed: a DM gone before it was answered is
+      // reported in that order too.
+      setImmediate(() => this.send(client, { jsonrpc: '2.0', method: 'exited', params: e }));
     });
-    client.cancels.add(cancel);
+    if (done) return;
+    cancel = c;
+    client.cancels.add(c);
   }
 
   private async dispatch(client: Client, method: MethodName, params: unknown): Promise<unknown> {

@@ -1,0 +1,102 @@
+// QEMU 7.2 sometimes mishandles a client that connected while it was starting (a second
+// greeting, a session that never answers). launch() opens a fresh QMP session once. A fake DM
+// (a node process accepting on the QMP listener the plan passes as fd 3) misbehaves on demand.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LauncherError, launch, plan, type Spawner, type UidOps } from '../src/index.js';
+import { X86_CAPS } from './fixtures.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ql-qmp-retry-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const GREETING = JSON.stringify({
+  QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'fake' }, capabilities: [] },
+});
+
+/** A DM whose first `bad` QMP sessions greet twice; later sessions behave. */
+const FAKE_DM = `
+const net = require('node:net');
+let n = 0;
+const bad = Number(process.argv[1]);
+net.createServer((s) => {
+  const mine = n++ < bad;
+  s.write('${GREETING}\\r\\n');
+  let buf = '';
+  s.on('data', (d) => {
+    buf += d;
+    for (let i; (i = buf.indexOf('\\n')) >= 0; ) {
+      const m = JSON.parse(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      if (m.execute === 'qmp_capabilities') {
+        s.write(JSON.stringify({ return: {}, id: m.id }) + '\\r\\n');
+        if (mine) s.write('${GREETING}\\r\\n');
+      } else if (m.execute === 'query-status') {
+        s.write(JSON.stringify({ return: { status: 'running', running: true }, id: m.id }) + '\\r\\n');
+      } else if (m.execute === 'quit') {
+        s.write(JSON.stringify({ return: {}, id: m.id }) + '\\r\\n');
+        process.exit(0);
+      }
+    }
+  });
+}).listen({ fd: 3 });
+`;
+
+function fakeSpawner(bad: number): Spawner {
+  return {
+    name: 'fake',
+    limitations: () => [],
+    async spawn(_p, fds) {
+      const child = spawn(process.execPath, ['-e', FAKE_DM, String(bad)], {
+        stdio: ['ignore', 'ignore', 'ignore', fds['qmp-listener']],
+      });
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      return {
+        pid: child.pid as number,
+        signal: (sig) => child.kill(sig),
+        exited,
+      };
+    },
+  };
+}
+
+const uids: UidOps = {
+  name: 'none',
+  reap: async () => true,
+  verifyEmpty: async () => true,
+  release: async () => {},
+};
+
+const planFor = (domid: number) =>
+  plan(
+    { domid, binary: X86_CAPS.binary, stateDir: join(dir, `s${domid}`), mode: 'libxl-compat' },
+    X86_CAPS,
+    { uid: 3_670_000 + domid, gid: 3_670_000 + domid },
+  );
+
+describe('launch: a QMP session QEMU mishandles at start-up is opened again, once', () => {
+  it('a second greeting on the first session: the second session succeeds', async () => {
+    const h = await launch(planFor(1), { spawner: fakeSpawner(1), uids, readyTimeoutMs: 5000 });
+    try {
+      expect(await h.qmp?.execute('query-status')).toEqual({ status: 'running', running: true });
+    } finally {
+      h.signal?.('SIGKILL');
+    }
+  });
+
+  it('two bad sessions in a row: the launch fails with the protocol error, naming what was seen', async () => {
+    const e = await launch(planFor(2), {
+      spawner: fakeSpawner(2),
+      uids,
+      readyTimeoutMs: 5000,
+    }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(LauncherError);
+    // The session failed on the stray greeting; the command in flight sees it closed.
+    expect(['EQMP_PROTOCOL', 'EQMP_CLOSED']).toContain((e as LauncherError).code);
+    expect((e as LauncherError).message).toMatch(
+      /^launch of domid 2 failed at qmp-(connect|ready): /,
+    );
+  });
+});
