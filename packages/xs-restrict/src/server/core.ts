@@ -35,6 +35,14 @@ export class ServerCore {
   ]);
   /** Watches of all connections: with none, a change fires nothing and costs no scan. */
   watchCount = 0;
+  /** C's quotas CONTROL `quota` reports that this daemon does not enforce, at C's defaults. */
+  readonly reportedQuotas = {
+    outstanding: 20,
+    memory: 2621440,
+    memorySoft: 2097152,
+    /** CONTROL `logfile` was given (C's `memreport` needs one). */
+    logfile: false,
+  };
 
   constructor(
     readonly quotas: XenstoreQuotas,

@@ -28,6 +28,7 @@ import {
   XS_WRITE,
 } from '../wire/constants.js';
 import type { XenstoreConnection } from './connection.js';
+import { control } from './control.js';
 import type { ServerCore } from './core.js';
 import * as domain from './domain.js';
 import { XsFail } from './node.js';
@@ -82,14 +83,7 @@ def(XS_INTRODUCE, domain.doIntroduce, { priv: true });
 def(XS_RELEASE, (core, conn, p) => domain.releaseOrResume(core, conn, p, true), { priv: true });
 def(XS_RESUME, (core, conn, p) => domain.releaseOrResume(core, conn, p, false), { priv: true });
 def(XS_SET_TARGET, domain.setTarget, { priv: true });
-// xenstored's debug/control commands (log, quota, live update…) are not offered.
-def(
-  XS_CONTROL,
-  () => {
-    throw new XsFail('EINVAL');
-  },
-  { priv: true },
-);
+def(XS_CONTROL, control, { priv: true });
 
 /** Process one request from `conn`: exactly one reply is queued (plus any watch events). */
 export function handleRequest(core: ServerCore, conn: XenstoreConnection, m: XsMessage): void {
