@@ -55,10 +55,10 @@ export class SessionOutput {
     private readonly isClosed: () => boolean,
   ) {}
 
-  /** A reply, after everything before it. */
-  reply(bytes: Buffer): void {
+  /** A reply, after everything before it; with `later`, it leaves with the next flush (one write for a batch). */
+  reply(bytes: Buffer, later = false): void {
     this.out.push({ bytes });
-    this.flush();
+    if (!later) this.flush();
   }
 
   /** XS_RESET_WATCHES: what was learnt for the old watches is no longer needed. */
@@ -66,7 +66,7 @@ export class SessionOutput {
     this.perms.clear();
   }
 
-  private flush(): void {
+  flush(): void {
     let n = 0;
     const ready: Buffer[] = [];
     for (const s of this.out) {

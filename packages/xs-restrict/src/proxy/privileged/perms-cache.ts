@@ -76,6 +76,8 @@ export class PermsCache {
   /** No event for `path` or one of its ancestors arrived after clock `since`. */
   unchangedSince(path: string, since: number): boolean {
     if (!this.watching || since < this.validFrom) return false;
+    // No event at all since then: nothing to look up (the common case of a read after a read).
+    if (since >= this.clock) return true;
     for (let p = path; ; p = parentPath(p)) {
       if ((this.lastEvent.get(p) ?? 0) > since) return false;
       if (p === '/') return true;

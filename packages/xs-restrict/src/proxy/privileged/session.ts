@@ -187,9 +187,10 @@ export class PrivilegedSession implements SessionContext {
       const r = replies[i] as XsMessage;
       const path = oneArg(m.payload) as string;
       if (r.type !== XS_ERROR && this.cache.unchangedSince(path, at[i] as number)) {
-        this.out.reply(relayReply(m, r));
+        this.out.reply(relayReply(m, r), true);
         continue;
       }
+      this.out.flush();
       for (const again of batch.slice(i)) {
         const reply = await this.answer(again);
         if (reply === undefined) return false;
@@ -197,6 +198,7 @@ export class PrivilegedSession implements SessionContext {
       }
       return true;
     }
+    this.out.flush();
     return true;
   }
 
