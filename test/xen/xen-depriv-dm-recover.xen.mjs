@@ -3,8 +3,10 @@
 // socket, the service adopts the DM (`list` says adopted, same pid and uid, `check` passes), the
 // shim reconnects and sends `watch`, and `xl destroy` still tears everything down: libxl kills
 // QEMU by its uid, the new service sees it end (pidfd), cleans up, tells the shim, which exits;
-// nothing is left. The guest is created paused (`xl create -p`): libxl still runs the shim, the
-// QMP handshake and its destroy, and no guest boot eats the lab's time.
+// nothing is left. Then a second guest is destroyed by libxl's other path: without
+// device-model-kill-uid libxl sends SIGHUP to the shim, which sends `destroy`. The guests are
+// created paused (`xl create -p`): libxl still runs the shim, the QMP handshake and its
+// destroy, and no guest boot eats the lab's time.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readlinkSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,7 +41,7 @@ const trySh = (cmd, args) => {
 const s1 = (ms) => Math.round(ms / 100) / 10;
 
 export default function (test) {
-  test('xen-deprivd SIGKILLed under a running libxl DM, started again: adopts it, the shim watches again, xl destroy leaves nothing', async () => {
+  test('xen-deprivd SIGKILLed under a running libxl DM, started again: adopts it, the shim watches again, xl destroy leaves nothing; destroy by pid (SIGHUP to the shim) too', async () => {
     const t0 = performance.now();
     const cfg = '/tmp/hvmfault.cfg';
     writeFileSync(cfg, xlConfig({ name: NAME, override: SHIM }));
@@ -52,6 +54,8 @@ export default function (test) {
     let shimPid = null;
     let qemuPid = null;
     let uid = null;
+    // The second guest, destroyed by libxl's other path (SIGHUP to the shim).
+    let hup = null;
     const links = () => (domid === null ? [] : [`/var/run/xen/qmp-libxenstat-${domid}`]);
     const diag = () =>
       [
@@ -141,6 +145,40 @@ export default function (test) {
       assert.deepEqual(unplanned(refused, domid), [], 'proxy refusals outside the catalogue plan');
       const left = leftovers({ stateDir: STATE, domid, uid, links: links(), xenstore: true });
       assert.deepEqual(left, [], 'nothing left after xl destroy');
+
+      // libxl's other destroy: with no device-model-kill-uid it sends SIGHUP to the pid it
+      // spawned, the shim, which sends `destroy`; the service takes QEMU down.
+      const tHup = performance.now();
+      try {
+        sh('xl', ['create', '-p', cfg], env);
+      } catch (e) {
+        throw new Error(`second xl create -p failed: ${e.stderr ?? e.message}\n${diag()}`);
+      }
+      const createWarmMs = performance.now() - tHup;
+      hup = { domid: Number(sh('xl', ['domid', NAME]).trim()) };
+      hup.shimPid = Number(
+        sh('xenstore-read', [`/local/domain/${hup.domid}/image/device-model-pid`]),
+      );
+      const [dm2] = (await client.call('list')).dms;
+      assert.equal(dm2?.domid, hup.domid);
+      hup.qemuPid = dm2.pid;
+      hup.uid = dm2.uid;
+      await client.call('watch', { domid: hup.domid });
+      sh('xenstore-rm', [`/local/domain/${hup.domid}/image/device-model-kill-uid`]);
+      const tHupDestroy = performance.now();
+      sh('xl', ['destroy', NAME]);
+      const exited2 = await until('the end of the second DM', 30_000, () =>
+        client.notifications.find((n) => n.method === 'exited' && n.params.domid === hup.domid),
+      );
+      await until('the second shim to exit', 15_000, () => !running(hup.shimPid));
+      const hupTeardownMs = performance.now() - tHupDestroy;
+      assert.equal(exited2.params.reason, 'destroyed', "torn down by the shim's destroy");
+      assert.deepEqual(exited2.params.errors, []);
+      assert.ok(!running(hup.qemuPid), 'QEMU gone');
+      assert.deepEqual((await client.call('list')).dms, []);
+      const hupLinks = [`/var/run/xen/qmp-libxenstat-${hup.domid}`];
+      const left2 = leftovers({ ...hup, stateDir: STATE, links: hupLinks, xenstore: true });
+      assert.deepEqual(left2, [], 'nothing left after the destroy by pid');
       return {
         domid,
         uid,
@@ -149,6 +187,8 @@ export default function (test) {
         serviceRestartS: s1(restartMs),
         shimReconnectS: s1(reconnectMs),
         teardownS: s1(teardownMs),
+        xlCreatePausedWarmS: s1(createWarmMs),
+        byPidTeardownS: s1(hupTeardownMs),
         checks: `${check.passed}/${check.checks.length}`,
         totalS: s1(performance.now() - t0),
       };
@@ -161,6 +201,13 @@ export default function (test) {
       if (shimPid && running(shimPid)) await sleep(3000);
       await first?.stop();
       await second?.stop();
+      if (hup) {
+        await cleanup({
+          qemuPid: hup.qemuPid ?? null,
+          uid: hup.uid ?? null,
+          links: [`/var/run/xen/qmp-libxenstat-${hup.domid}`],
+        });
+      }
       await cleanup({ qemuPid, uid, links: links(), dirs: [DIR] });
     }
   });
