@@ -10,10 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenstoreServer } from '../src/server/server.js';
 import * as W from '../src/wire/index.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
-import { RawConn, show } from './helpers/raw.js';
+import { RawConn, show, z } from './helpers/raw.js';
 
 const missing = peerMissing();
-const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 
 const COMMANDS: string[] = [
   z('memreport'),

@@ -1,10 +1,10 @@
 /** Random requests of domain 5 and toolstack changes over a small tree with random perms (for the property tests). */
 import fc from 'fast-check';
 import * as W from '../src/wire/index.js';
+import { z } from './helpers/raw.js';
 import { A, type Step } from './privileged-script.js';
 
 const DOMID = 5;
-const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 export const PROPERTY_PATHS = [
   A,
   `${A}/a`,

@@ -9,10 +9,9 @@
 import type { AllowRule } from '../src/proxy/allowlist.js';
 import * as W from '../src/wire/index.js';
 import type { RawConn } from './helpers/raw.js';
-import { show } from './helpers/raw.js';
+import { show, z } from './helpers/raw.js';
 
 export const A = '/local/domain/0/dmtest';
-const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 
 export interface Step {
   /** `n`: a request of domain N; `dom0`: a toolstack request on the dom0 connection (not recorded). */

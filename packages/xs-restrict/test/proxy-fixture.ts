@@ -4,7 +4,7 @@ import type { XenstoreClient } from '../src/client.js';
 import { Allowlist, allowlistFromCatalogue } from '../src/proxy/allowlist.js';
 import * as W from '../src/wire/index.js';
 import type { RawConn } from './helpers/raw.js';
-import { show } from './helpers/raw.js';
+import { show, z } from './helpers/raw.js';
 
 /** Sample values for the placeholders (they must exist in the fixture). */
 const SAMPLE: Record<string, string> = { type: 'vkbd', devid: '0', n: '1', hex: 'f0000000' };
@@ -83,8 +83,6 @@ export interface ScriptStep {
   /** For reporting: the catalogue entry and operation. */
   label: string;
 }
-
-const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 
 /** The requests that exercise `op` on `path`. */
 export function requestsFor(op: CatalogueOp, path: string, label: string): ScriptStep[] {

@@ -19,10 +19,9 @@ import {
 } from '../src/proxy/proxy.js';
 import { XenstoreServer } from '../src/server/server.js';
 import * as W from '../src/wire/index.js';
-import { RawConn, show } from './helpers/raw.js';
+import { RawConn, show, z } from './helpers/raw.js';
 import { prepareFixture } from './proxy-fixture.js';
 
-const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let dir: string;

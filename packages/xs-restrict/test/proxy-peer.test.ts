@@ -10,7 +10,7 @@ import { XenstoreClient } from '../src/client.js';
 import { type ProxyLogRecord, type ProxyUpstream, RestrictingProxy } from '../src/proxy/proxy.js';
 import * as W from '../src/wire/index.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
-import { RawConn, show } from './helpers/raw.js';
+import { RawConn, show, z } from './helpers/raw.js';
 import {
   allowedScript,
   prepareFixture,
@@ -23,7 +23,6 @@ const missing = peerMissing();
 const DOMID = 5;
 /** Both upstream modes: the ring of domain 5 (`domN.sock`), or the privileged `socket` with the proxy deciding as 5. */
 const MODES = ['domain', 'privileged'] as const;
-const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 
 for (const mode of MODES)
   describe.skipIf(missing !== undefined)(

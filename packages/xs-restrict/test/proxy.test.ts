@@ -12,7 +12,7 @@ import { XenstoreClient } from '../src/client.js';
 import { type ProxyLogRecord, type ProxyUpstream, RestrictingProxy } from '../src/proxy/proxy.js';
 import { XenstoreServer } from '../src/server/server.js';
 import * as W from '../src/wire/index.js';
-import { RawConn, show } from './helpers/raw.js';
+import { RawConn, show, z } from './helpers/raw.js';
 import {
   allowedScript,
   prepareFixture,
@@ -22,7 +22,6 @@ import {
 } from './proxy-fixture.js';
 
 const DOMID = 5;
-const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 
 let dir: string;
 let servers: XenstoreServer[];

@@ -1,11 +1,11 @@
 /** The differential tests' harness: the same steps on C xenstored and on XenstoreServer, transcripts compared. */
 import { expect } from 'vitest';
 import * as W from '../../src/wire/index.js';
-import { RawConn, show } from './raw.js';
+import { RawConn, show, z } from './raw.js';
+
+export { z };
 
 export type ConnName = 'd0' | 'd1' | 'd2' | 'd3';
-
-export const z = (...s: string[]): string => s.map((x) => `${x}\0`).join('');
 
 export interface Step {
   on: ConnName;

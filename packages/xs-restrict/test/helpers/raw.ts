@@ -2,9 +2,13 @@ import net from 'node:net';
 import {
   encodeMessage,
   MessageParser,
+  nulTerminated,
   XS_TYPE_NAMES,
   type XsMessage,
 } from '../../src/wire/index.js';
+
+/** Strings, each followed by a nul: a request payload. */
+export const z = (...s: string[]): string => nulTerminated(s);
 
 /** A bare xenstore connection for tests: sends exact bytes, records exact replies. */
 export class RawConn {
