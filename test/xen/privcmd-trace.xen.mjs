@@ -84,7 +84,8 @@ export default function (test) {
       execFileSync('xl', ['create', cfg], { stdio: 'pipe' });
       try {
         let up = false;
-        for (let i = 0; i < 600 && !up; i++) {
+        // Within test-xen.sh's 420 s boot: dom0 and xl create take about 40 s of it.
+        for (let i = 0; i < 740 && !up; i++) {
           await sleep(500);
           up = readOr(console).includes('GUEST:');
         }
@@ -119,9 +120,13 @@ export default function (test) {
       return { records: lines.length, admitted: admitted.length, seconds, byName };
     },
     {
-      skip: existsSync(LIB)
-        ? undefined
-        : `${LIB} not built (make -C tools/privcmd-trace OUT=build)`,
+      // Opt-in: an HVM guest to userspace takes minutes under TCG and would stretch the whole tier
+      // past its boot timeout; run it with --filter privcmd-trace.
+      skip: !existsSync(LIB)
+        ? `${LIB} not built (make -C tools/privcmd-trace OUT=build)`
+        : (process.env.XEN_TEST_FILTER ?? '').includes('privcmd-trace')
+          ? undefined
+          : 'slow (an HVM guest to userspace): run scripts/test-xen.sh --filter privcmd-trace',
     },
   );
 }
