@@ -1,4 +1,8 @@
-import { encodePrivcmdMmapbatchV2, IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
+import {
+  encodePrivcmdMmapbatchV2,
+  IOCTL_PRIVCMD_MMAPBATCH_V2,
+  PRIVCMD_LAYOUT,
+} from '@xen-depriv/dmop-abi';
 import * as sys from '@xen-depriv/sys';
 import { describeValue } from './describe.js';
 import {
@@ -185,10 +189,14 @@ export class PrivcmdForeignMemory implements ForeignMemory {
   ): boolean {
     // addr, arr and err stay 0 here: sys.ioctl patches the three pointers in for the call.
     const arg = encodePrivcmdMmapbatchV2({ num: count, dom: domid, addr: 0n, arr: 0n, err: 0n });
+    const at = PRIVCMD_LAYOUT.privcmd_mmapbatch_v2;
     const pointers = [
-      { offset: 8, buffer: bytes.subarray(from * XC_PAGE_SIZE, (from + count) * XC_PAGE_SIZE) },
-      { offset: 16, buffer: new Uint8Array(arr.buffer, from * 8, count * 8) },
-      { offset: 24, buffer: new Uint8Array(errors.buffer, from * 4, count * 4) },
+      {
+        offset: at.addr,
+        buffer: bytes.subarray(from * XC_PAGE_SIZE, (from + count) * XC_PAGE_SIZE),
+      },
+      { offset: at.arr, buffer: new Uint8Array(arr.buffer, from * 8, count * 8) },
+      { offset: at.err, buffer: new Uint8Array(errors.buffer, from * 4, count * 4) },
     ];
     try {
       this.#io.ioctl(this.fd, IOCTL_PRIVCMD_MMAPBATCH_V2, arg, pointers);
