@@ -19,7 +19,7 @@ import {
   UidAllocator,
 } from '@xen-depriv/uid-allocator';
 import { type LaunchConfig, XEN_QEMU_BINARY } from './config.js';
-import { CliError, EXIT_UNSUPPORTED, EXIT_USAGE } from './errors.js';
+import { CliError, EXIT_USAGE } from './errors.js';
 import { color, table } from './output.js';
 
 /** Where a real dom0 keeps what the `dom0` target points the flow at. */
