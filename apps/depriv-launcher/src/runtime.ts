@@ -1,25 +1,8 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  allocatorUidOps,
-  type ConfinementCheck,
-  deviceModelSeccomp,
-  type LaunchPlan,
-  type LaunchRecord,
-  plan,
-  probeQemu,
-  type QemuCaps,
-  type UidOps,
-  xenDevices,
-} from '@xen-depriv/qemu-launcher';
-import {
-  type Lease,
-  type SchemeConfig,
-  schemeFromConfig,
-  UidAllocator,
-} from '@xen-depriv/uid-allocator';
+import type { ConfinementCheck, LaunchPlan, LaunchRecord } from '@xen-depriv/qemu-launcher';
 import { type LaunchConfig, XEN_QEMU_BINARY } from './config.js';
-import { CliError, EXIT_USAGE } from './errors.js';
+import { CliError } from './errors.js';
 import { color, table } from './output.js';
 
 /** Where a real dom0 keeps what the `dom0` target points the flow at. */
@@ -54,70 +37,6 @@ export function requireDom0(config: LaunchConfig): void {
       hint: 'use target "embedded" (the default) to run the flow without Xen',
     });
   }
-}
-
-/**
- * The reaper uid sits just past the pool, so a pool starting at 3,000,000 keeps every uid the
- * launcher touches at 3,000,000 and up.
- */
-export function allocatorFor(config: LaunchConfig): UidAllocator {
-  const user = config.user as SchemeConfig;
-  const extra = user.scheme === 'pool' ? { reaperUid: user.first + user.count } : {};
-  try {
-    return new UidAllocator({ scheme: schemeFromConfig(user, extra), stateDir: config.stateDir });
-  } catch (err) {
-    throw new CliError(`user: ${(err as Error).message}`, { exitCode: EXIT_USAGE, cause: err });
-  }
-}
-
-export function uidOpsFor(config: LaunchConfig): UidOps {
-  return allocatorUidOps(allocatorFor(config));
-}
-
-export async function probe(config: LaunchConfig): Promise<QemuCaps> {
-  return probeQemu(config.qemu.binary);
-}
-
-/** The plan of one DM; with `lease` absent a placeholder uid shows what would be used. */
-export function planFor(
-  config: LaunchConfig,
-  caps: QemuCaps,
-  lease: Pick<Lease, 'uid' | 'gid'>,
-  domid = config.domid,
-): LaunchPlan {
-  const dom0 = config.target === 'dom0';
-  return plan(
-    {
-      domid,
-      binary: caps.binary,
-      mode: config.mode,
-      machine: dom0 ? 'xenfv' : config.qemu.machine,
-      args: config.qemu.args,
-      stateDir: config.stateDir,
-      ...(config.name === undefined ? {} : { name: config.name }),
-      ...(dom0
-        ? { xen: true, xenstoreSocket: DOM0.xenstoreSocket, devices: xenDevices(dom0Devices()) }
-        : {}),
-    },
-    caps,
-    lease,
-    { seccomp: deviceModelSeccomp() },
-  );
-}
-
-/** The misc minors of /dev/xen/* are dynamic: read them from the dom0's nodes. */
-function dom0Devices() {
-  const node = (name: string) => {
-    // Linux's dev_t encoding (new_encode_dev): minor low 8 bits, major 12 bits, minor high bits.
-    const rdev = statSync(`/dev/xen/${name}`).rdev;
-    return { major: (rdev >> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >> 12) & 0xfff00) };
-  };
-  return {
-    privcmd: node('privcmd'),
-    evtchn: node('evtchn'),
-    gntdev: node('gntdev'),
-    xenbus: node('xenbus'),
-  };
 }
 
 /** The launch records under `stateDir/state`, parsed; a broken one is skipped. */
