@@ -17,6 +17,7 @@ export {
   type PrivcmdIo,
 } from './handle.js';
 export {
+  type ArgPointer,
   EvtchnModel,
   type EvtchnModelOptions,
   type EvtchnRequest,
@@ -24,6 +25,7 @@ export {
   PrivcmdModel,
   type PrivcmdModelOptions,
   type PrivcmdRequest,
+  type PrivcmdVma,
   type UserPointerFault,
 } from './model.js';
 export {

@@ -17,12 +17,12 @@ const EVTCHN_UNRESTRICTED = 0xffff;
 export type UserPointerFault = 'unmapped' | 'kernel';
 
 /** Fields every request can carry: the ioctl's own argument pointer does not copy in. */
-interface ArgPointer {
+export interface ArgPointer {
   readonly argFault?: boolean;
 }
 
 /** A privcmd mapping (mmap of the privcmd fd) at the request's address; default true. */
-interface PrivcmdVma {
+export interface PrivcmdVma {
   readonly vma?: boolean;
 }
 
