@@ -2,7 +2,7 @@ import { IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_HYPERCALL } from '@xen-depriv/dmop-a
 import { runSeccomp, SECCOMP_RET, X86_64_SYSCALLS } from '@xen-depriv/privcmd-filter/seccomp';
 import { deviceModelSeccomp, type LaunchPlan } from '@xen-depriv/qemu-launcher';
 import { describe, expect, it } from 'vitest';
-import { LibxlArgvError, rewriteLibxlArgv } from '../src/libxl-dm/argv.js';
+import { LibxlArgvError, rewriteLibxlArgv, socketLinks } from '../src/libxl-dm/argv.js';
 import { withFiles } from '../src/libxl-dm/devices.js';
 import { dmSeccomp } from '../src/seccomp.js';
 
@@ -144,6 +144,43 @@ describe('rewriteLibxlArgv', () => {
       'socket,id=libxl-cmd,path=/run/qmp-libxl-3,server=on,wait=off',
     ]);
     expect(r.sockets).toEqual([{ host: '/var/run/xen/qmp-libxl-3', jail: '/run/qmp-libxl-3' }]);
+  });
+
+  it('dm_restrict = 0 (no passwd entry libxl wants): both QMP sockets by path, each linked from libxl path to the DM /run', () => {
+    // libxl 4.17 without dm_restrict: no pre-opened fd, no -S, no -runas/-chroot/-xen-domid-restrict.
+    const r = rewriteLibxlArgv([
+      '-xen-domid',
+      '2',
+      '-no-shutdown',
+      '-chardev',
+      'socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-2,server=on,wait=off',
+      '-mon',
+      'chardev=libxl-cmd,mode=control',
+      '-chardev',
+      'socket,id=libxenstat-cmd,path=/var/run/xen/qmp-libxenstat-2,server=on,wait=off',
+      '-mon',
+      'chardev=libxenstat-cmd,mode=control',
+      '-nodefaults',
+      '-no-user-config',
+      '-name',
+      'hvmusers',
+      '-machine',
+      'xenfv,suppress-vmdesc=on',
+      '-m',
+      '120',
+    ]);
+    expect(r.libxlQmpFd).toBeNull();
+    expect(r.notes).toEqual([]);
+    expect(r.args).not.toContain('-S');
+    // libxl connects to qmp-libxl-2 as soon as QEMU writes device-model/2/state = running, so
+    // the engine makes these links before QEMU starts (QEMU makes the sockets before that write).
+    expect(socketLinks(r, '/run/xen-deprivd/dm-2/run')).toEqual([
+      { link: '/var/run/xen/qmp-libxl-2', target: '/run/xen-deprivd/dm-2/run/qmp-libxl-2' },
+      {
+        link: '/var/run/xen/qmp-libxenstat-2',
+        target: '/run/xen-deprivd/dm-2/run/qmp-libxenstat-2',
+      },
+    ]);
   });
 
   it('a pty chardev backend becomes null', () => {

@@ -133,3 +133,22 @@ export function rewriteLibxlArgv(
   if (domid === null) throw new LibxlArgvError('-xen-domid: missing (is this libxl calling?)');
   return { domid, name, args, libxlQmpFd, files, sockets, notes };
 }
+
+/**
+ * The symlinks that make QEMU's path-based sockets reachable at libxl's paths: `link` (libxl's
+ * path) names `target`, the socket in the DM's `/run` (`run`: that directory seen from dom0).
+ * They must exist before QEMU starts. With `dm_restrict = 0` libxl passes no pre-opened QMP fd:
+ * it waits for QEMU's `device-model/N/state` = "running" in xenstore and then connects at once
+ * to `/var/run/xen/qmp-libxl-N` (ENOENT there fails `xl create`). QEMU creates the socket
+ * before it writes that state, so a link made before QEMU's start is never dangling when libxl
+ * looks.
+ */
+export function socketLinks(
+  libxl: Pick<LibxlDmArgv, 'sockets'>,
+  run: string,
+): { readonly link: string; readonly target: string }[] {
+  return libxl.sockets.map((s) => ({
+    link: s.host,
+    target: posix.join(run, posix.basename(s.jail)),
+  }));
+}

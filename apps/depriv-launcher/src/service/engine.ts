@@ -41,7 +41,7 @@ import {
   XenstoreClient,
   XenstoreServer,
 } from '@xen-depriv/xs-restrict';
-import { type LibxlDmArgv, rewriteLibxlArgv } from '../libxl-dm/argv.js';
+import { type LibxlDmArgv, rewriteLibxlArgv, socketLinks } from '../libxl-dm/argv.js';
 import { dom0XenDevices, LEGACY_BACKENDS, withFiles } from '../libxl-dm/devices.js';
 import { dmSeccomp } from '../seccomp.js';
 import { XEN_QEMU_BINARY } from '../xen-qemu.js';
@@ -362,6 +362,8 @@ export class DmEngine {
       dm.proxy = await this.startProxy(r.domid, r.target, dm.proxySocket, lease);
       const p = await this.plan(req, lease);
       dm.plan = p;
+      // Before QEMU starts: libxl connects to its QMP path as soon as QEMU says it runs.
+      if (r.libxl) this.linkSockets(dm, p, r.libxl);
       this.writeServiceRecord(dm);
       const passedFds: Record<string, number> = {};
       if (r.libxl?.libxlQmpFd != null) {
@@ -396,7 +398,6 @@ export class DmEngine {
       closeDevices();
       dm.lease = await this.host.attachDm(alloc, lease, handle.pid);
       dm.handle = { ...handle, lease: dm.lease };
-      if (r.libxl) this.linkSockets(dm, p, r.libxl);
       this.writeServiceRecord(dm);
       dm.stopWatch = watchExit(handle.pid, () => void this.teardown(dm, 'qemu exited'));
       dm.state = 'running';
@@ -495,17 +496,16 @@ export class DmEngine {
   }
 
   private linkSockets(dm: Dm, p: LaunchPlan, libxl: LibxlDmArgv): void {
-    for (const sock of libxl.sockets) {
-      const target = posix.join(p.paths.run, posix.basename(sock.jail));
+    for (const { link, target } of socketLinks(libxl, p.paths.run)) {
       try {
-        if (lstatSync(sock.host).isSymbolicLink() && readlinkSync(sock.host) === target) continue;
-        rmSync(sock.host, { force: true });
+        if (lstatSync(link).isSymbolicLink() && readlinkSync(link) === target) continue;
+        rmSync(link, { force: true });
       } catch {
         // Not there.
       }
-      mkdirSync(posix.dirname(sock.host), { recursive: true });
-      symlinkSync(target, sock.host);
-      dm.links.push(sock.host);
+      mkdirSync(posix.dirname(link), { recursive: true });
+      symlinkSync(target, link);
+      dm.links.push(link);
     }
   }
 
