@@ -3,6 +3,7 @@
 // for a device model. Arguments are parsed by node:util's parseArgs.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { pino } from 'pino';
 import { RestrictingProxy } from './proxy/proxy.js';
 import { XenstoreServer } from './server/server.js';
 
@@ -26,7 +27,7 @@ options:
   -h, --help       this text (also after a command)
   -v, --version    the package version
 
-Refusals are logged as JSON lines on stderr. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 failed,
+Refusals are logged as JSON lines (pino) on stderr. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 failed,
 2 bad usage.`;
 
 function fail(msg: string): never {
@@ -117,10 +118,15 @@ async function main(argv: string[]): Promise<void> {
     if (o.domid === undefined) fail('proxy: --domid N is required');
     if (!o.listen) fail('proxy: --listen PATH is required');
     const upstream = o.upstream ?? '/run/xenstored/socket';
+    const logger = pino(
+      { name: 'xs-restrict-proxy', base: { pid: process.pid } },
+      pino.destination(2),
+    );
     const proxy = new RestrictingProxy({
       domid: domid(o.domid, '--domid'),
       upstream: o.privileged ? { privileged: upstream } : upstream,
-      log: (line) => process.stderr.write(`${line}\n`),
+      // The proxy's records (ProxyLogRecord) through pino, one JSON line each on stderr.
+      log: (line) => logger.warn(JSON.parse(line) as object, 'proxy'),
     });
     await proxy.listen(o.listen);
     onStop(() => proxy.close());

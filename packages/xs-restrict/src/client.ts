@@ -1,5 +1,6 @@
 import { closeSync, createReadStream, write as fsWrite, openSync, type ReadStream } from 'node:fs';
 import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { XenstoreError } from './errors.js';
 import { checkClientPath } from './rules/paths.js';
 import {
@@ -185,7 +186,7 @@ export class XenstoreClient {
             `cannot connect to xenstore at ${path}: ${(e as Error).message}`,
           );
         }
-        await new Promise((r) => setTimeout(r, delay));
+        await sleep(delay);
         delay *= 2;
       }
     }

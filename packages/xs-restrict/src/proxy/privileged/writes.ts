@@ -5,6 +5,8 @@
  * the owner fixed up, all in one transaction so the check and the change are
  * one atomic step.
  */
+
+import { setTimeout as sleep } from 'node:timers/promises';
 import { baseName, isChild, parentPath } from '../../rules/paths.js';
 import {
   createQuotaFailure,
@@ -99,8 +101,7 @@ async function ownTransaction(
     if (e !== 'EAGAIN') return errReply(m, e);
     // Another connection committed a change to a node we read: check again. A direct write never
     // answers EAGAIN, so there is no giving up; contenders are spread apart after a few rounds.
-    if (attempt >= BACKOFF_AFTER)
-      await new Promise((r) => setTimeout(r, Math.random() * Math.min(attempt, 20)));
+    if (attempt >= BACKOFF_AFTER) await sleep(Math.random() * Math.min(attempt, 20));
     if (s.isClosed()) throw new LinkClosed();
   }
 }
