@@ -285,6 +285,9 @@ export function verifyConfinement(
             '/run/xenstored/socket',
             // What the DM serves to dom0 through the plan's bridges (VNC, serial).
             ...(p.bridges ?? []).map((b) => `/run/${b.unix.slice(b.unix.lastIndexOf('/') + 1)}`),
+            // Sockets its own argv has it create in its /run (`-chardev socket,...,path=/run/X`,
+            // e.g. libxenstat's QMP socket of a libxl launch).
+            ...argvSockets(p.argv),
           ]
         : []),
   );
@@ -404,4 +407,13 @@ export function verifyConfinement(
       fds,
     },
   };
+}
+
+/** The `/run/...` paths of the `-chardev socket,...,path=` arguments of an argv. */
+function argvSockets(argv: readonly string[]): string[] {
+  return argv.flatMap((a, i) =>
+    argv[i - 1] === '-chardev' && a.startsWith('socket,')
+      ? a.split(',').flatMap((f) => (f.startsWith('path=/run/') ? [f.slice('path='.length)] : []))
+      : [],
+  );
 }
