@@ -3,6 +3,7 @@
 // or manages the domain; the DM has no part in it) or `refused` (with the reason). One table:
 // `configFromXl`, `xen-depriv launch --help`, the unknown-key hint and the README read it.
 import { ConfigError } from './errors.js';
+import { wrap } from './output.js';
 import type { XlValue } from './xlcfg.js';
 
 export type XlKeyUse = 'dm' | 'toolstack' | 'refused';
@@ -116,23 +117,10 @@ export function xlKeysHelp(width = 78): string {
       .filter(([, v]) => v.use === u)
       .map(([k]) => k)
       .join(', ');
-  const wrap = (label: string, text: string) => {
-    const words = `${label} ${text}`.split(' ');
-    const lines: string[] = [];
-    let line = '';
-    for (const w of words) {
-      if (line && line.length + 1 + w.length > width) {
-        lines.push(line);
-        line = `  ${w}`;
-      } else line = line ? `${line} ${w}` : w;
-    }
-    lines.push(line);
-    return lines.join('\n');
-  };
   return [
-    wrap('xl.cfg keys used for the device model:', by('dm')),
-    wrap("xl.cfg keys that are libxl's, accepted:", by('toolstack')),
-    wrap('xl.cfg keys refused (see the error for why):', by('refused')),
+    wrap(`xl.cfg keys used for the device model: ${by('dm')}`, width, '  '),
+    wrap(`xl.cfg keys that are libxl's, accepted: ${by('toolstack')}`, width, '  '),
+    wrap(`xl.cfg keys refused (see the error for why): ${by('refused')}`, width, '  '),
   ].join('\n');
 }
 

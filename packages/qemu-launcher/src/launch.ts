@@ -83,6 +83,8 @@ export interface DmHandle {
   readonly pid: number;
   readonly startTime: number | null;
   readonly qmp: QmpClient | null;
+  /** QMP `query-status`'s status when the DM became ready (`running`, `prelaunch`, ...). */
+  readonly status: string | null;
   readonly root: { readonly dev: number; readonly ino: number } | null;
   readonly lease: unknown;
   /** Why the DM was marked for destruction (a hostile or broken QMP session), if it was. */
@@ -246,6 +248,7 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     pid: 0,
     startTime: null,
     qmp: null,
+    status: null,
     root: null,
     lease: deps.lease ?? null,
     condemned: null,
@@ -316,6 +319,7 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
           { step: 'qmp-ready' },
         );
       }
+      handle.status = status.status;
       return qmp;
     };
     let qmp: QmpClient;

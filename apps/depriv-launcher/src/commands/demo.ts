@@ -7,11 +7,12 @@ import { MapCache, MapCacheError, MemfdForeignMemory } from '@xen-depriv/memmap'
 import { type PolicyContext, qemuXenHvmProfile, SimPrivcmd } from '@xen-depriv/privcmd-filter';
 import { pidsOfUid } from '@xen-depriv/qemu-launcher';
 import { RestrictingProxy, XenstoreClient, XenstoreServer } from '@xen-depriv/xs-restrict';
+import { validateConfig } from '../config.js';
 import { EXIT_FAILED } from '../errors.js';
 import { color, type Output, processOutput, table, wrap } from '../output.js';
 import { assess, isRoot } from '../runtime.js';
 import { defaultSettings } from '../service/engine.js';
-import { openEngine } from '../service/local.js';
+import { openEngine, requestOf } from '../service/local.js';
 import type { RegisterCommand } from './index.js';
 
 type Outcome = 'ok' | 'skipped' | 'failed';
@@ -263,26 +264,12 @@ async function stepQemu(
   const engine = await openEngine(defaultSettings({ stateDir, target: 'embedded', user }));
   let launched = false;
   try {
-    const r = await engine.launch({
-      kind: 'config',
-      domid,
-      mode: 'jail',
-      target: 'embedded',
-      qemu: { binary, machine: 'none', args: [] },
-      user,
-    });
-    launched = true;
-    const p = await engine.plan(
-      {
-        kind: 'config',
-        domid,
-        mode: 'jail',
-        target: 'embedded',
-        qemu: { binary, machine: 'none', args: [] },
-        user,
-      },
-      { uid: r.uid, gid: r.gid },
+    const req = requestOf(
+      validateConfig({ domid, stateDir, qemu: { binary, machine: 'none', args: [] }, user }),
     );
+    const r = await engine.launch(req);
+    launched = true;
+    const p = await engine.plan(req, { uid: r.uid, gid: r.gid });
     rec.note(`${binary}; xenstore through its restricting proxy`);
     rec.allowed(`launch -M none as uid ${r.uid} in its jail`, `pid ${r.pid}, ${r.status}`);
     const report = await engine.check(domid);

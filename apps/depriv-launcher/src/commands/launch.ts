@@ -15,11 +15,10 @@ import {
   type DmEngine,
   type DmInfo,
   EngineError,
-  type LaunchRequest,
   type LaunchResult,
 } from '../service/engine.js';
 import { guestPlan } from '../service/guest.js';
-import { openEngine, settingsForConfig } from '../service/local.js';
+import { openEngine, requestOf, settingsForConfig } from '../service/local.js';
 import { DEFAULT_SOCKET } from '../service/paths.js';
 import { ERRORS } from '../service/schema.js';
 import { xlKeysHelp } from '../xlkeys.js';
@@ -76,19 +75,6 @@ function parseDomid(text: string): number {
     });
   }
   return n;
-}
-
-function configRequest(config: LaunchConfig): LaunchRequest {
-  return {
-    kind: 'config',
-    domid: config.domid,
-    name: config.name,
-    mode: config.mode,
-    target: config.target,
-    qemu: config.qemu,
-    user: config.user,
-    guest: config.guest,
-  };
 }
 
 /** The config as launch params over RPC: the service's own state directory applies. */
@@ -162,7 +148,7 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
         // The printed plan is what would run: the same engine code, touching nothing.
         const engine = await openEngine(settingsForConfig(config), { readOnly: true });
         try {
-          const p = await engine.plan(configRequest(config));
+          const p = await engine.plan(requestOf(config));
           log.info({ domid: p.domid, uid: p.uid, argv: p.argv, dryRun: true }, 'launch plan');
           const guest = guestPlan(config.guest, {
             domid: config.domid,
@@ -197,7 +183,7 @@ target "dom0" needs xen-deprivd (the DM's xenstore proxy lives in it).`,
             }
             const engine = await openEngine(settingsForConfig(config), { recover: false });
             try {
-              return await engine.launch(configRequest(config), { beforeStep: crashHook() });
+              return await engine.launch(requestOf(config), { beforeStep: crashHook() });
             } finally {
               // The DM outlives this process; a later destroy, recover or service adopts it.
               await engine.close();

@@ -3,12 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pidsOfUid } from '@xen-depriv/qemu-launcher';
 import { Presets, SingleBar } from 'cli-progress';
+import pLimit from 'p-limit';
 import { validateConfig } from '../config.js';
 import { CliError, EXIT_FAILED, EXIT_USAGE } from '../errors.js';
 import { color, histogram, percentile, processOutput, table } from '../output.js';
 import { requireRoot } from '../runtime.js';
 import { defaultSettings } from '../service/engine.js';
-import { openEngine } from '../service/local.js';
+import { openEngine, requestOf } from '../service/local.js';
 import type { RegisterCommand } from './index.js';
 
 const positive = (name: string, max: number) => (text: string) => {
@@ -78,34 +79,23 @@ export const registerStorm: RegisterCommand = (program, globals) => {
           const t0 = performance.now();
           const latencies: (number | null)[] = domids.map(() => null);
           const failures: Error[] = [];
-          let next = 0;
-          const worker = async () => {
-            for (;;) {
-              const i = next++;
-              const domid = domids[i];
-              if (domid === undefined) return;
-              const t = performance.now();
-              try {
-                const r = await engine.launch({
-                  kind: 'config',
-                  domid,
-                  mode: 'jail',
-                  target: 'embedded',
-                  qemu: config.qemu,
-                  user: config.user,
-                });
-                launched.push({ domid, uid: r.uid });
-                latencies[i] = performance.now() - t;
-                ready++;
-              } catch (e) {
-                failures.push(e as Error);
-                failed++;
-              }
-              draw();
-            }
-          };
+          const limit = pLimit(opts.concurrency);
           await Promise.all(
-            Array.from({ length: Math.min(opts.concurrency, domids.length) }, worker),
+            domids.map((domid, i) =>
+              limit(async () => {
+                const t = performance.now();
+                try {
+                  const r = await engine.launch(requestOf({ ...config, domid }));
+                  launched.push({ domid, uid: r.uid });
+                  latencies[i] = performance.now() - t;
+                  ready++;
+                } catch (e) {
+                  failures.push(e as Error);
+                  failed++;
+                }
+                draw();
+              }),
+            ),
           );
           const wallMs = performance.now() - t0;
           if (bar) bar.stop();

@@ -402,16 +402,13 @@ export class DmEngine {
       dm.stopWatch = watchExit(handle.pid, () => void this.teardown(dm, 'qemu exited'));
       dm.state = 'running';
       launchOver();
-      const status = (await handle.qmp
-        ?.execute('query-status', undefined, { timeoutMs: this.settings.readyTimeoutMs })
-        .catch(() => null)) as { status?: string } | null;
       // The engine talks QMP only to quit; libxl and the toolstack have their own sockets.
       return {
         domid: r.domid,
         pid: handle.pid,
         uid: lease.uid,
         gid: lease.gid,
-        status: status?.status ?? 'unknown',
+        status: handle.status ?? 'unknown',
         qmpSocket: p.paths.qmpSocket,
         log: p.paths.log,
         xenstoreSocket: dm.proxySocket,
