@@ -1,4 +1,4 @@
-import { lstatSync, readdirSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { type Lease, type SchemeConfig, schemeFromConfig } from '@xen-depriv/uid-allocator';
 import type { AllocatorRef } from './host-worker.js';
 import { EngineError } from './types.js';
@@ -69,4 +69,10 @@ export function appendCapped(path: string, line: string): void {
   } catch {
     // Logging never fails a DM.
   }
+}
+
+/** Removes a DM's capped log and forgets its size (the next DM of that domid starts afresh). */
+export function removeCappedLog(path: string): void {
+  logSizes.delete(path);
+  rmSync(path, { force: true });
 }

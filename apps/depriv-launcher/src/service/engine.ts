@@ -52,6 +52,7 @@ import {
   errorText,
   firstCandidate,
   isLease,
+  removeCappedLog,
   rmLinkInto,
   safeReaddir,
 } from './engine-helpers.js';
@@ -111,6 +112,9 @@ interface Dm {
 /** The proxy's socket of domain `domid` (bound at /run/xenstored/socket in its root). */
 export const proxySocketPath = (stateDir: string, domid: number): string =>
   posix.join(stateDir, 'xs-proxy', `dm-${domid}.sock`);
+/** The proxy's refusal log of domain `domid` (JSON lines, capped), removed with the DM. */
+const proxyLogPath = (stateDir: string, domid: number): string =>
+  posix.join(stateDir, 'xs-proxy', `dm-${domid}.log`);
 const serviceRecordPath = (stateDir: string, domid: number): string =>
   posix.join(stateDir, 'service', `dm-${domid}.json`);
 
@@ -479,7 +483,7 @@ export class DmEngine {
           : this.settings.xenstoredSocket;
     mkdirSync(posix.dirname(socket), { recursive: true, mode: 0o711 });
     rmSync(socket, { force: true });
-    const logPath = posix.join(this.settings.stateDir, 'xs-proxy', `dm-${domid}.log`);
+    const logPath = proxyLogPath(this.settings.stateDir, domid);
     const proxy = new RestrictingProxy({
       domid,
       upstream,
@@ -577,6 +581,9 @@ export class DmEngine {
         await step('bridges', () => stop());
       }
       await step('proxy socket', () => rmSync(dm.proxySocket, { force: true }));
+      await step('proxy log', () =>
+        removeCappedLog(proxyLogPath(this.settings.stateDir, dm.domid)),
+      );
       if (dm.target === 'dom0' && dm.kind === 'config' && dm.lease) {
         // The launch made /local/domain/0/device-model/N (backends, QEMU's keys); libxl removes
         // its domains' on destroy, nobody else would remove this one.
@@ -726,6 +733,7 @@ export class DmEngine {
       const rec = records.get(domid);
       for (const link of rec?.links ?? []) rmLinkInto(link, posix.join(stateDir, `dm-${domid}`));
       rmSync(proxySocketPath(stateDir, domid), { force: true });
+      removeCappedLog(proxyLogPath(stateDir, domid));
       rmSync(serviceRecordPath(stateDir, domid), { force: true });
     }
     // Service records without a launch record: a launch that died before qemu-launcher wrote
