@@ -42,24 +42,9 @@ if [ $build = 1 ]; then
   TURBO_TELEMETRY_DISABLED=1 npx turbo run build --output-logs=errors-only >/dev/null
 fi
 
-# Cache key: the lab's own files, the Debian packages it copies from, and this Node.
-key=$(
-  {
-    cat "$lab"/build.sh "$lab"/init.sh "$lab"/dmop-test.c "$lab"/guests/* "$lab"/*.js "$lab"/selftest.sh
-    dpkg-query -W -f='${Package} ${Version}\n' xen-hypervisor-4.17-amd64 xen-utils-4.17 linux-image-amd64 \
-      qemu-system-xen busybox-static libxen-dev 2>/dev/null
-    node --version
-  } | sha256sum | cut -c1-16
-)
-art=${XEN_LAB_CACHE:-/var/cache/xen-depriv-lab}/$key
-if [ ! -s "$art/base.cpio" ]; then
-  echo "test:xen: building lab artefacts into $art"
-  rm -rf "$art"
-  mkdir -p "$art"
-  "$lab/build.sh" "$art" --node --qemu-xen >/dev/null
-else
-  echo "test:xen: lab artefacts cached in $art"
-fi
+# The lab's artefacts, built once per key (scripts/lab-artefacts.sh).
+. scripts/lab-artefacts.sh
+art=$(lab_artefacts "$lab")
 
 set +e
 "$lab/boot.sh" "$art" --share "$repo" --timeout 420 --log "$art/last-boot.log" -- \

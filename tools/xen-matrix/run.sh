@@ -11,22 +11,11 @@ out=packages/privcmd-filter/test/vectors/xen-matrix.jsonl
 mkdir -p tools/xen-matrix/.build "$(dirname "$out")"
 gcc -O1 -Wall -Wextra -Wno-unused-parameter -o tools/xen-matrix/.build/matrix tools/xen-matrix/matrix.c -lxenctrl
 
-# The lab's artefacts, cached under the same key as scripts/test-xen.sh uses.
-key=$(
-  {
-    cat "$lab"/build.sh "$lab"/init.sh "$lab"/dmop-test.c "$lab"/guests/* "$lab"/*.js "$lab"/selftest.sh
-    dpkg-query -W -f='${Package} ${Version}\n' xen-hypervisor-4.17-amd64 xen-utils-4.17 linux-image-amd64 \
-      qemu-system-xen busybox-static libxen-dev 2>/dev/null
-    node --version
-  } | sha256sum | cut -c1-16
-)
-art=${XEN_LAB_CACHE:-/var/cache/xen-depriv-lab}/$key
+# The lab's artefacts, as scripts/test-xen.sh builds and caches them; one boot at a time.
+. scripts/lab-artefacts.sh
 exec 9>/tmp/xen-depriv-lab.lock
 flock 9
-if [ ! -s "$art/base.cpio" ]; then
-  rm -rf "$art" && mkdir -p "$art"
-  "$lab/build.sh" "$art" --node --qemu-xen >/dev/null
-fi
+art=$(lab_artefacts "$lab")
 tmp=reports/xen-matrix.jsonl
 mkdir -p reports
 "$lab/boot.sh" "$art" --share "$repo" --timeout 300 --log "$art/last-boot.log" -- \
