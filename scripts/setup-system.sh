@@ -22,9 +22,11 @@ declare -A NEEDED_BY=(
   [cpio]="the real-Xen tier (its dom0 initramfs)"
   [groff-base]="depriv-launcher's man page checks (groff -man -Tutf8 -ww renders each page without a warning)"
   [man-db]="depriv-launcher's man page checks and the global-install test's man xen-depriv from the installed package"
+  [genisoimage]="the real-Xen tier's device guest (its CD-ROM images, with a marker file, for cdrom and cd-insert)"
+  [patchelf]="the real-Xen tier's privcmd-trace under the launcher (a copy of Xen's QEMU that loads the recorder)"
 )
 ORDER=(gcc make python3 libc6-dev libxen-dev xenstore-utils xen-utils-4.17 qemu-system-x86 qemu-system-xen
-  xen-hypervisor-4.17-amd64 linux-image-amd64 seabios busybox-static cpio groff-base man-db)
+  xen-hypervisor-4.17-amd64 linux-image-amd64 seabios busybox-static cpio groff-base man-db genisoimage patchelf)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "setup-system: not a Debian system (no dpkg-query); tests that need Debian's Xen and QEMU packages will skip themselves."
