@@ -51,4 +51,8 @@ napi_value js_pidfd_watch(napi_env env, napi_callback_info info);
 napi_value js_pidfd_watch_close(napi_env env, napi_callback_info info);
 napi_value js_pidfd_watch_ref(napi_env env, napi_callback_info info);
 
+/* net.c */
+napi_value js_netns_connect(napi_env env, napi_callback_info info);
+napi_value js_open_pty(napi_env env, napi_callback_info info);
+
 #endif

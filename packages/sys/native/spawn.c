@@ -32,6 +32,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
 #include "common.h"
 
 enum step {
@@ -56,6 +60,7 @@ enum step {
   STEP_CHECK_CAPS,
   STEP_KILL,
   STEP_CAPBSET,
+  STEP_LOOPBACK,
   STEP_COUNT
 };
 
@@ -63,7 +68,7 @@ static const char *const step_names[STEP_COUNT] = {
     "setsid",   "fds",       "env",       "chdir",         "unshare", "mount",
     "mknod",    "pivot_root", "chroot",   "setrlimit",     "setgroups", "setresgid",
     "setresuid", "no_new_privs", "seccomp", "execve",      "signals", "check_euid",
-    "check_caps", "kill",      "capbset",
+    "check_caps", "kill",      "capbset",  "loopback",
 };
 
 enum mount_kind { MOUNT_TMPFS = 0, MOUNT_BIND = 1, MOUNT_MKNOD = 2 };
@@ -107,6 +112,7 @@ typedef struct {
   int ngroups;
   gid_t *groups;
   bool no_new_privs;
+  bool loopback_up; /* bring `lo` up in the new network namespace */
   int cap_last; /* >= 0: drop capabilities 0..cap_last from the bounding set */
   bool has_seccomp;
   struct sock_fprog prog;
@@ -209,6 +215,20 @@ static void apply_root(plan *p) {
   }
 }
 
+/* `lo` up in the child's own network namespace (it starts down): a loopback listener there
+ * (QEMU's VNC) is then reachable from a socket made in that namespace, and from nowhere else. */
+static void loopback_up(plan *p) {
+  struct ifreq ifr;
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) FAIL(p, STEP_LOOPBACK, -1);
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) FAIL(p, STEP_LOOPBACK, -1);
+  ifr.ifr_flags |= IFF_UP;
+  if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) FAIL(p, STEP_LOOPBACK, -1);
+  close(s);
+}
+
 static int spawn_child(void *arg) {
   plan *p = arg;
   reset_signals(p);
@@ -218,6 +238,7 @@ static int spawn_child(void *arg) {
    * environ is the parent's memory and is left alone. */
   if (p->cwd && !p->root && chdir(p->cwd) < 0) FAIL(p, STEP_CHDIR, -1);
   if (p->unshare_flags && unshare(p->unshare_flags) < 0) FAIL(p, STEP_UNSHARE, -1);
+  if (p->loopback_up) loopback_up(p);
   if (p->unshare_flags & CLONE_NEWNS) apply_mounts(p);
   apply_root(p);
   /* With a new root, cwd names a directory inside it. */
@@ -471,6 +492,11 @@ static bool build_plan(napi_env env, napi_value spec, plan *p) {
       if (!get_uint32(env, v, "groups[i]", &g)) return false;
       p->groups[i] = g;
     }
+  }
+  if (!prop(env, spec, "loopbackUp", &v) ||
+      napi_get_value_bool(env, v, &p->loopback_up) != napi_ok) {
+    throw_type_error(env, "spec.loopbackUp must be a boolean");
+    return false;
   }
   if (!prop(env, spec, "noNewPrivs", &v) ||
       napi_get_value_bool(env, v, &p->no_new_privs) != napi_ok) {

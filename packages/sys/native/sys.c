@@ -702,6 +702,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"pidfdWatch", js_pidfd_watch},
       {"pidfdWatchClose", js_pidfd_watch_close},
       {"pidfdWatchRef", js_pidfd_watch_ref},
+      {"netnsConnect", js_netns_connect},
+      {"openPty", js_open_pty},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

@@ -2,6 +2,7 @@ export { constants } from './constants.js';
 export { SpawnError, SysError } from './errors.js';
 export { close, flock, type IoctlPointer, ioctl, memfdCreate, mmap, munmap, open } from './io.js';
 export { isAvailable } from './native.js';
+export { netnsConnect, openPty, type Pty } from './net.js';
 export { PACKAGE_NAME } from './package-name.js';
 export { type PidfdWatch, pidfdExited, pidfdGetfd, watchPidfd } from './pidfd.js';
 export {

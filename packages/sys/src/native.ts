@@ -11,6 +11,7 @@ export interface NativeSpawnSpec {
   cwd: string | undefined;
   fds: number[];
   unshareFlags: number;
+  loopbackUp: boolean;
   mounts: NativeMount[];
   root: string | undefined;
   rootMode: number;
@@ -80,6 +81,8 @@ export interface Binding {
   pidfdWatch(pidfd: number, onExit: (error?: SysError) => void): NativePidfdWatch;
   pidfdWatchClose(watch: NativePidfdWatch): void;
   pidfdWatchRef(watch: NativePidfdWatch, ref: boolean): void;
+  netnsConnect(pid: number, host: string, port: number): number;
+  openPty(): { master: number; slave: number; path: string };
 }
 
 // dist/index.{js,cjs} and src/native.ts both sit one level below the package root, where

@@ -56,6 +56,7 @@ export interface RlimitSpec {
  * What spawnConfined runs, and how it is confined. The child applies, in order: setsid;
  * fds (each `source` moved to `target`, every other fd closed); env (exactly `env`);
  * chdir (`cwd`); unshare (`namespaces`; 'pid' is applied at clone time, the child is pid 1);
+ * loopback (`loopbackUp`);
  * mounts (everything made private first, then each entry in order); pivot_root or chroot
  * into `root` (then `cwd` is resolved inside it); setrlimit; capbset; setgroups; setresgid;
  * setresuid; no_new_privs; seccomp; execve.
@@ -68,6 +69,12 @@ export interface SpawnSpec {
   cwd?: string;
   fds?: readonly { target: number; source: number }[];
   namespaces?: readonly Namespace[];
+  /**
+   * Bring `lo` up in the child's new network namespace (step 'loopback', right after unshare):
+   * a loopback listener there is reachable from sockets made in that namespace only
+   * (`netnsConnect`). Requires the 'net' namespace; default false.
+   */
+  loopbackUp?: boolean;
   /** Host paths (the root change comes after). Requires the 'mount' namespace. */
   mounts?: readonly MountSpec[];
   /** 'pivot_root' requires the 'mount' namespace; the old root is detached. */
@@ -238,6 +245,15 @@ export function normalizeSpawnSpec(spec: SpawnSpec): {
     unshareFlags |= namespaceFlags[ns as Namespace];
   }
   const hasMountNs = seen.has('mount');
+  const loopbackUp = s.loopbackUp ?? false;
+  if (typeof loopbackUp !== 'boolean') fail('spawnConfined loopbackUp', 'a boolean', loopbackUp);
+  if (loopbackUp && !seen.has('net')) {
+    fail(
+      'spawnConfined loopbackUp',
+      "the 'net' namespace (lo up must not touch the host's)",
+      'no net namespace',
+    );
+  }
 
   const mounts = array('spawnConfined mounts', s.mounts ?? []).map(mountOf);
   if (mounts.length > 0 && !hasMountNs) {
@@ -329,6 +345,7 @@ export function normalizeSpawnSpec(spec: SpawnSpec): {
       cwd,
       fds,
       unshareFlags,
+      loopbackUp,
       mounts,
       root,
       rootMode,
