@@ -3,7 +3,11 @@
  * /dev/xen/evtchn and /dev/xen/gntdev, one JSON object a line, with the request's input fields
  * read before the call and its result after.
  *
- *   PRIVCMD_TRACE=/path/to/trace.jsonl   where to append (default: stderr)
+ *   PRIVCMD_TRACE=/path/to/trace.jsonl   where to append (default: stderr, or the build's
+ *                                        PRIVCMD_TRACE_DEFAULT)
+ *   PRIVCMD_TRACE=unix:/path/to/socket   send the lines over one stream connection to a listener
+ *                                        there instead: no file is written, so RLIMIT_FSIZE does
+ *                                        not apply (a launcher's DM may write 256 KiB at most)
  *   PRIVCMD_TRACE_FAKE=1                 stand in for the devices on a machine without Xen: opening
  *                                        one of them opens /dev/null, and its ioctls return 0
  *                                        without reaching the kernel.
@@ -19,8 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <xenctrl.h>
 #define __user
@@ -48,11 +55,71 @@ static enum dev dev_of(const char *path) {
   return DEV_NONE;
 }
 
+/*
+ * A launcher that clears the environment (env -i) leaves no PRIVCMD_TRACE: a build for such a
+ * launcher names its destination at compile time (make lab).
+ */
+#ifndef PRIVCMD_TRACE_DEFAULT
+#define PRIVCMD_TRACE_DEFAULT ""
+#endif
+
+static const char *destination(void) {
+  const char *path = getenv("PRIVCMD_TRACE");
+  return path != NULL && path[0] != '\0' ? path : PRIVCMD_TRACE_DEFAULT;
+}
+
+static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
+static int sock_fd = -1;
+static unsigned long lost;
+
+static int send_all(int fd, const char *p, size_t len) {
+  while (len > 0) {
+    /* MSG_NOSIGNAL: a listener gone away costs the trace, never the traced process (SIGPIPE). */
+    ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    p += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+/*
+ * The stream to a unix socket, connected at the first line (again at a later line if the
+ * listener was not there yet; the lines in between are counted and reported as "lost").
+ */
+static void emit_unix(const char *path, const char *line, size_t len) {
+  pthread_mutex_lock(&sock_lock);
+  if (sock_fd < 0) {
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = strlen(path) < sizeof a.sun_path ? socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+    if (fd >= 0) {
+      memcpy(a.sun_path, path, strlen(path) + 1);
+      if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        sock_fd = fd;
+      } else {
+        syscall(SYS_close, fd);
+      }
+    }
+    if (sock_fd >= 0 && lost > 0) {
+      char note[64];
+      int n = snprintf(note, sizeof note, "{\"lost\":%lu}\n", lost);
+      if (send_all(sock_fd, note, (size_t)n) == 0) lost = 0;
+    }
+  }
+  if (sock_fd < 0 || send_all(sock_fd, line, len) < 0) lost++;
+  pthread_mutex_unlock(&sock_lock);
+}
+
 /* One line, one write(2): lines of concurrent threads do not interleave. */
 static void emit(const char *line, size_t len) {
-  const char *path = getenv("PRIVCMD_TRACE");
+  const char *path = destination();
   int fd = 2, opened = 0;
-  if (path != NULL && path[0] != '\0') {
+  if (strncmp(path, "unix:", 5) == 0) {
+    emit_unix(path + 5, line, len);
+    return;
+  }
+  if (path[0] != '\0') {
     fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return;
     opened = 1;
@@ -229,6 +296,10 @@ int __open64_2(const char *path, int flags) { return open_common("openat64", AT_
 
 int close(int fd) {
   track(fd, DEV_NONE);
+  if (fd >= 0 && fd == __atomic_load_n(&sock_fd, __ATOMIC_SEQ_CST)) {
+    /* Someone else's close of the trace stream: reconnect at the next line. */
+    __atomic_store_n(&sock_fd, -1, __ATOMIC_SEQ_CST);
+  }
   return (int)syscall(SYS_close, fd);
 }
 
