@@ -50,11 +50,18 @@ export interface LaunchConfig {
   readonly name?: string;
   /** Descriptors the caller passes at launch (after 0..3), by name. */
   readonly passedFds?: readonly PassedFd[];
-  /** Bridges from the host to sockets in the DM's `/run` (names of files under paths.run). */
+  /**
+   * Ways in from the host to what the DM serves: a unix socket in its `/run` (`socket`, a file
+   * name under paths.run) or a TCP port on its own loopback (`loopback`; the plan then brings
+   * `lo` up in its network namespace). `console: 'pty'`: the host side is a pty the executor
+   * makes (a serial line), not a listener.
+   */
   readonly bridges?: readonly {
     readonly name: string;
     readonly listen: PlannedBridge['listen'];
-    readonly socket: string;
+    readonly socket?: string;
+    readonly loopback?: { readonly host: string; readonly port: number };
+    readonly console?: 'pty';
   }[];
 }
 
@@ -160,14 +167,17 @@ export interface PassedFd {
 }
 
 /**
- * A way in from the host to something the DM serves on a unix socket in its own `/run` (its
- * VNC server, a serial line): the executor listens on `listen` and connects each client to
- * `unix` (a host path under the DM's run directory).
+ * A way in from the host to something the DM serves (its VNC server, a serial line): the
+ * executor listens on `listen` (or, with `console: 'pty'`, makes a pty in the host) and joins
+ * each client to `unix` (a host path under the DM's run directory) or to `loopback`, a TCP
+ * port on the DM's own loopback, reached by a socket made in its network namespace.
  */
 export interface PlannedBridge {
   readonly name: string;
   readonly listen: { readonly host: string; readonly port: number } | null;
-  readonly unix: string;
+  readonly unix: string | null;
+  readonly loopback?: { readonly host: string; readonly port: number };
+  readonly console?: 'pty';
 }
 
 export interface LaunchPlan {
@@ -216,6 +226,8 @@ export interface LaunchPlan {
   readonly removeAfterReady: readonly string[];
   /** Ways in from the host to the DM's own sockets (VNC, serial), kept while it runs. */
   readonly bridges: readonly PlannedBridge[];
+  /** `lo` is up in the DM's own network namespace (a bridge reaches a port on it). */
+  readonly loopbackUp?: boolean;
   /** Top-level entries the DM's root may contain (checked by verifyConfinement). */
   readonly rootEntries: readonly string[];
   readonly steps: readonly string[];
@@ -356,8 +368,14 @@ export function plan(
     }
   }
   for (const b of config.bridges ?? []) {
-    if (!/^[a-z0-9][a-z0-9.-]{0,31}$/.test(b.socket)) {
+    if ((b.socket === undefined) === (b.loopback === undefined)) {
+      fail(`bridges: ${b.name}: expected a socket or a loopback port, exactly one`);
+    }
+    if (b.socket !== undefined && !/^[a-z0-9][a-z0-9.-]{0,31}$/.test(b.socket)) {
       fail(`bridges: expected a socket file name in the DM's /run, saw "${b.socket}"`);
+    }
+    if (b.loopback !== undefined && !(policy.namespaces ?? DEFAULT_NAMESPACES).includes('net')) {
+      fail(`bridges: ${b.name}: a loopback port needs the DM's own network namespace`);
     }
   }
   if (new Set(passed.map((f) => f.target)).size !== passed.length) {
@@ -537,8 +555,11 @@ export function plan(
     bridges: (config.bridges ?? []).map((b) => ({
       name: b.name,
       listen: b.listen,
-      unix: posix.join(paths.run, b.socket),
+      unix: b.socket === undefined ? null : posix.join(paths.run, b.socket),
+      ...(b.loopback ? { loopback: b.loopback } : {}),
+      ...(b.console ? { console: b.console } : {}),
     })),
+    ...((config.bridges ?? []).some((b) => b.loopback !== undefined) ? { loopbackUp: true } : {}),
     rootEntries: mode === 'jail' ? rootEntries.sort() : [],
     steps: [...LAUNCH_STEPS],
   };

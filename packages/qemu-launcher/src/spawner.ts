@@ -125,6 +125,8 @@ export const utilLinuxSpawner: Spawner = {
         `seccomp program "${plan.seccomp.profile}" is not installed (needs @xen-depriv/sys)`,
       );
     if (plan.namespaces.includes('pid')) out.push('pid namespace is not supported');
+    if (plan.loopbackUp)
+      out.push("lo stays down in the DM's network namespace (needs @xen-depriv/sys)");
     return out;
   },
   spawn(plan, fds) {

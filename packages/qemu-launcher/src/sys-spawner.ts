@@ -57,6 +57,7 @@ export function sysSpawnSpec(plan: LaunchPlan, fds: SpawnFds): SpawnSpec {
     cwd: '/',
     fds: plan.fds.map((f) => ({ target: f.target, source: sourceFd(fds, f.source) })),
     namespaces: plan.namespaces,
+    ...(plan.loopbackUp ? { loopbackUp: true } : {}),
     ...(plan.mode === 'jail'
       ? {
           mounts: plan.mounts,

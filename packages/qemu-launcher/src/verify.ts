@@ -284,7 +284,9 @@ export function verifyConfinement(
             '/run/qmp.sock',
             '/run/xenstored/socket',
             // What the DM serves to dom0 through the plan's bridges (VNC, serial).
-            ...(p.bridges ?? []).map((b) => `/run/${b.unix.slice(b.unix.lastIndexOf('/') + 1)}`),
+            ...(p.bridges ?? []).flatMap((b) =>
+              b.unix === null ? [] : [`/run/${b.unix.slice(b.unix.lastIndexOf('/') + 1)}`],
+            ),
             // Sockets its own argv has it create in its /run (`-chardev socket,...,path=/run/X`,
             // e.g. libxenstat's QMP socket of a libxl launch).
             ...argvSockets(p.argv),
@@ -357,6 +359,8 @@ export function verifyConfinement(
       }
       if (f.kind === 'tap') allowedPaths.add('/dev/net/tun');
       const link = fds[f.target];
+      // A file the caller passed as it is (libxl's saved state for -incoming): whatever it names.
+      if (f.kind === 'file' && link?.startsWith('/')) allowedPaths.add(link);
       // A record written before fds carried `kind` has only the launcher's own sources.
       const kind =
         f.kind === 'tap'
