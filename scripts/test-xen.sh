@@ -42,12 +42,25 @@ if [ $build = 1 ]; then
   TURBO_TELEMETRY_DISABLED=1 npx turbo run build --output-logs=errors-only >/dev/null
 fi
 
+# The device guest's CD images (test/xen/guest-devices.xen.mjs), each an ISO 9660 image holding
+# one marker.txt; dom0 has no genisoimage, so they are made here, on the share.
+rm -rf reports/xen-guest
+mkdir -p reports/xen-guest
+if command -v genisoimage >/dev/null 2>&1; then
+  for x in a b; do
+    d=$(mktemp -d)
+    echo "XD-CD-$x $(date +%s%N)" > "$d/marker.txt"
+    genisoimage -quiet -V "XD$x" -o "reports/xen-guest/cd-$x.iso" "$d"
+    rm -rf "$d"
+  done
+fi
+
 # The lab's artefacts, built once per key (scripts/lab-artefacts.sh).
 . scripts/lab-artefacts.sh
 art=$(lab_artefacts "$lab")
 
 set +e
-"$lab/boot.sh" "$art" --share "$repo" --timeout 420 --log "$art/last-boot.log" -- \
+"$lab/boot.sh" "$art" --share "$repo" --timeout 1200 --log "$art/last-boot.log" -- \
   "cd /mnt/host && XEN_TEST_FILTER='$filter' node test/xen/dom0-runner.mjs"
 rc=$?
 set -e

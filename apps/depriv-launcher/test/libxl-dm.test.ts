@@ -3,7 +3,7 @@ import { runSeccomp, SECCOMP_RET, X86_64_SYSCALLS } from '@xen-depriv/privcmd-fi
 import { deviceModelSeccomp, type LaunchPlan } from '@xen-depriv/qemu-launcher';
 import { describe, expect, it } from 'vitest';
 import { LibxlArgvError, rewriteLibxlArgv, socketLinks } from '../src/libxl-dm/argv.js';
-import { withFiles } from '../src/libxl-dm/devices.js';
+import { libxlBridges, withFiles } from '../src/libxl-dm/devices.js';
 import { dmSeccomp } from '../src/seccomp.js';
 
 // What libxl 4.17 (libxl_dm.c) passes a dm_restrict qemu-xen HVM device model with direct
@@ -81,8 +81,10 @@ describe('rewriteLibxlArgv', () => {
         '/boot/initrd',
         '-append',
         'console=ttyS0 console=hvc0 rdinit=/init',
+        '-chardev',
+        'socket,id=serial0,path=/run/serial0.sock,server=on,wait=off',
         '-serial',
-        'null',
+        'chardev:serial0',
         '-device',
         'VGA,vgamem_mb=16',
         '-boot',
@@ -102,8 +104,13 @@ describe('rewriteLibxlArgv', () => {
         { host: '/lab/guest/initrd.cpio', jail: '/boot/initrd' },
       ],
       sockets: [{ host: '/var/run/xen/qmp-libxenstat-5', jail: '/run/qmp-libxenstat-5' }],
+      passedFds: [],
+      shimFds: [],
+      images: [],
+      vnc: null,
+      serials: [{ index: 0, socket: 'serial0.sock' }],
       notes: [
-        "-serial pty became -serial null: no /dev/ptmx in the DM's root",
+        '-serial pty: QEMU serves /run/serial0.sock; the launcher makes the pty in dom0 and relays it',
         'dropped -chroot /var/run/xen/qemu-root-5: the launcher drops privileges before exec',
         'dropped -runas 131077:131072: the launcher drops privileges before exec',
       ],
@@ -183,6 +190,102 @@ describe('rewriteLibxlArgv', () => {
     ]);
   });
 
+  it("a guest's devices become descriptors and bridges: disk, CD-ROM, tap, VNC, serial pty, restore", () => {
+    // libxl 4.17 (libxl_dm.c libxl__build_device_model_args_new) for hvm-devices.cfg, restoring.
+    const r = rewriteLibxlArgv(
+      [
+        '-xen-domid',
+        '3',
+        '-chardev',
+        'socket,id=libxl-cmd,fd=9,server=on,wait=off',
+        '-vnc',
+        '127.0.0.1:0,to=99',
+        '-serial',
+        'pty',
+        '-device',
+        'rtl8139,id=nic0,netdev=net0,mac=00:16:3e:99:00:02',
+        '-netdev',
+        'type=tap,id=net0,ifname=vif3.0-emu,br=xenbr0,script=no,downscript=no',
+        '-drive',
+        'file=/tmp/xd-disk.img,if=ide,index=0,media=disk,format=raw,cache=writeback',
+        '-drive',
+        'if=none,readonly=on,id=ide-5632,file=/srv/iso/a,,b.iso,format=raw',
+        '-device',
+        'ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0',
+        '-incoming',
+        'fd:12',
+      ],
+      { isBlockDevice: (p) => p === '/tmp/xd-disk.img' },
+    );
+    expect(r.args).toEqual([
+      '-chardev',
+      'socket,id=libxl-cmd,fd=4,server=on,wait=off',
+      '-vnc',
+      '127.0.0.1:0',
+      '-chardev',
+      'socket,id=serial0,path=/run/serial0.sock,server=on,wait=off',
+      '-serial',
+      'chardev:serial0',
+      '-device',
+      'rtl8139,id=nic0,netdev=net0,mac=00:16:3e:99:00:02',
+      '-netdev',
+      'tap,id=net0,fd=5',
+      '-add-fd',
+      'fd=6,set=1,opaque=disk-ide0',
+      '-drive',
+      'file=/dev/fdset/1,if=ide,index=0,media=disk,format=raw,cache=writeback,file.driver=host_device',
+      '-add-fd',
+      'fd=7,set=2,opaque=disk-ide-5632',
+      '-drive',
+      'if=none,readonly=on,id=ide-5632,file=/dev/fdset/2,format=raw',
+      '-device',
+      'ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0',
+      '-incoming',
+      'fd:8',
+    ]);
+    expect(r.passedFds).toEqual([
+      { target: 5, name: 'tap-net0', kind: 'tap', tap: { ifname: 'vif3.0-emu', bridge: null } },
+      {
+        target: 6,
+        name: 'disk-ide0',
+        kind: 'file',
+        open: { path: '/tmp/xd-disk.img', readOnly: false },
+      },
+      {
+        target: 7,
+        name: 'disk-ide-5632',
+        kind: 'file',
+        open: { path: '/srv/iso/a,b.iso', readOnly: true },
+      },
+      { target: 8, name: 'incoming', kind: 'file' },
+    ]);
+    expect(r.shimFds).toEqual([{ name: 'incoming', fd: 12 }]);
+    expect(r.images).toEqual([
+      { name: 'disk-ide0', path: '/tmp/xd-disk.img', format: 'raw' },
+      { name: 'disk-ide-5632', path: '/srv/iso/a,b.iso', format: 'raw' },
+    ]);
+    expect(r.vnc).toEqual({ host: '127.0.0.1', port: 5900, findUnused: true, dmHost: '127.0.0.1' });
+    expect(r.serials).toEqual([{ index: 0, socket: 'serial0.sock' }]);
+    expect(r.args.join(' ')).not.toMatch(/xd-disk|a,,b|vif3|ifname|to=99/);
+    // The port dom0 got (the launcher binds it first) is the port QEMU is told.
+    expect(
+      rewriteLibxlArgv(['-xen-domid', '3', '-vnc', '0.0.0.0:2,password=on,to=99'], {
+        vncPort: 5931,
+      }),
+    ).toMatchObject({
+      args: ['-vnc', '0.0.0.0:31,password=on'],
+      vnc: { host: '0.0.0.0', port: 5931, findUnused: true, dmHost: '0.0.0.0' },
+    });
+    expect(libxlBridges(r)).toEqual([
+      {
+        name: 'vnc',
+        listen: { host: '127.0.0.1', port: 5900 },
+        loopback: { host: '127.0.0.1', port: 5900 },
+      },
+      { name: 'serial0', listen: null, socket: 'serial0.sock', console: 'pty' },
+    ]);
+  });
+
   it('a pty chardev backend becomes null', () => {
     expect(rewriteLibxlArgv(['-xen-domid', '2', '-chardev', 'pty,id=libxl-channel0']).args).toEqual(
       ['-chardev', 'null,id=libxl-channel0'],
@@ -195,6 +298,11 @@ describe('rewriteLibxlArgv', () => {
     [['-xen-domid', 'x'], 'expected a number'],
     [['-xen-domid', '1', '-kernel', 'vmlinuz'], 'expected an absolute path'],
     [['-xen-domid', '1', '-chardev', 'socket,id=libxl-cmd,fd=x'], 'fd is not a number'],
+    [['-xen-domid', '1', '-drive', 'file=disk.img,if=ide'], 'expected an absolute image path'],
+    [['-xen-domid', '1', '-netdev', 'type=tap,id=net0'], 'a tap needs id= and ifname='],
+    [['-xen-domid', '1', '-netdev', 'type=tap,id=n,ifname=a-very-long-ifname0'], 'at most 15'],
+    [['-xen-domid', '1', '-vnc', 'localhost'], 'expected HOST:DISPLAY'],
+    [['-xen-domid', '1', '-vnc', '[::1]:0'], 'expected an IPv4 listen address'],
   ])('refuses %j', (argv, message) => {
     expect(() => rewriteLibxlArgv(argv)).toThrow(LibxlArgvError);
     expect(() => rewriteLibxlArgv(argv)).toThrow(message);

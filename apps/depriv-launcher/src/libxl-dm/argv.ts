@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import type { PassedFd } from '@xen-depriv/qemu-launcher';
 
 /**
  * What the launcher makes of the argv libxl gives a `device_model_override` (QEMU's full
@@ -21,6 +22,34 @@ export interface LibxlDmArgv {
    * reachable from the host through a symlink at `host`.
    */
   readonly sockets: readonly { readonly host: string; readonly jail: string }[];
+  /**
+   * The guest's devices as descriptors: each disk image the launcher opens (`-drive file=PATH`
+   * became `-add-fd` + `/dev/fdset/N`), each tap it creates (`-netdev type=tap,ifname=...`
+   * became `-netdev tap,fd=N`), and libxl's own descriptors taken from the shim (`-incoming
+   * fd:N` on restore).
+   */
+  readonly passedFds: readonly PassedFd[];
+  /** Descriptors of the shim (libxl's) to take by number, by passed-fd name. */
+  readonly shimFds: readonly { readonly name: string; readonly fd: number }[];
+  /** Images QEMU will read a format of, for the launcher's checks (qcow2 backing files). */
+  readonly images: readonly {
+    readonly name: string;
+    readonly path: string;
+    readonly format: string;
+  }[];
+  /**
+   * VNC as libxl asked (`-vnc HOST:DISPLAY[,password=on][,to=99]`): dom0 listens on `host` at
+   * `port` (or the next free one up to +99 with `findUnused`); QEMU listens at `dmHost:port` on
+   * its own loopback, so that it reports the port dom0 serves when libxl asks (query-vnc).
+   */
+  readonly vnc: {
+    readonly host: string;
+    readonly port: number;
+    readonly findUnused: boolean;
+    readonly dmHost: string;
+  } | null;
+  /** `-serial pty` lines: QEMU serves each on a unix socket in its /run, dom0 gets a pty. */
+  readonly serials: readonly { readonly index: number; readonly socket: string }[];
   /** What was dropped or changed, one short note each, for the launch log. */
   readonly notes: readonly string[];
 }
@@ -28,6 +57,12 @@ export interface LibxlDmArgv {
 export interface RewriteOptions {
   /** The descriptor number QEMU gets libxl's QMP listener at. Default 4. */
   readonly qmpFdTarget?: number;
+  /** The first descriptor number of the guest's devices. Default 5. */
+  readonly firstDeviceFd?: number;
+  /** The TCP port dom0 got for VNC (the launcher binds it first); default 5900 + display. */
+  readonly vncPort?: number;
+  /** Whether a disk path is a block device (QEMU then needs `host_device`); default never. */
+  readonly isBlockDevice?: (path: string) => boolean;
   /** Directory in the DM's root holding `-kernel`/`-initrd`. Default `/boot`. */
   readonly bootDir?: string;
 }
@@ -44,11 +79,42 @@ const DROP_ALONE = new Set([
 ]);
 const FILE_OPTIONS: Readonly<Record<string, string>> = { '-kernel': 'kernel', '-initrd': 'initrd' };
 /** Character-device backends that need /dev/ptmx and devpts, which the private root has not. */
-const PTY_OPTIONS = new Set(['-serial', '-parallel', '-monitor']);
+const PTY_OPTIONS = new Set(['-parallel', '-monitor']);
 
 function chardevFields(spec: string): string[] {
   return spec.split(',');
 }
+
+/** QEMU's option syntax: fields split at single commas, `,,` is a comma inside a value. */
+export function optionFields(spec: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < spec.length; i++) {
+    const c = spec[i];
+    if (c === ',' && spec[i + 1] === ',') {
+      cur += ',';
+      i++;
+    } else if (c === ',') {
+      out.push(cur);
+      cur = '';
+    } else {
+      cur += c;
+    }
+  }
+  out.push(cur);
+  return out;
+}
+
+const joinFields = (fields: readonly string[]) =>
+  fields.map((f) => f.replaceAll(',', ',,')).join(',');
+const field = (fields: readonly string[], key: string) =>
+  fields.find((f) => f.startsWith(`${key}=`))?.slice(key.length + 1);
+const slug = (s: string) =>
+  s
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 24) || 'x';
 
 /** Rewrites libxl's device-model argv for a jail-mode launch. Pure: same input, same output. */
 export function rewriteLibxlArgv(
@@ -57,6 +123,14 @@ export function rewriteLibxlArgv(
 ): LibxlDmArgv {
   const qmpFdTarget = options.qmpFdTarget ?? 4;
   const bootDir = options.bootDir ?? '/boot';
+  const isBlock = options.isBlockDevice ?? (() => false);
+  let nextFd = options.firstDeviceFd ?? 5;
+  let nextSet = 1;
+  const passedFds: PassedFd[] = [];
+  const shimFds: { name: string; fd: number }[] = [];
+  const images: { name: string; path: string; format: string }[] = [];
+  const serials: { index: number; socket: string }[] = [];
+  let vnc: LibxlDmArgv['vnc'] = null;
   let domid: number | null = null;
   let name: string | null = null;
   let libxlQmpFd: number | null = null;
@@ -96,6 +170,116 @@ export function rewriteLibxlArgv(
       i++;
       continue;
     }
+    if (a === '-drive') {
+      const v = value(i);
+      const fields = optionFields(v);
+      const file = field(fields, 'file');
+      if (file !== undefined && file !== '' && !file.startsWith('/dev/fdset/')) {
+        if (!posix.isAbsolute(file))
+          throw new LibxlArgvError(`-drive ${v}: expected an absolute image path, saw "${file}"`);
+        const id =
+          field(fields, 'id') ??
+          `${field(fields, 'if') ?? 'drive'}${field(fields, 'index') ?? passedFds.length}`;
+        const name = `disk-${slug(id)}`;
+        const readOnly = field(fields, 'readonly') === 'on' || field(fields, 'media') === 'cdrom';
+        const set = nextSet++;
+        const fd = nextFd++;
+        passedFds.push({ target: fd, name, kind: 'file', open: { path: file, readOnly } });
+        images.push({ name, path: file, format: field(fields, 'format') ?? 'raw' });
+        const out = fields.map((f) => (f.startsWith('file=') ? `file=/dev/fdset/${set}` : f));
+        // QEMU's `file` protocol wants a regular file; a block device is `host_device`.
+        if (isBlock(file)) out.push('file.driver=host_device');
+        args.push('-add-fd', `fd=${fd},set=${set},opaque=${name}`, a, joinFields(out));
+        notes.push(
+          `-drive ${file}: opened ${readOnly ? 'read-only' : 'read-write'} by the launcher, fd ${fd} (fdset ${set})`,
+        );
+      } else {
+        args.push(a, v);
+      }
+      i++;
+      continue;
+    }
+    if (a === '-netdev') {
+      const v = value(i);
+      const fields = optionFields(v);
+      const type = field(fields, 'type') ?? fields[0];
+      if (type === 'tap') {
+        const id = field(fields, 'id');
+        const ifname = field(fields, 'ifname');
+        if (!id || !ifname) throw new LibxlArgvError(`-netdev ${v}: a tap needs id= and ifname=`);
+        if (!/^[A-Za-z0-9_.-]{1,15}$/.test(ifname))
+          throw new LibxlArgvError(
+            `-netdev ${v}: expected an interface name of at most 15 characters`,
+          );
+        const fd = nextFd++;
+        const name = `tap-${slug(id)}`;
+        // libxl's hotplug script (vif-bridge, for the `-emu` tap) puts it on its bridge.
+        passedFds.push({ target: fd, name, kind: 'tap', tap: { ifname, bridge: null } });
+        args.push(a, `tap,id=${id},fd=${fd}`);
+        notes.push(`-netdev ${ifname}: tap created by the launcher in dom0's namespace, fd ${fd}`);
+      } else {
+        args.push(a, v);
+      }
+      i++;
+      continue;
+    }
+    if (a === '-vnc') {
+      const v = value(i);
+      i++;
+      if (v === 'none') {
+        args.push(a, v);
+        continue;
+      }
+      const fields = optionFields(v);
+      const m = /^(.*):(\d{1,2})$/.exec(fields[0] ?? '');
+      if (!m) throw new LibxlArgvError(`-vnc ${v}: expected HOST:DISPLAY`);
+      const host = m[1] === '' ? '0.0.0.0' : (m[1] as string);
+      if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(host))
+        throw new LibxlArgvError(`-vnc ${v}: expected an IPv4 listen address, saw "${host}"`);
+      const findUnused = fields.includes('to=99');
+      const port = options.vncPort ?? 5900 + Number(m[2]);
+      // QEMU listens on its own loopback (or all of its own addresses), never on dom0's.
+      const dmHost = host === '0.0.0.0' ? '0.0.0.0' : '127.0.0.1';
+      vnc = { host, port, findUnused, dmHost };
+      const rest = fields.slice(1).filter((f) => !f.startsWith('to='));
+      args.push(a, joinFields([`${dmHost}:${port - 5900}`, ...rest]));
+      notes.push(
+        `-vnc ${v}: dom0 listens on ${host}:${port}${findUnused && options.vncPort === undefined ? ' (or the next free port up to +99)' : ''}; QEMU on ${dmHost}:${port} in its own network namespace`,
+      );
+      continue;
+    }
+    if (a === '-serial' && argv[i + 1] === 'pty') {
+      const index = serials.length;
+      const id = `serial${index}`;
+      const socket = `${id}.sock`;
+      serials.push({ index, socket });
+      args.push(
+        '-chardev',
+        `socket,id=${id},path=/run/${socket},server=on,wait=off`,
+        a,
+        `chardev:${id}`,
+      );
+      notes.push(
+        `-serial pty: QEMU serves /run/${socket}; the launcher makes the pty in dom0 and relays it`,
+      );
+      i++;
+      continue;
+    }
+    if (a === '-incoming') {
+      const v = value(i);
+      const m = /^fd:(\d+)$/.exec(v);
+      if (m) {
+        const fd = nextFd++;
+        passedFds.push({ target: fd, name: 'incoming', kind: 'file' });
+        shimFds.push({ name: 'incoming', fd: Number(m[1]) });
+        args.push(a, `fd:${fd}`);
+        notes.push(`-incoming fd:${m[1]}: libxl's saved state, taken from the shim, fd ${fd}`);
+      } else {
+        args.push(a, v);
+      }
+      i++;
+      continue;
+    }
     if (PTY_OPTIONS.has(a) && argv[i + 1] === 'pty') {
       notes.push(`${a} pty became ${a} null: no /dev/ptmx in the DM's root`);
       args.push(a, 'null');
@@ -131,7 +315,20 @@ export function rewriteLibxlArgv(
     args.push(a);
   }
   if (domid === null) throw new LibxlArgvError('-xen-domid: missing (is this libxl calling?)');
-  return { domid, name, args, libxlQmpFd, files, sockets, notes };
+  return {
+    domid,
+    name,
+    args,
+    libxlQmpFd,
+    files,
+    sockets,
+    passedFds,
+    shimFds,
+    images,
+    vnc,
+    serials,
+    notes,
+  };
 }
 
 /**

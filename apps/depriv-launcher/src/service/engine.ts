@@ -17,6 +17,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
+import type { Server } from 'node:net';
 import { posix } from 'node:path';
 import {
   type DestroyTarget,
@@ -42,10 +43,16 @@ import {
   XenstoreServer,
 } from '@xen-depriv/xs-restrict';
 import { type LibxlDmArgv, rewriteLibxlArgv, socketLinks } from '../libxl-dm/argv.js';
-import { dom0XenDevices, LEGACY_BACKENDS, withFiles } from '../libxl-dm/devices.js';
+import {
+  dom0XenDevices,
+  isBlockDevice,
+  LEGACY_BACKENDS,
+  libxlBridges,
+  withFiles,
+} from '../libxl-dm/devices.js';
 import { dmSeccomp } from '../seccomp.js';
 import { XEN_QEMU_BINARY } from '../xen-qemu.js';
-import { openPlannedFds, startBridges } from './devices.js';
+import { checkImage, openPlannedFds, reservePort, startBridges } from './devices.js';
 import {
   allocOf,
   appendCapped,
@@ -204,7 +211,10 @@ export class DmEngine {
     }
   }
 
-  private resolve(req: LaunchRequest): {
+  private resolve(
+    req: LaunchRequest,
+    vncPort?: number,
+  ): {
     domid: number;
     target: Target;
     mode: 'jail' | 'libxl-compat';
@@ -219,7 +229,10 @@ export class DmEngine {
     if (req.kind === 'libxl') {
       let parsed: LibxlDmArgv;
       try {
-        parsed = rewriteLibxlArgv(req.libxlArgv);
+        parsed = rewriteLibxlArgv(req.libxlArgv, {
+          isBlockDevice,
+          ...(vncPort === undefined ? {} : { vncPort }),
+        });
       } catch (e) {
         throw new EngineError('BAD_PARAMS', `libxlArgv: ${errorText(e)}`, { key: 'libxlArgv' });
       }
@@ -268,8 +281,12 @@ export class DmEngine {
    * bound, the proxy's socket, the seccomp program), as a value. `lease` absent: the scheme's
    * first candidate stands in for the uid the lease will give.
    */
-  async plan(req: LaunchRequest, lease?: Pick<Lease, 'uid' | 'gid'>): Promise<LaunchPlan> {
-    const r = this.resolve(req);
+  async plan(
+    req: LaunchRequest,
+    lease?: Pick<Lease, 'uid' | 'gid'>,
+    vncPort?: number,
+  ): Promise<LaunchPlan> {
+    const r = this.resolve(req, vncPort);
     this.hostCan(r.target);
     const caps = await this.caps(r.binary);
     const ids = lease ?? firstCandidate(r.user, r.domid);
@@ -292,9 +309,10 @@ export class DmEngine {
             ...(r.libxl === null || r.libxl.libxlQmpFd === null
               ? []
               : [{ target: 4, name: 'libxl-qmp', kind: 'socket' as const }]),
+            ...(r.libxl?.passedFds ?? []),
             ...(r.guest?.passedFds ?? []),
           ],
-          bridges: r.guest?.bridges ?? [],
+          bridges: [...(r.guest?.bridges ?? []), ...(r.libxl ? libxlBridges(r.libxl) : [])],
         },
         caps,
         ids,
@@ -359,12 +377,21 @@ export class DmEngine {
     this.dms.set(r.domid, dm);
     const passed: number[] = [];
     let closeDevices: () => void = () => {};
+    const reserved = new Map<string, Server>();
+    let vncPort: number | undefined;
     try {
       dm.lease = await this.host.acquire(alloc, r.domid);
       const lease = dm.lease;
       if (r.target === 'dom0') await this.prepareDom0Xenstore(r.domid, lease, r.libxl !== null);
       dm.proxy = await this.startProxy(r.domid, r.target, dm.proxySocket, lease);
-      const p = await this.plan(req, lease);
+      // VNC's port first: QEMU is told the port dom0 got (libxl's `to=99` finds a free one).
+      if (r.libxl?.vnc) {
+        const v = r.libxl.vnc;
+        const got = await reservePort(v.host, v.port, v.findUnused);
+        reserved.set('vnc', got.server);
+        vncPort = got.port;
+      }
+      const p = await this.plan(req, lease, vncPort);
       dm.plan = p;
       // Before QEMU starts: libxl connects to its QMP path as soon as QEMU says it runs.
       if (r.libxl) this.linkSockets(dm, p, r.libxl);
@@ -382,11 +409,24 @@ export class DmEngine {
         passed.push(fd);
         passedFds['libxl-qmp'] = fd;
       }
+      for (const s of r.libxl?.shimFds ?? []) {
+        if (req.kind !== 'libxl' || req.shimPid === null) {
+          throw new EngineError('BAD_PARAMS', `libxlArgv passes fd ${s.fd}: shimPid is needed`, {
+            key: 'shimPid',
+          });
+        }
+        const fd = takeFd(req.shimPid, s.fd);
+        passed.push(fd);
+        passedFds[s.name] = fd;
+      }
       // The guest's images and taps, opened and made as root; the DM gets descriptors only.
       const devices = await openPlannedFds(p);
       closeDevices = devices.close;
       Object.assign(passedFds, devices.fds);
-      dm.stopBridges = await startBridges(p.bridges ?? []);
+      for (const image of r.libxl?.images ?? []) {
+        const fd = devices.fds[image.name];
+        if (fd !== undefined) checkImage(image, fd);
+      }
       const handle: DmHandle = await launch(p, {
         lease,
         uids: this.host.uidOps(alloc),
@@ -400,6 +440,7 @@ export class DmEngine {
       // Our copies of libxl's listener, the images and taps: QEMU has its own now.
       for (const fd of passed.splice(0)) closeFd(fd);
       closeDevices();
+      await this.serveBridges(dm, p, handle.pid, reserved);
       dm.lease = await this.host.attachDm(alloc, lease, handle.pid);
       dm.handle = { ...handle, lease: dm.lease };
       this.writeServiceRecord(dm);
@@ -423,6 +464,7 @@ export class DmEngine {
     } catch (e) {
       for (const fd of passed) closeFd(fd);
       closeDevices();
+      for (const server of reserved.values()) server.close();
       launchOver();
       await this.teardown(dm, 'launch failed');
       if (e instanceof EngineError) throw e;
@@ -432,6 +474,27 @@ export class DmEngine {
         { domid: r.domid, step: (e as { step?: string }).step ?? null },
         e,
       );
+    }
+  }
+
+  /**
+   * Serves a running DM's bridges, and tells libxl's readers of a dom0 guest where each serial
+   * console is: `/local/domain/N/serial/I/tty`, the pty made in dom0 (`xl console` opens it).
+   * libxl itself writes it only for a QEMU `pty` chardev, which the DM has not.
+   */
+  private async serveBridges(
+    dm: Dm,
+    p: LaunchPlan,
+    pid: number,
+    reserved: ReadonlyMap<string, Server>,
+  ): Promise<void> {
+    const bridges = await startBridges(p.bridges ?? [], { pid, reserved });
+    dm.stopBridges = bridges.stop;
+    if (dm.target !== 'dom0') return;
+    const xs = Object.keys(bridges.ptys).length > 0 ? await this.dom0Xenstore() : null;
+    for (const [name, path] of Object.entries(bridges.ptys)) {
+      const m = /^serial(\d+)$/.exec(name);
+      if (m && xs) await xs.write(`/local/domain/${dm.domid}/serial/${m[1]}/tty`, path);
     }
   }
 
@@ -796,7 +859,7 @@ export class DmEngine {
     this.dms.set(r.domid, dm);
     dm.stopWatch = watchExit(pid, () => void this.teardown(dm, 'qemu exited'), pidfd);
     try {
-      dm.stopBridges = await startBridges(r.plan.bridges ?? []);
+      await this.serveBridges(dm, r.plan, pid, new Map());
     } catch {
       // The address is taken meanwhile: the DM runs on without its VNC bridge.
     }

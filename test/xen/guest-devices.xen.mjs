@@ -1,0 +1,356 @@
+// A real HVM guest with every device of a typical xl.cfg (a raw disk, a CD-ROM, a vif on dom0's
+// bridge xenbr0, VNC, a pty serial), `device_model_override` = the project's shim and the service
+// xen-deprivd in dom0: QEMU never root, in its own root and network namespace, given descriptors
+// and never a host path. Each device is its own test; then save/restore, then the same guest
+// with `xen_emul_unplug=never` (all disk and network I/O through QEMU's emulated IDE and
+// rtl8139 rather than dom0's blkback/netback). The guest's /init is test/xen/guest/devices-init.sh,
+// appended over the lab's initrd-dev.cpio; its CD images (reports/xen-guest/cd-{a,b}.iso, each with
+// a marker.txt) are made on the host by scripts/test-xen.sh with genisoimage.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import tty from 'node:tty';
+import { openPty } from '@xen-depriv/sys';
+import {
+  cleanup,
+  connectDeprivd,
+  leftovers,
+  readJson,
+  running,
+  SHIM,
+  startDeprivd,
+} from './deprivd.mjs';
+import { readOr, sleep, until as untilEvery } from './helpers.mjs';
+
+const repo = join(import.meta.dirname, '..', '..');
+const NAME = 'xddev';
+const DIR = '/run/xen-deprivd-devices-test';
+const STATE = `${DIR}/state`;
+const SOCKET = `${DIR}/deprivd.sock`;
+const POOL_FIRST = 3_230_000;
+const POOL_COUNT = 1000;
+const DISK = '/tmp/xd-dev-disk.img';
+const INITRD = '/tmp/xd-dev-initrd.cpio';
+const ISO = (x) => join(repo, 'reports', 'xen-guest', `cd-${x}.iso`);
+const CONSOLE = `/var/log/xen/console/guest-${NAME}.log`;
+const until = (what, ms, fn) => untilEvery(what, ms, fn, 500);
+const sh = (cmd, args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: 'pipe' });
+const trySh = (cmd, args) => {
+  try {
+    return sh(cmd, args);
+  } catch (e) {
+    return e.stderr ? null : null;
+  }
+};
+const isoMarker = (x) => {
+  // marker.txt's contents: the ISO's only file, found by its text (genisoimage stores it plainly).
+  const m = /XD-CD-[ab] \d+/.exec(readFileSync(ISO(x), 'latin1'));
+  assert.ok(m, `no marker in ${ISO(x)}`);
+  return m[0];
+};
+
+/** Everything the tests share: one guest at a time. */
+const s = {
+  service: null,
+  client: null,
+  domid: null,
+  shimPid: null,
+  qemuPid: null,
+  uid: null,
+  diskMarker: null,
+  consoleFrom: 0,
+};
+
+const consoleText = () => readOr(CONSOLE).slice(s.consoleFrom).replaceAll('\r', '');
+const consoleLine = (prefix) =>
+  consoleText()
+    .split('\n')
+    .find((l) => l.startsWith(prefix)) ?? null;
+
+const diag = () =>
+  [
+    `qemu-dm log: ${readOr(`/var/log/xen/qemu-dm-${NAME}.log`).slice(-1500)}`,
+    `xen-deprivd: ${s.service?.stderr().slice(-2500) ?? '(not started)'}`,
+    s.domid !== null ? `QEMU log: ${readOr(`${STATE}/dm-${s.domid}/qemu.log`).slice(-1500)}` : '',
+    `guest console: ${consoleText().slice(-1200)}`,
+    `xl list: ${trySh('xl', ['list']) ?? '-'}`,
+  ].join('\n');
+
+/** The initrd: the lab's device initrd, then a cpio of our /init (a later entry wins). */
+function buildInitrd() {
+  const dir = '/tmp/xd-dev-init';
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir);
+  copyFileSync(join(import.meta.dirname, 'guest', 'devices-init.sh'), `${dir}/init`);
+  execFileSync('chmod', ['0755', `${dir}/init`]);
+  const extra = execFileSync('sh', ['-c', `cd ${dir} && echo init | cpio -o -H newc 2>/dev/null`]);
+  writeFileSync(INITRD, Buffer.concat([readFileSync('/lab/guest/initrd-dev.cpio'), extra]));
+}
+
+function config({ emulated }) {
+  return [
+    `name = "${NAME}"`,
+    'type = "hvm"',
+    'kernel = "/lab/guest/vmlinuz"',
+    `ramdisk = "${INITRD}"`,
+    `cmdline = "console=hvc0 rdinit=/init quiet${emulated ? ' xen_emul_unplug=never' : ''}"`,
+    'memory = 128',
+    'vcpus = 1',
+    'vga = "none"',
+    'vnc = 1',
+    'vnclisten = "127.0.0.1"',
+    'serial = "pty"',
+    `disk = [ '${DISK},raw,hda,rw', '${ISO('a')},raw,hdc,cdrom' ]`,
+    "vif = [ 'bridge=xenbr0,mac=00:16:3e:99:00:02' ]",
+    'device_model_version = "qemu-xen"',
+    `device_model_override = "${SHIM}"`,
+    'on_poweroff = "preserve"',
+    'on_reboot = "destroy"',
+    'on_crash = "preserve"',
+    '',
+  ].join('\n');
+}
+
+/** The service's DM of the guest: pid, uid; QEMU never root and holding no host path by name. */
+async function dmOfGuest() {
+  s.domid = Number(sh('xl', ['domid', NAME]).trim());
+  s.shimPid = Number(sh('xenstore-read', [`/local/domain/${s.domid}/image/device-model-pid`]));
+  const { dms } = await s.client.call('list');
+  const dm = dms.find((d) => d.domid === s.domid);
+  assert.ok(dm, `the service holds domain ${s.domid}'s DM: ${JSON.stringify(dms)}`);
+  s.qemuPid = dm.pid;
+  s.uid = dm.uid;
+  assert.ok(s.uid >= POOL_FIRST && s.uid < POOL_FIRST + POOL_COUNT, `uid ${s.uid}`);
+  const status = readFileSync(`/proc/${s.qemuPid}/status`, 'utf8');
+  const u = s.uid;
+  assert.match(status, new RegExp(`^Uid:\\t${u}\\t${u}\\t${u}\\t${u}$`, 'm'), 'never root');
+  assert.match(status, /^CapEff:\t0000000000000000$/m);
+  const cmdline = readFileSync(`/proc/${s.qemuPid}/cmdline`, 'utf8').split('\0');
+  for (const hostPath of [DISK, ISO('a'), ISO('b'), 'vif', 'ifname=', 'pty']) {
+    assert.ok(
+      !cmdline.some((a) => a.includes(hostPath)),
+      `QEMU's argv names ${hostPath}: ${cmdline.join(' ')}`,
+    );
+  }
+  const check = await s.client.call('check', { domid: s.domid });
+  const failed = check.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.actual}`);
+  assert.deepEqual(failed, [], `check failed:\n${failed.join('\n')}`);
+  return { checks: `${check.passed}/${check.checks.length}` };
+}
+
+async function create({ emulated }) {
+  const cfg = `/tmp/${NAME}.cfg`;
+  writeFileSync(cfg, config({ emulated }));
+  s.consoleFrom = readOr(CONSOLE).length;
+  try {
+    sh('xl', ['create', cfg]);
+  } catch (e) {
+    throw new Error(`xl create failed: ${e.stderr ?? e.message}\n${diag()}`);
+  }
+  const dm = await dmOfGuest();
+  try {
+    await until('XD-READY on the guest console', 420_000, () => {
+      if (!running(s.qemuPid)) throw new Error('QEMU died');
+      return consoleText().includes('XD-READY');
+    });
+  } catch (e) {
+    throw new Error(`${e.message}\n${diag()}`);
+  }
+  return dm;
+}
+
+async function destroy() {
+  const domid = s.domid;
+  await s.client.call('watch', { domid });
+  sh('xl', ['destroy', NAME]);
+  const exited = await until('the service to tell the end of the DM', 30_000, () =>
+    s.client.notifications.find((n) => n.method === 'exited' && n.params.domid === domid),
+  );
+  await until('the shim to exit', 15_000, () => !running(s.shimPid));
+  assert.deepEqual(exited.params.errors, [], 'teardown errors');
+  assert.deepEqual((await s.client.call('list')).dms, [], 'the service holds no DM');
+  const left = leftovers({ stateDir: STATE, domid, uid: s.uid, xenstore: true });
+  assert.deepEqual(left, [], 'nothing left after xl destroy');
+  assert.equal(trySh('ip', ['link', 'show', `vif${domid}.0-emu`]), null, 'the tap is gone');
+  s.domid = null;
+}
+
+async function finish() {
+  s.client?.close();
+  if (trySh('xl', ['domid', NAME]) !== null) trySh('xl', ['destroy', NAME]);
+  if (s.shimPid && running(s.shimPid)) await sleep(3000);
+  await s.service?.stop();
+  await cleanup({ qemuPid: s.qemuPid, uid: s.uid, dirs: [DIR] });
+  rmSync(DISK, { force: true });
+  rmSync(INITRD, { force: true });
+  rmSync('/tmp/xd-dev.save', { force: true });
+}
+
+export default function (test) {
+  test('guest devices: xl create with the shim, disk + CD-ROM + vif + VNC + serial pty, QEMU never root', async () => {
+    for (const x of ['a', 'b']) {
+      assert.ok(existsSync(ISO(x)), `${ISO(x)}: made by scripts/test-xen.sh (needs genisoimage)`);
+    }
+    buildInitrd();
+    s.diskMarker = `XD-DISK-MARKER ${process.pid}-${Date.now()}`;
+    writeFileSync(DISK, Buffer.concat([Buffer.from(`${s.diskMarker}\n`), Buffer.alloc(8 << 20)]));
+    rmSync(DIR, { recursive: true, force: true });
+    s.service = await startDeprivd({
+      socket: SOCKET,
+      stateDir: STATE,
+      pool: `${POOL_FIRST}:${POOL_COUNT}`,
+    });
+    s.client = await connectDeprivd(SOCKET);
+    const dm = await create({ emulated: false });
+    // The plan declared every descriptor: two images opened by the launcher, the tap.
+    const record = readJson(`${STATE}/state/dm-${s.domid}.json`);
+    const passed = record.plan.fds.map((f) => f.source).filter((x) => x.startsWith('passed:'));
+    assert.deepEqual(
+      passed.sort(),
+      ['passed:disk-ide-5632', 'passed:disk-ide0', 'passed:libxl-qmp', 'passed:tap-net0'].sort(),
+    );
+    return { domid: s.domid, uid: s.uid, ...dm };
+  });
+
+  test('guest device: disk', async () => {
+    const line = consoleLine('XD-DISK:');
+    assert.ok(line?.endsWith(`first-line=${s.diskMarker}`), `${line}\n${diag()}`);
+    const wrote = consoleLine('XD-DISK-WRITE:');
+    assert.match(wrote ?? '', /^XD-DISK-WRITE: ok XD-WROTE /);
+    // The guest's write landed in the image file (byte 4096).
+    const fd = openSync(DISK, 'r');
+    const b = Buffer.alloc(64);
+    readSync(fd, b, 0, 64, 4096);
+    closeSync(fd);
+    assert.ok(b.toString('latin1').startsWith(wrote.slice('XD-DISK-WRITE: ok '.length)));
+    return { line };
+  });
+
+  test('guest device: cdrom', async () => {
+    const a = isoMarker('a');
+    const b = isoMarker('b');
+    assert.equal(consoleLine('XD-CDROM:'), `XD-CDROM: first-line=${a}`, diag());
+    // libxl sends add-fd (the ISO's descriptor) and blockdev-change-medium /dev/fdset/N on its
+    // own QMP socket: no host path reaches QEMU.
+    sh('xl', ['cd-insert', NAME, 'hdc', ISO('b')]);
+    await until('the guest to read the second CD', 90_000, () =>
+      consoleText().includes(`XD-CDROM-NOW: first-line=${b}`),
+    );
+    const cmdline = readFileSync(`/proc/${s.qemuPid}/cmdline`, 'utf8');
+    assert.ok(!cmdline.includes('cd-b'), 'no ISO path in QEMU argv');
+    return { first: a, inserted: b };
+  });
+
+  test('guest device: nic', async () => {
+    const up = consoleLine('XD-NET-UP:');
+    assert.match(up ?? '', /addr=10\.99\.0\.2\/24/, diag());
+    const out = sh('ping', ['-c', '3', '-W', '5', '10.99.0.2']);
+    assert.match(out, /3 packets transmitted, 3 (packets )?received/);
+    return { up, ping: /min\/avg\/max = (\S+)/.exec(out)?.[1] ?? null };
+  });
+
+  test('guest device: vnc', async () => {
+    const host = sh('xenstore-read', [`/local/domain/${s.domid}/console/vnc-listen`]).trim();
+    const port = Number(sh('xenstore-read', [`/local/domain/${s.domid}/console/vnc-port`]).trim());
+    assert.equal(host, '127.0.0.1');
+    assert.ok(port >= 5900 && port < 6000, `vnc-port ${port}`);
+    const banner = await new Promise((resolve, reject) => {
+      const c = connect(port, host);
+      c.setTimeout(20_000, () => reject(new Error('no RFB banner in 20 s')));
+      c.once('data', (d) => {
+        resolve(d.toString('latin1'));
+        c.destroy();
+      });
+      c.on('error', reject);
+    });
+    assert.equal(banner, 'RFB 003.008\n');
+    return { host, port, banner: banner.trim() };
+  });
+
+  test('guest device: serial console', async () => {
+    const ttyPath = sh('xenstore-read', [`/local/domain/${s.domid}/serial/0/tty`]).trim();
+    assert.match(ttyPath, /^\/dev\/pts\/\d+$/);
+    // `xl console` on a terminal of our own (it puts its stdin into raw mode).
+    const pty = openPty();
+    const xl = spawn('xl', ['console', '-t', 'serial', NAME], {
+      stdio: [pty.slave, pty.slave, 'pipe'],
+    });
+    let seen = '';
+    const master = new tty.ReadStream(pty.master);
+    master.on('data', (b) => {
+      seen += b.toString('latin1');
+    });
+    master.on('error', () => {});
+    try {
+      await until('XD-SERIAL through xl console', 30_000, () => /XD-SERIAL \d+/.test(seen));
+    } finally {
+      xl.kill('SIGKILL');
+      closeSync(pty.slave);
+      master.destroy();
+    }
+    return { tty: ttyPath, seen: /XD-SERIAL \d+/.exec(seen)[0] };
+  });
+
+  test('guest save/restore', async () => {
+    const ticks = () => [...consoleText().matchAll(/XD-TICK (\d+)/g)].map((m) => Number(m[1]));
+    const before = Math.max(...ticks());
+    const oldDomid = s.domid;
+    const oldUid = s.uid;
+    sh('xl', ['save', NAME, '/tmp/xd-dev.save']);
+    await until(
+      'the saved DM gone',
+      30_000,
+      async () => (await s.client.call('list')).dms.length === 0,
+    );
+    assert.deepEqual(
+      leftovers({ stateDir: STATE, domid: oldDomid, uid: oldUid, xenstore: true }),
+      [],
+      'nothing of the saved domain left',
+    );
+    const from = readOr(CONSOLE).length;
+    try {
+      sh('xl', ['restore', '/tmp/xd-dev.save']);
+    } catch (e) {
+      throw new Error(`xl restore failed: ${e.stderr ?? e.message}\n${diag()}`);
+    }
+    const dm = await dmOfGuest();
+    assert.notEqual(s.domid, oldDomid);
+    s.consoleFrom = from;
+    await until('a tick after the restore', 120_000, () => ticks().some((t) => t > before));
+    return { before, after: Math.max(...ticks()), domid: s.domid, ...dm };
+  });
+
+  test('guest devices: xl destroy leaves nothing', async () => {
+    await destroy();
+  });
+
+  test('guest device: disk and nic through QEMU (xen_emul_unplug=never)', async () => {
+    try {
+      writeFileSync(DISK, Buffer.concat([Buffer.from(`${s.diskMarker}\n`), Buffer.alloc(8 << 20)]));
+      const dm = await create({ emulated: true });
+      const disk = consoleLine('XD-DISK:');
+      assert.match(disk ?? '', /path=emulated/, `${disk}\n${diag()}`);
+      assert.ok(disk.endsWith(`first-line=${s.diskMarker}`), disk);
+      const up = consoleLine('XD-NET-UP:');
+      assert.match(up ?? '', /driver=8139(cp|too)/, up);
+      const out = sh('ping', ['-c', '3', '-W', '5', '10.99.0.2']);
+      assert.match(out, /3 packets transmitted, 3 (packets )?received/);
+      await destroy();
+      return { disk, up, ...dm };
+    } finally {
+      await finish();
+    }
+  });
+}
