@@ -1,24 +1,31 @@
 #!/usr/bin/env node
-// Builds the machine-readable privcmd audit (audit/privcmd-ops.json) and the table in
-// docs/audits/privcmd-ops.md from QEMU 7.2's Xen code in .sources (scripts/fetch-sources.sh):
+// Builds the machine-readable privcmd audit (audit/privcmd-ops.json) and the two tables in
+// docs/audits/privcmd-ops.md:
 //   node packages/privcmd-filter/scripts/audit-privcmd-ops.mjs [path/to/qemu-7.2+dfsg]
-// The classification below is the audit's judgement, written from the Xen 4.17 libraries
-// (tools/libs/{devicemodel,foreignmemory,evtchn,gnttab,call,ctrl}) and Linux 6.1 drivers/xen;
-// the call sites are found by scanning, with QEMU's CONFIG_XEN_CTRL_INTERFACE_VERSION compat
-// blocks evaluated for Xen 4.17 (41700) so dead shims are not counted.
+// The op table (every privcmd/evtchn/gntdev ioctl and hypercall) cites QEMU's call sites, found by
+// scanning QEMU 7.2's Xen code in .sources (scripts/fetch-sources.sh) with its
+// CONFIG_XEN_CTRL_INTERFACE_VERSION compat blocks evaluated for Xen 4.17, so dead shims are not
+// counted. The call table has a row per Xen library function QEMU calls, from the committed list
+// tools/qemu-xen-calls extracts, with what audit-calls.mjs says each does in the kernel. The
+// classification is the audit's judgement, written from the Xen 4.17 libraries
+// (tools/libs/{devicemodel,foreignmemory,evtchn,gnttab,call,ctrl,store,toolcore}) and Linux 6.1
+// drivers/xen.
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { activeLines } from '../../../tools/qemu-xen-calls/extract.mjs';
+import { CALLS } from './audit-calls.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..', '..');
 const qemu = process.argv[2] ?? join(repo, '.sources', 'qemu-7.2+dfsg');
-const XEN_VERSION = 41700;
+const XEN_CALLS = join(here, '..', 'test', 'vectors', 'qemu-7.2-xen-calls.json');
 const DIRS = [
   'hw/xen',
   'hw/i386/xen',
   'include/hw/xen',
   'accel/xen',
+  'hw/9pfs',
   'hw/block/dataplane',
   'hw/block',
   'hw/char',
@@ -51,37 +58,6 @@ function files() {
     }
   }
   return out.sort();
-}
-
-// Lines compiled for Xen 4.17: evaluates `#if CONFIG_XEN_CTRL_INTERFACE_VERSION <op> N`; any other
-// conditional is taken as compiled (both branches), which can only over-report uses.
-function activeLines(text) {
-  const stack = [];
-  const active = () => stack.every((s) => s.on);
-  return text.split('\n').map((line) => {
-    const m = line.match(/^\s*#\s*(if|ifdef|ifndef|elif|else|endif)\b(.*)$/);
-    if (m) {
-      const [, kw, rest] = m;
-      if (kw === 'if' || kw === 'ifdef' || kw === 'ifndef') {
-        const v = rest.match(/CONFIG_XEN_CTRL_INTERFACE_VERSION\s*(<|>=|>|<=|==)\s*(\d+)/);
-        const on = v
-          ? {
-              '<': XEN_VERSION < +v[2],
-              '>=': XEN_VERSION >= +v[2],
-              '>': XEN_VERSION > +v[2],
-              '<=': XEN_VERSION <= +v[2],
-              '==': XEN_VERSION === +v[2],
-            }[v[1]]
-          : true;
-        stack.push({ on, known: !!v });
-      } else if (kw === 'else' || kw === 'elif') {
-        const top = stack[stack.length - 1];
-        if (top?.known) top.on = !top.on;
-      } else stack.pop();
-      return null;
-    }
-    return active() ? line : null;
-  });
 }
 
 function scan() {
@@ -252,6 +228,13 @@ const ENTRIES = [
     class: 'needs_new_dm_op',
     via: ['xengnttab_unmap'],
     note: 'As MAP_GRANT_REF.',
+  },
+  {
+    kind: 'ioctl',
+    name: 'IOCTL_GNTDEV_GET_OFFSET_FOR_VADDR',
+    class: 'needs_new_dm_op',
+    via: ['xengnttab_unmap'],
+    note: 'Finds the grant map behind an address before UNMAP_GRANT_REF; as MAP_GRANT_REF.',
   },
   {
     kind: 'ioctl',
@@ -473,14 +456,30 @@ const rows = [
     };
   }),
 ];
-const unclassified = [...uses.keys()].filter(
-  (fn) =>
-    !rows.some((r) =>
-      r.via.some((v) =>
-        v.endsWith('_*') ? fn.startsWith(v.slice(0, -1)) && !/_(open|close)$/.test(fn) : v === fn,
-      ),
-    ),
+// One row per Xen library function QEMU calls (the list tools/qemu-xen-calls extracted).
+const extracted = JSON.parse(readFileSync(XEN_CALLS, 'utf8'));
+const unaudited = extracted.functions.map((f) => f.name).filter((n) => !(n in CALLS));
+const stale = Object.keys(CALLS).filter((n) => !extracted.functions.some((f) => f.name === n));
+if (unaudited.length > 0 || stale.length > 0) {
+  throw new Error(
+    `scripts/audit-calls.mjs: expected an entry per function of ${relative(repo, XEN_CALLS)}; missing: ${unaudited.join(' ') || '(none)'}; not called by QEMU: ${stale.join(' ') || '(none)'}`,
+  );
+}
+const calls = extracted.functions.map((f) => ({
+  name: f.name,
+  library: f.library,
+  ...CALLS[f.name],
+  wrappers: Object.entries(extracted.wrappers)
+    .filter(([, libs]) => libs.includes(f.name))
+    .map(([w]) => w),
+  files: f.files,
+}));
+const unknown = calls.flatMap((c) =>
+  c.reaches.filter((r) => !rows.some((e) => e.name === r)).map((r) => `${c.name} -> ${r}`),
 );
+if (unknown.length > 0)
+  throw new Error(`audit-calls.mjs reaches rows that do not exist: ${unknown}`);
+
 const out = {
   source: 'qemu 7.2+dfsg (Debian bookworm), Xen 4.17 libraries, Linux 6.1 drivers/xen',
   classes: {
@@ -490,28 +489,47 @@ const out = {
     needs_new_dm_op: 'needs a DM_OP (or a kernel restriction) that does not exist yet',
     unreachable: 'must not be reachable from a depriv DM',
   },
-  // Library calls QEMU makes that issue no privcmd/evtchn/gntdev ioctl (open/close/fd/read/munmap).
-  noIoctl: unclassified.sort(),
+  phases: {
+    open: 'opens a device node or socket; QEMU does it before xentoolcore_restrict_all',
+    restrict: 'the restriction itself (-xen-domid-restrict)',
+    run: 'a request to a Xen driver or xenstored',
+    close: 'no request to a driver (close, munmap, poll helpers)',
+  },
   entries: rows,
+  calls,
 };
 writeFileSync(join(here, '..', 'audit', 'privcmd-ops.json'), `${JSON.stringify(out, null, 2)}\n`);
 
+const code = (xs) => xs.map((x) => `\`${x}\``).join(', ') || '(none)';
 const md = join(repo, 'docs', 'audits', 'privcmd-ops.md');
-const table = [
-  '| kind | operation | class | reached through | QEMU call sites | note |',
-  '| --- | --- | --- | --- | --- | --- |',
-  ...rows.map(
-    (r) =>
-      `| ${r.kind} | \`${r.name}\` | ${r.class} | ${r.via.map((v) => `\`${v}\``).join(', ') || '(none)'} | ${r.uses.map((u) => `\`${u}\``).join(', ') || '(none)'} | ${r.note} |`,
-  ),
-].join('\n');
-const doc = readFileSync(md, 'utf8');
-const begin = '<!-- table:begin (scripts/audit-privcmd-ops.mjs) -->';
-const end = '<!-- table:end -->';
-const a = doc.indexOf(begin);
-const b = doc.indexOf(end);
-if (a < 0 || b < 0) throw new Error(`${md}: expected ${begin} ... ${end} markers`);
-writeFileSync(md, `${doc.slice(0, a + begin.length)}\n\n${table}\n\n${doc.slice(b)}`);
+const tables = {
+  table: [
+    '| kind | operation | class | reached through | QEMU call sites | note |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...rows.map(
+      (r) =>
+        `| ${r.kind} | \`${r.name}\` | ${r.class} | ${code(r.via)} | ${code(r.uses)} | ${r.note} |`,
+    ),
+  ],
+  calls: [
+    '| call | library | phase | kernel level | reaches | once restricted | QEMU files |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...calls.map(
+      (c) =>
+        `| \`${c.name}\` | ${c.library} | ${c.phase} | ${c.kernel} | ${code(c.reaches)} | ${c.restricted} | ${code(c.files)}${c.wrappers.length > 0 ? ` (via ${code(c.wrappers)})` : ''} |`,
+    ),
+  ],
+};
+let doc = readFileSync(md, 'utf8');
+for (const [name, lines] of Object.entries(tables)) {
+  const begin = `<!-- ${name}:begin (scripts/audit-privcmd-ops.mjs) -->`;
+  const end = `<!-- ${name}:end -->`;
+  const a = doc.indexOf(begin);
+  const b = doc.indexOf(end);
+  if (a < 0 || b < 0) throw new Error(`${md}: expected ${begin} ... ${end} markers`);
+  doc = `${doc.slice(0, a + begin.length)}\n\n${lines.join('\n')}\n\n${doc.slice(b)}`;
+}
+writeFileSync(md, doc);
 console.log(
-  `${rows.length} rows, ${[...uses.values()].flat().length} call sites, no ioctl: ${unclassified.join(' ')}`,
+  `${rows.length} op rows (${[...uses.values()].flat().length} call sites), ${calls.length} library calls`,
 );

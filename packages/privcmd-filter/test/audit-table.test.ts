@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DM_OP_NAMES, XEN_IOCTL_NAMES } from '@xen-depriv/dmop-abi';
 import { describe, expect, it } from 'vitest';
@@ -12,17 +13,58 @@ interface Entry {
   uses: string[];
   note: string;
 }
+interface Call {
+  name: string;
+  library: string;
+  phase: 'open' | 'restrict' | 'run' | 'close';
+  kernel: string;
+  reaches: string[];
+  restricted: string;
+  wrappers: string[];
+  files: string[];
+}
+/** tools/qemu-xen-calls' list: every Xen library function QEMU 7.2 calls. */
+interface XenCalls {
+  functions: { name: string; library: string; files: string[] }[];
+  wrappers: Record<string, string[]>;
+  activeShims: string[];
+}
 const repo = join(__dirname, '..', '..', '..');
 const audit = JSON.parse(
   readFileSync(join(__dirname, '..', 'audit', 'privcmd-ops.json'), 'utf8'),
 ) as {
   entries: Entry[];
-  noIoctl: string[];
+  calls: Call[];
 };
 const byName = new Map(audit.entries.map((e) => [e.name, e]));
+const xenCalls = JSON.parse(
+  readFileSync(join(__dirname, 'vectors', 'qemu-7.2-xen-calls.json'), 'utf8'),
+) as XenCalls;
 const QEMU = join(repo, '.sources', 'qemu-7.2+dfsg');
-/** Debian's libxen-dev copy of the Linux uapi header. */
-const PRIVCMD_H = '/usr/include/xen/sys/privcmd.h';
+const hasXenSources =
+  existsSync(join(repo, '.sources')) &&
+  readdirSync(join(repo, '.sources')).some((n) => /^xen-4\.17\./.test(n));
+/** The installed privcmd headers: libxen-dev's copy, and the Linux uapi one. */
+const PRIVCMD_HEADERS = [
+  ['/usr/include/xen/sys/privcmd.h', 'libxen-dev'],
+  ['/usr/include/xen/privcmd.h', 'linux-libc-dev'],
+] as const;
+const DOC = join(repo, 'docs', 'audits', 'privcmd-ops.md');
+
+/** The names in `wanted` no row names, in order: what the checks below report. */
+function unaudited(wanted: readonly string[], rows: readonly { name: string }[]): string[] {
+  const have = new Set(rows.map((r) => r.name));
+  return wanted.filter((n) => !have.has(n));
+}
+/** The cells of the table after `marker` (up to the next HTML comment). */
+function docTable(doc: string, marker: string): string[][] {
+  const from = doc.indexOf(marker);
+  return doc
+    .slice(from, doc.indexOf('<!--', from + marker.length))
+    .split('\n')
+    .filter((l) => l.startsWith('|'))
+    .map((l) => l.split('|').map((c) => c.trim()));
+}
 
 describe('audit table (audit/privcmd-ops.json)', () => {
   it('covers every IOCTL_PRIVCMD_* and every XEN_DMOP_*', () => {
@@ -33,20 +75,74 @@ describe('audit table (audit/privcmd-ops.json)', () => {
       new Set(['dm_op', 'restricted', 'needs_new_dm_op', 'unreachable']),
     );
   });
-  it.skipIf(!existsSync(PRIVCMD_H))(
-    "has a row for every IOCTL_PRIVCMD_* Debian's installed header defines",
-    () => {
-      const defined = [
-        ...readFileSync(PRIVCMD_H, 'utf8').matchAll(/^#define (IOCTL_PRIVCMD_[A-Z0-9_]+)\b/gm),
-      ].map((m) => m[1] as string);
-      expect(defined.length).toBeGreaterThan(5);
-      expect(defined.filter((n) => !byName.has(n))).toEqual([]);
-    },
-  );
-  it('every library call QEMU makes is classified: the rest only open, close, poll or unmap', () => {
-    // A call the scan found but no row names lands in noIoctl; only these may be there.
-    const harmless = /_(open|close|fd|pending|unmap|unmap_resource)$/;
-    expect(audit.noIoctl.filter((fn) => !harmless.test(fn))).toEqual([]);
+  for (const [header, pkg] of PRIVCMD_HEADERS) {
+    it.skipIf(!existsSync(header))(
+      `has a row for every IOCTL_PRIVCMD_* ${header} defines (skipped without ${pkg})`,
+      () => {
+        const defined = [
+          ...readFileSync(header, 'utf8').matchAll(/^#define (IOCTL_PRIVCMD_[A-Z0-9_]+)\b/gm),
+        ].map((m) => m[1] as string);
+        expect(defined.length).toBeGreaterThan(5);
+        expect(unaudited(defined, audit.entries)).toEqual([]);
+      },
+    );
+  }
+  it('has a row for every Xen library function QEMU 7.2 calls (test/vectors/qemu-7.2-xen-calls.json)', () => {
+    const names = xenCalls.functions.map((f) => f.name);
+    expect(names.length).toBeGreaterThan(50);
+    for (const n of ['xc_interface_open', 'xendevicemodel_open', 'xentoolcore_restrict_all']) {
+      expect(names).toContain(n);
+    }
+    expect(unaudited(names, audit.calls)).toEqual([]);
+    // No row for a function QEMU does not call, and each row names the files that call it.
+    expect(
+      unaudited(
+        audit.calls.map((c) => c.name),
+        xenCalls.functions,
+      ),
+    ).toEqual([]);
+    for (const c of audit.calls) {
+      expect(c.files, c.name).toEqual(xenCalls.functions.find((f) => f.name === c.name)?.files);
+    }
+    // Built against Xen 4.17, QEMU gives no library function a body of its own.
+    expect(xenCalls.activeShims).toEqual([]);
+  });
+  it('reports a missing row by name', () => {
+    const [first, ...rest] = audit.calls;
+    expect(
+      unaudited(
+        xenCalls.functions.map((f) => f.name),
+        rest,
+      ),
+    ).toEqual([first?.name]);
+    const withoutRestrict = audit.entries.filter((e) => e.name !== 'IOCTL_PRIVCMD_RESTRICT');
+    expect(unaudited(['IOCTL_PRIVCMD_DM_OP', 'IOCTL_PRIVCMD_RESTRICT'], withoutRestrict)).toEqual([
+      'IOCTL_PRIVCMD_RESTRICT',
+    ]);
+  });
+  it('says what each call does before the restriction and what the restriction leaves of it', () => {
+    const call = (n: string) => audit.calls.find((c) => c.name === n);
+    for (const n of [
+      'xc_interface_open',
+      'xendevicemodel_open',
+      'xenforeignmemory_open',
+      'xenevtchn_open',
+      'xengnttab_open',
+      'xs_open',
+    ]) {
+      expect(call(n)?.phase, n).toBe('open');
+    }
+    const restrict = call('xentoolcore_restrict_all');
+    expect(restrict?.phase).toBe('restrict');
+    expect(restrict?.reaches).toEqual(['IOCTL_PRIVCMD_RESTRICT', 'IOCTL_EVTCHN_RESTRICT_DOMID']);
+    expect(restrict?.kernel).toContain('dup2');
+    expect(xenCalls.wrappers.xen_restrict).toEqual(['xentoolcore_restrict_all']);
+    // Every op a call reaches is a row of the op table.
+    for (const c of audit.calls) {
+      expect(unaudited(c.reaches, audit.entries), c.name).toEqual([]);
+      expect(c.kernel, c.name).not.toBe('');
+      expect(c.restricted, c.name).not.toBe('');
+    }
   });
   it('the qemu-xen-hvm profile allows only DM_OPs the audit found QEMU using', () => {
     for (const op of Object.keys(qemuXenHvmProfile.ops)) {
@@ -66,20 +162,26 @@ describe('audit table (audit/privcmd-ops.json)', () => {
       expect(deviceModelAllowlist.ioctls ?? [], name).not.toContain(ioctlNumber.get(name));
     }
   });
-  it('every entry is a row of docs/audits/privcmd-ops.md with its class', () => {
-    const doc = readFileSync(join(repo, 'docs', 'audits', 'privcmd-ops.md'), 'utf8');
-    const rows = doc
-      .split('\n')
-      .filter((l) => l.startsWith('|'))
-      .map((l) =>
-        l
-          .split('|')
-          .map((c) => c.trim())
-          .slice(1, 4)
-          .join(' '),
-      );
-    for (const e of audit.entries) expect(rows).toContain(`${e.kind} \`${e.name}\` ${e.class}`);
+  it('every entry and every call is a row of docs/audits/privcmd-ops.md', () => {
+    const doc = readFileSync(DOC, 'utf8');
+    const ops = docTable(doc, '<!-- table:begin').map((c) => c.slice(1, 4).join(' '));
+    for (const e of audit.entries) expect(ops).toContain(`${e.kind} \`${e.name}\` ${e.class}`);
+    const calls = docTable(doc, '<!-- calls:begin').map((c) => c.slice(1, 4).join(' '));
+    for (const c of audit.calls) expect(calls).toContain(`\`${c.name}\` ${c.library} ${c.phase}`);
+    expect(calls.length).toBe(audit.calls.length + 2); // header and rule
   });
+  it.skipIf(!existsSync(QEMU) || !hasXenSources)(
+    'the committed list equals a fresh extraction (skipped without .sources: scripts/fetch-sources.sh)',
+    () => {
+      const r = spawnSync(
+        process.execPath,
+        [join(repo, 'tools', 'qemu-xen-calls', 'extract.mjs'), '--check'],
+        { encoding: 'utf8' },
+      );
+      expect(`${r.stdout}${r.stderr}`.trim()).toBe('up to date');
+      expect(r.status).toBe(0);
+    },
+  );
   it.skipIf(!existsSync(QEMU))(
     'every cited call site names a function the row is reached through (needs .sources, scripts/fetch-sources.sh)',
     () => {
