@@ -188,6 +188,7 @@ async function destroy() {
 }
 
 async function finish() {
+  delete process.env.XEN_DEPRIVD_SOCKET;
   s.client?.close();
   if (trySh('xl', ['domid', NAME]) !== null) trySh('xl', ['destroy', NAME]);
   if (s.shimPid && running(s.shimPid)) await sleep(3000);
@@ -213,6 +214,8 @@ export default function (test) {
       pool: `${POOL_FIRST}:${POOL_COUNT}`,
     });
     s.client = await connectDeprivd(SOCKET);
+    // The shim, spawned by libxl for xl create and xl restore, finds the service here.
+    process.env.XEN_DEPRIVD_SOCKET = SOCKET;
     const dm = await create({ emulated: false });
     // The plan declared every descriptor: two images opened by the launcher, the tap.
     const record = readJson(`${STATE}/state/dm-${s.domid}.json`);

@@ -32,7 +32,7 @@ export const XL_KEYS: Readonly<Record<string, { use: XlKeyUse; what: string }>> 
   },
   vnc: {
     use: 'dm',
-    what: "QEMU's VNC on a unix socket in its own /run; the service listens on vnclisten:5900+vncdisplay",
+    what: "QEMU's VNC on its own loopback (its own network namespace); the service listens on vnclisten:5900+vncdisplay",
   },
   vnclisten: { use: 'dm', what: 'where the service listens for VNC (default 127.0.0.1)' },
   vncdisplay: { use: 'dm', what: 'the VNC display number (port 5900+N)' },

@@ -133,7 +133,7 @@ describe("xl.cfg keys: one table, every key used, libxl's or refused by name", (
 describe('guestPlan: devices as descriptors and sockets', () => {
   const guest = validateConfig(configFromXl(parseXlCfg(TYPICAL_HVM_CFG))).guest;
 
-  it('on Xen (xenfv): IDE drives from fdsets, a NIC on a passed tap, VNC and serial on unix sockets', () => {
+  it("on Xen (xenfv): IDE drives from fdsets, a NIC on a passed tap, VNC on the DM's loopback, serial on a unix socket", () => {
     const g = guestPlan(guest, { domid: 7, xen: true });
     expect(g.args).toEqual([
       '-m',
@@ -151,18 +151,20 @@ describe('guestPlan: devices as descriptors and sockets', () => {
       'usb-tablet',
       '-add-fd',
       'fd=5,set=1,opaque=disk-hda',
+      '-add-fd',
+      'fd=6,set=1,opaque=disk-hda-ro',
       '-drive',
       'file=/dev/fdset/1,if=ide,index=0,media=disk,format=raw',
       '-add-fd',
-      'fd=6,set=2,opaque=disk-hdc',
+      'fd=7,set=2,opaque=disk-hdc',
       '-drive',
       'file=/dev/fdset/2,if=ide,index=2,media=cdrom,format=raw,readonly=on',
       '-netdev',
-      'tap,id=net0,fd=7',
+      'tap,id=net0,fd=8',
       '-device',
       'rtl8139,netdev=net0,mac=00:16:3e:00:00:07',
       '-vnc',
-      'unix:/run/vnc.sock',
+      '127.0.0.1:7',
       '-chardev',
       'socket,id=serial0,path=/run/serial0.sock,server=on,wait=off',
       '-serial',
@@ -177,14 +179,24 @@ describe('guestPlan: devices as descriptors and sockets', () => {
       },
       {
         target: 6,
+        name: 'disk-hda-ro',
+        kind: 'file',
+        open: { path: '/srv/guest7/disk.img', readOnly: true },
+      },
+      {
+        target: 7,
         name: 'disk-hdc',
         kind: 'file',
         open: { path: '/srv/iso/install.iso', readOnly: true },
       },
-      { target: 7, name: 'vif-0', kind: 'tap', tap: { ifname: 'vif7.0-emu', bridge: 'xenbr0' } },
+      { target: 8, name: 'vif-0', kind: 'tap', tap: { ifname: 'vif7.0-emu', bridge: 'xenbr0' } },
     ]);
     expect(g.bridges).toEqual([
-      { name: 'vnc', listen: { host: '127.0.0.1', port: 5907 }, socket: 'vnc.sock' },
+      {
+        name: 'vnc',
+        listen: { host: '127.0.0.1', port: 5907 },
+        loopback: { host: '127.0.0.1', port: 5907 },
+      },
       { name: 'serial0', listen: null, socket: 'serial0.sock' },
     ]);
     // No host path reaches QEMU's command line.

@@ -232,16 +232,18 @@ describe('rewriteLibxlArgv', () => {
       'tap,id=net0,fd=5',
       '-add-fd',
       'fd=6,set=1,opaque=disk-ide0',
+      '-add-fd',
+      'fd=7,set=1,opaque=disk-ide0-ro',
       '-drive',
       'file=/dev/fdset/1,if=ide,index=0,media=disk,format=raw,cache=writeback,file.driver=host_device',
       '-add-fd',
-      'fd=7,set=2,opaque=disk-ide-5632',
+      'fd=8,set=2,opaque=disk-ide-5632',
       '-drive',
       'if=none,readonly=on,id=ide-5632,file=/dev/fdset/2,format=raw',
       '-device',
       'ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0',
       '-incoming',
-      'fd:8',
+      'fd:9',
     ]);
     expect(r.passedFds).toEqual([
       { target: 5, name: 'tap-net0', kind: 'tap', tap: { ifname: 'vif3.0-emu', bridge: null } },
@@ -253,11 +255,17 @@ describe('rewriteLibxlArgv', () => {
       },
       {
         target: 7,
+        name: 'disk-ide0-ro',
+        kind: 'file',
+        open: { path: '/tmp/xd-disk.img', readOnly: true },
+      },
+      {
+        target: 8,
         name: 'disk-ide-5632',
         kind: 'file',
         open: { path: '/srv/iso/a,b.iso', readOnly: true },
       },
-      { target: 8, name: 'incoming', kind: 'file' },
+      { target: 9, name: 'incoming', kind: 'file' },
     ]);
     expect(r.shimFds).toEqual([{ name: 'incoming', fd: 12 }]);
     expect(r.images).toEqual([

@@ -186,12 +186,28 @@ export function rewriteLibxlArgv(
         const fd = nextFd++;
         passedFds.push({ target: fd, name, kind: 'file', open: { path: file, readOnly } });
         images.push({ name, path: file, format: field(fields, 'format') ?? 'raw' });
+        args.push('-add-fd', `fd=${fd},set=${set},opaque=${name}`);
+        // `-drive` opens its file read-only first (auto-read-only) and again read-write once the
+        // guest's disk attaches; an fdset hands out a descriptor of the access mode asked for,
+        // so a writable image is in it twice.
+        let second = '';
+        if (!readOnly) {
+          const ro = nextFd++;
+          passedFds.push({
+            target: ro,
+            name: `${name}-ro`,
+            kind: 'file',
+            open: { path: file, readOnly: true },
+          });
+          args.push('-add-fd', `fd=${ro},set=${set},opaque=${name}-ro`);
+          second = ` and read-only, fd ${ro}`;
+        }
         const out = fields.map((f) => (f.startsWith('file=') ? `file=/dev/fdset/${set}` : f));
         // QEMU's `file` protocol wants a regular file; a block device is `host_device`.
         if (isBlock(file)) out.push('file.driver=host_device');
-        args.push('-add-fd', `fd=${fd},set=${set},opaque=${name}`, a, joinFields(out));
+        args.push(a, joinFields(out));
         notes.push(
-          `-drive ${file}: opened ${readOnly ? 'read-only' : 'read-write'} by the launcher, fd ${fd} (fdset ${set})`,
+          `-drive ${file}: opened ${readOnly ? 'read-only' : 'read-write'} by the launcher, fd ${fd}${second} (fdset ${set})`,
         );
       } else {
         args.push(a, v);

@@ -1,7 +1,8 @@
 // A guest's devices as the DM gets them, never by path: each disk image is opened by the
 // launcher and passed as a descriptor (`-add-fd` + `/dev/fdset/N`), each NIC is a tap the
-// launcher creates in dom0's network namespace and passes (`-netdev tap,fd=N`), VNC and the
-// serial line are unix sockets in the DM's own /run that dom0 reaches through the service.
+// launcher creates in dom0's network namespace and passes (`-netdev tap,fd=N`), VNC listens on
+// the DM's own loopback and the serial line on a unix socket in its own /run; dom0 reaches both
+// through the service.
 // Pure: the result is part of the printed plan.
 import type { PassedFd } from '@xen-depriv/qemu-launcher';
 import { z } from 'zod';
@@ -72,7 +73,8 @@ export interface GuestPlan {
   readonly bridges: readonly {
     readonly name: string;
     readonly listen: { readonly host: string; readonly port: number } | null;
-    readonly socket: string;
+    readonly socket?: string;
+    readonly loopback?: { readonly host: string; readonly port: number };
   }[];
   /** What each guest setting became, one line each (printed with the plan). */
   readonly notes: readonly string[];
@@ -148,6 +150,18 @@ export function guestPlan(g: Guest, ctx: { domid: number; xen: boolean }): Guest
     passedFds.push({ target: fd, name, kind: 'file', open: { path: d.target, readOnly } });
     // QEMU opens /dev/fdset/N: a dup of the descriptor the launcher opened as root.
     args.push('-add-fd', `fd=${fd},set=${set},opaque=${name}`);
+    const first = fd;
+    if (!readOnly && frontends) {
+      // `-drive` opens read-only first (auto-read-only), then read-write: one of each.
+      fd++;
+      passedFds.push({
+        target: fd,
+        name: `${name}-ro`,
+        kind: 'file',
+        open: { path: d.target, readOnly: true },
+      });
+      args.push('-add-fd', `fd=${fd},set=${set},opaque=${name}-ro`);
+    }
     const file = `/dev/fdset/${set}`;
     args.push(
       ...(frontends
@@ -161,7 +175,7 @@ export function guestPlan(g: Guest, ctx: { domid: number; xen: boolean }): Guest
           ]),
     );
     notes.push(
-      `disk ${d.vdev}: ${d.target} opened ${readOnly ? 'read-only' : 'read-write'} by the launcher, fd ${fd}`,
+      `disk ${d.vdev}: ${d.target} opened ${readOnly ? 'read-only' : 'read-write'} by the launcher, fd ${first}${fd === first ? '' : ` (read-only too, fd ${fd})`}`,
     );
     fd++;
   }
@@ -179,11 +193,17 @@ export function guestPlan(g: Guest, ctx: { domid: number; xen: boolean }): Guest
     fd++;
   }
   if (g.vnc !== null) {
-    args.push('-vnc', 'unix:/run/vnc.sock');
     const port = 5900 + g.vnc.display;
-    bridges.push({ name: 'vnc', listen: { host: g.vnc.listen, port }, socket: 'vnc.sock' });
+    // QEMU listens on its own loopback (lo is up in its network namespace only); the service
+    // listens in dom0 and joins each client to it through a socket made in that namespace.
+    args.push('-vnc', `127.0.0.1:${g.vnc.display}`);
+    bridges.push({
+      name: 'vnc',
+      listen: { host: g.vnc.listen, port },
+      loopback: { host: '127.0.0.1', port },
+    });
     notes.push(
-      `vnc: QEMU serves /run/vnc.sock in its root; the service listens on ${g.vnc.listen}:${port}`,
+      `vnc: QEMU listens on 127.0.0.1:${port} in its own network namespace; the service listens on ${g.vnc.listen}:${port}`,
     );
   }
   if (g.serial === 'pty') {
