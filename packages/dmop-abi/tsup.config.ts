@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', 'src/sim.ts', 'src/fields.ts'],
+  entry: ['src/index.ts', 'src/sim.ts', 'src/fields.ts', 'src/layout.ts'],
   format: ['esm', 'cjs'],
   target: 'node20',
   platform: 'node',

@@ -11,8 +11,8 @@ import {
   IOCTL_PRIVCMD_MMAP_RESOURCE,
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
-  SIZEOF,
 } from '@xen-depriv/dmop-abi';
+import { SIZEOF } from '@xen-depriv/dmop-abi/layout';
 import { PrivcmdModel } from '@xen-depriv/privcmd-filter';
 import { close, constants, ioctl, open } from '@xen-depriv/sys';
 

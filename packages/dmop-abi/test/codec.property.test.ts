@@ -1,17 +1,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  CTYPE_MAX,
-  DM_OPS,
   type DmOp,
   type DmOpName,
   decodeDmOp,
   decodeDmOpResult,
   encodeDmOp,
   encodeDmOpInto,
-  type FieldLayout,
-  SIZEOF,
 } from '../src/index.js';
+import { CTYPE_MAX, DM_OPS, type FieldLayout, SIZEOF } from '../src/layout.js';
 
 const fieldArb = (f: FieldLayout): fc.Arbitrary<number | bigint> =>
   f.type === 'u64'

@@ -6,7 +6,6 @@ import { describe, expect, it } from 'vitest';
 import * as abi from '../src/index.js';
 import {
   DeviceModel,
-  DM_OPS,
   type DmOpTransport,
   DOMID_INVALID,
   decodeDmOpResult,
@@ -20,6 +19,7 @@ import {
   encodeXenPfnArray,
   XenError,
 } from '../src/index.js';
+import { DM_OPS } from '../src/layout.js';
 import { here, hex, loadLayout, loadVectors, toDmOp, unhex, type Vector } from './helpers.js';
 
 const vectors = loadVectors();

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { DM_OPS, type DmOp, type DmOpName } from '../src/index.js';
+import type { DmOp, DmOpName } from '../src/index.js';
+import { DM_OPS } from '../src/layout.js';
 
 export const here = new URL('.', import.meta.url).pathname;
 

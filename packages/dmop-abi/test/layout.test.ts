@@ -6,7 +6,7 @@ import {
   PRIVCMD_LAYOUT,
   SIZEOF,
   XEN_DM_OP_UNION_OFFSET,
-} from '../src/index.js';
+} from '../src/layout.js';
 import { loadLayout } from './helpers.js';
 
 const gcc = loadLayout();

@@ -1,8 +1,5 @@
-import {
-  encodePrivcmdMmapbatchV2,
-  IOCTL_PRIVCMD_MMAPBATCH_V2,
-  PRIVCMD_LAYOUT,
-} from '@xen-depriv/dmop-abi';
+import { encodePrivcmdMmapbatchV2, IOCTL_PRIVCMD_MMAPBATCH_V2 } from '@xen-depriv/dmop-abi';
+import { PRIVCMD_LAYOUT } from '@xen-depriv/dmop-abi/layout';
 import * as sys from '@xen-depriv/sys';
 import { describeValue } from './describe.js';
 import {

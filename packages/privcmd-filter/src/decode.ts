@@ -8,12 +8,10 @@ import {
   IOCTL_PRIVCMD_MMAPBATCH,
   IOCTL_PRIVCMD_MMAPBATCH_V2,
   IOCTL_PRIVCMD_RESTRICT,
-  PRIVCMD_IRQFD_LAYOUT,
-  PRIVCMD_LAYOUT,
-  SIZEOF,
   XEN_IOCTL_NAMES,
 } from '@xen-depriv/dmop-abi';
 import { readU16, readU32, readU64 } from '@xen-depriv/dmop-abi/fields';
+import { PRIVCMD_IRQFD_LAYOUT, PRIVCMD_LAYOUT, SIZEOF } from '@xen-depriv/dmop-abi/layout';
 import { PolicyError } from './error.js';
 import type { PrivcmdRequest } from './model.js';
 

@@ -3,9 +3,8 @@ import {
   encodeDomid,
   IOCTL_PRIVCMD_DM_OP,
   IOCTL_PRIVCMD_RESTRICT,
-  PRIVCMD_LAYOUT,
-  SIZEOF,
 } from '@xen-depriv/dmop-abi';
+import { PRIVCMD_LAYOUT, SIZEOF } from '@xen-depriv/dmop-abi/layout';
 import type { IoctlPointer } from '@xen-depriv/sys';
 import * as sys from '@xen-depriv/sys';
 import { decodePrivcmdIoctl } from './decode.js';

@@ -1,4 +1,4 @@
-import { DM_OP_NAMES, type DmOpName, MODIFIED_MEMORY_EXTENT, SIZEOF } from '@xen-depriv/dmop-abi';
+import { DM_OP_NAMES, type DmOpName } from '@xen-depriv/dmop-abi';
 import {
   dmOpFieldOffset as at,
   dmOpNumber,
@@ -7,6 +7,7 @@ import {
   readU32,
   readU64,
 } from '@xen-depriv/dmop-abi/fields';
+import { MODIFIED_MEMORY_EXTENT, SIZEOF } from '@xen-depriv/dmop-abi/layout';
 import { allow, type Decision, deny } from './errno.js';
 import { PolicyError, show } from './error.js';
 import type { PrivcmdModel } from './model.js';
