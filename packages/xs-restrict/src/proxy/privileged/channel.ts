@@ -61,6 +61,49 @@ export class Dom0Channel {
     return this.link.atomicWrites === true;
   }
 
+  /**
+   * The daemon answers a write before `write` returns (an embedded server in process), nothing
+   * of ours is in flight and every event it sent has been taken in: `callNow` may be used, and
+   * the perms cache holds the daemon's state as of now.
+   */
+  get synchronous(): boolean {
+    return (
+      this.link.atomicWrites === true &&
+      !this.closed &&
+      this.pending.length === 0 &&
+      this.inbox.length === 0
+    );
+  }
+
+  /**
+   * `call` on a synchronous link: the replies, there on return. Nothing else runs between the
+   * daemon's handling of these requests and what the caller does with the replies, so a decision
+   * made on them is still true when the next `callNow` acts on it.
+   */
+  callNow(reqs: readonly Req[]): XsMessage[] {
+    const replies: XsMessage[] = [];
+    const resolve = (m: XsMessage): void => {
+      replies.push(m);
+    };
+    let lost: unknown;
+    const reject = (e: unknown): void => {
+      lost = e;
+    };
+    const bufs = reqs.map(([type, tx, payload]) => {
+      this.pending.push({ type, resolve, reject });
+      return encodeMessage(type, this.nextReq++ >>> 0, tx, payload);
+    });
+    this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
+    if (lost !== undefined) throw lost;
+    if (replies.length !== reqs.length) {
+      // Only a link that broke its atomicWrites promise gets here: nothing can be decided on it.
+      this.link.end();
+      this.fail();
+      throw new LinkClosed();
+    }
+    return replies;
+  }
+
   /** Close the link; every call still waiting fails with LinkClosed. */
   end(): void {
     this.link.end();

@@ -46,6 +46,7 @@ import {
 } from './book.js';
 import { Dom0Channel } from './channel.js';
 import { SessionOutput, type WatchedPath } from './output.js';
+import { answerNow } from './in-step.js';
 import { PermsCache } from './perms-cache.js';
 import { commit, setPermsOp, settle, writeOp } from './writes.js';
 
@@ -127,6 +128,16 @@ export class PrivilegedSession implements SessionContext {
     this.busy = true;
     try {
       for (;;) {
+        if (this.chan.synchronous && this.queue.length > 0) {
+          const reply = this.answerNow(this.queue[0] as XsMessage);
+          if (reply === null) return;
+          if (reply) {
+            this.queue.shift();
+            this.out.reply(reply, true);
+            continue;
+          }
+        }
+        this.out.flush();
         const batch = this.cachedReads();
         if (batch.length > 1) {
           if (!(await this.readBatch(batch))) return;
@@ -139,7 +150,18 @@ export class PrivilegedSession implements SessionContext {
         this.out.reply(reply);
       }
     } finally {
+      this.out.flush();
       this.busy = false;
+    }
+  }
+
+  /** in-step.ts's answer to `m`: undefined to decide it the general way, null once the link is gone. */
+  private answerNow(m: XsMessage): Buffer | null | undefined {
+    try {
+      return answerNow(this, m);
+    } catch (e) {
+      if (e instanceof LinkClosed || this.closed) return null;
+      throw e;
     }
   }
 

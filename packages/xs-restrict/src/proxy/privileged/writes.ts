@@ -137,6 +137,21 @@ function entries(s: SessionContext, t: VirtualTx, inClientTx: boolean): number {
   return s.book.created.size + (inClientTx ? 0 : t.created.length);
 }
 
+/**
+ * write_node's quota check when N rewrites an existing node: the record as it would be stored
+ * (its perms, the new data, its children's names from the node's DIRECTORY reply) must stay
+ * below the entry size quota. True when it would not (ENOSPC), or the DIRECTORY failed.
+ */
+export function rewriteTooBig(
+  s: SessionContext,
+  perms: readonly XsPerm[],
+  datalen: number,
+  dir: XsMessage,
+): boolean {
+  const childlen = dir.type === XS_DIRECTORY ? dir.payload.length : Number.POSITIVE_INFINITY;
+  return entryTooBig(s.book.quotas, nodeRecordSize(perms.length, datalen, childlen));
+}
+
 export async function writeOp(
   s: SessionContext,
   m: XsMessage,
@@ -176,11 +191,7 @@ export async function writeOp(
       const got = await getNode(s, t, path, permsR as XsMessage, XS_PERM_WRITE);
       if (Array.isArray(got)) {
         if (!write) return okReply(m);
-        // write_node's quota check on the node as it would be stored.
-        const dir = dirR as XsMessage;
-        const childlen = dir.type === XS_DIRECTORY ? dir.payload.length : Number.POSITIVE_INFINITY;
-        if (entryTooBig(s.book.quotas, nodeRecordSize(got.length, data.length, childlen)))
-          return errReply(m, 'ENOSPC');
+        if (rewriteTooBig(s, got, data.length, dirR as XsMessage)) return errReply(m, 'ENOSPC');
         const r = writeR ?? (await s.chan.one(XS_WRITE, t, m.payload));
         if (r.type === XS_ERROR) return relayReply(m, r);
         own.fired.add(path);

@@ -1,0 +1,110 @@
+/**
+ * Requests decided and done in one step on a synchronous link (Dom0Channel.synchronous: an
+ * embedded server attached in process, which answers each write before it returns). Nothing
+ * runs between the daemon's replies and what is done with them, so a check and the change it
+ * allows are as atomic as inside xenstored without a transaction of ours, and the perms cache,
+ * every event taken in, is the daemon's state as of now. Only outcomes the replies prove are
+ * taken here (reads and rewrites N's perms allow, a mkdir of an existing node); anything else
+ * (a refusal, whose errno needs the ancestors, a create, a transaction) returns undefined having
+ * sent nothing but reads, and is decided the general way.
+ */
+import { permFor } from '../../rules/perms.js';
+import type { XsMessage } from '../../wire/codec.js';
+import {
+  XS_DIRECTORY,
+  XS_ERROR,
+  XS_GET_PERMS,
+  XS_MKDIR,
+  XS_READ,
+  XS_WRITE,
+} from '../../wire/constants.js';
+import { XS_PERM_READ, XS_PERM_WRITE, type XsPerm } from '../../wire/perms.js';
+import { nulTerminated, oneArg } from '../../wire/strings.js';
+import type { SessionContext } from './access.js';
+import { errReply, okReply, parsePermsReply, type Req, relayReply } from './book.js';
+import { rewriteTooBig } from './writes.js';
+
+/** The reply to `m` (outside a transaction), or undefined: decide it the general way. */
+export function answerNow(s: SessionContext, m: XsMessage): Buffer | undefined {
+  if (m.txId !== 0) return undefined;
+  switch (m.type) {
+    case XS_READ:
+    case XS_DIRECTORY:
+    case XS_GET_PERMS:
+      return readNow(s, m);
+    case XS_WRITE:
+    case XS_MKDIR:
+      return writeNow(s, m);
+  }
+  return undefined;
+}
+
+function allows(s: SessionContext, perms: readonly XsPerm[] | undefined, perm: number): boolean {
+  return perms !== undefined && (permFor(s.who, perms) & perm) !== 0;
+}
+
+/** A GET_PERMS reply's perms; undefined for an error or perms we cannot parse. */
+function permsOf(r: XsMessage | undefined): XsPerm[] | undefined {
+  if (r?.type !== XS_GET_PERMS) return undefined;
+  try {
+    return parsePermsReply(r);
+  } catch {
+    return undefined;
+  }
+}
+
+/** get_node with XS_PERM_READ passes: dom0's reply is N's. */
+function readNow(s: SessionContext, m: XsMessage): Buffer | undefined {
+  const path = oneArg(m.payload);
+  if (path === undefined || path[0] !== '/') return undefined;
+  const known = s.cache.get(path)?.perms;
+  if (known) {
+    if (!allows(s, known, XS_PERM_READ)) return undefined;
+    const [r] = s.chan.callNow([[m.type, 0, m.payload]]);
+    return r === undefined || r.type === XS_ERROR ? undefined : relayReply(m, r);
+  }
+  const [pr, r] = s.chan.callNow([
+    [XS_GET_PERMS, 0, m.payload],
+    [m.type, 0, m.payload],
+  ]);
+  const perms = permsOf(pr);
+  if (!allows(s, perms, XS_PERM_READ) || r === undefined || r.type === XS_ERROR) return undefined;
+  s.cache.learn(path, perms as XsPerm[], s.chan.arrivedAt(pr as XsMessage));
+  return relayReply(m, r);
+}
+
+/**
+ * do_write / do_mkdir of a node that exists and N may write: get_node passes, so a mkdir is
+ * answered OK with nothing done, and a write is write_node's quota check and then the write,
+ * which keeps the node's perms (only a create sets them).
+ */
+function writeNow(s: SessionContext, m: XsMessage): Buffer | undefined {
+  const write = m.type === XS_WRITE;
+  const nul = m.payload.indexOf(0);
+  const path = write
+    ? nul < 0
+      ? undefined
+      : m.payload.toString('utf8', 0, nul)
+    : oneArg(m.payload);
+  if (path === undefined || path[0] !== '/') return undefined;
+  const arg = nulTerminated([path]);
+  let perms = s.cache.get(path)?.perms;
+  const reqs: Req[] = [];
+  if (!perms) reqs.push([XS_GET_PERMS, 0, arg]);
+  if (write) reqs.push([XS_DIRECTORY, 0, arg]);
+  const replies = reqs.length > 0 ? s.chan.callNow(reqs) : [];
+  if (!perms) {
+    perms = permsOf(replies[0]);
+    if (!allows(s, perms, XS_PERM_WRITE)) return undefined;
+    s.cache.learn(path, perms as XsPerm[], s.chan.arrivedAt(replies[0] as XsMessage));
+  } else if (!allows(s, perms, XS_PERM_WRITE)) return undefined;
+  if (!write) return okReply(m);
+  const dir = replies[replies.length - 1] as XsMessage;
+  if (dir.type !== XS_DIRECTORY) return undefined;
+  const held = perms as XsPerm[];
+  if (rewriteTooBig(s, held, m.payload.length - nul - 1, dir)) return errReply(m, 'ENOSPC');
+  const r = s.chan.callNow([[XS_WRITE, 0, m.payload]])[0] as XsMessage;
+  if (r.type === XS_ERROR) return relayReply(m, r);
+  s.cache.learn(path, held, s.chan.arrivedAt(r));
+  return okReply(m);
+}
