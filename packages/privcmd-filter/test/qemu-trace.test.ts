@@ -14,8 +14,11 @@ import {
   X86_64_SYSCALLS,
 } from '../src/seccomp-entry.js';
 
-// Recorded by test/xen/privcmd-trace.xen.mjs: Debian's Xen QEMU, started by libxl with
-// dm_restrict=1 for an HVM guest (memory 128, vga stdvga, videoram 16) booted to userspace.
+// Recorded by test/xen/privcmd-trace.xen.mjs: Debian's Xen QEMU run by the project's launcher
+// (`xl create` with the xen-depriv-dm shim and xen-deprivd in dom0: jail mode, leased uid, the
+// launcher's seccomp filter) for an HVM guest (memory 128, vga stdvga, videoram 16) booted to
+// userspace; condensed by tools/privcmd-trace/condense.mjs (every distinct request once, with
+// `repeat`).
 const file = new URL('./vectors/qemu-xen-trace.jsonl', import.meta.url);
 const recorded = existsSync(file);
 
@@ -27,8 +30,12 @@ describe.skipIf(!recorded)('a real deprivileged Xen QEMU, recorded in the lab', 
   it('every request the kernel admitted passes the kernel model, the qemu-xen-hvm profile and the audit', () => {
     const admitted = trace.filter((r) => r.ret >= 0);
     const report = auditTrace(admitted, qemuXenHvmProfile, context);
+    const recordedTotal = trace.reduce(
+      (n, r) => n + (typeof r.repeat === 'number' ? r.repeat : 1),
+      0,
+    );
     console.log(
-      `qemu-xen trace: ${trace.length} requests, ${admitted.length} admitted by the kernel; ${Object.entries(
+      `qemu-xen trace: ${trace.length} distinct requests (${recordedTotal} recorded), ${admitted.length} admitted by the kernel; ${Object.entries(
         report.byName,
       )
         .map(([name, c]) => `${name} ${c.total}`)
