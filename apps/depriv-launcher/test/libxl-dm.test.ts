@@ -380,4 +380,18 @@ describe('dmSeccomp (every launch path)', () => {
       runSeccomp(dmSeccomp().program, { nr: X86_64_SYSCALLS.mount, arch: 0xc000003e }),
     ).not.toBe(SECCOMP_RET.ALLOW);
   });
+
+  it("is privcmd-filter's xenDeviceModelSeccomp(), profile and program, compiled once", async () => {
+    const { xenDeviceModelSeccomp } = await import('@xen-depriv/privcmd-filter');
+    const s = xenDeviceModelSeccomp();
+    expect(dmSeccomp()).toEqual({ profile: s.profile, program: s.program });
+    expect(dmSeccomp().profile).toBe('privcmd-filter/deviceModelAllowlist+IOCTL_PRIVCMD_HYPERCALL');
+    expect(dmSeccomp()).toBe(dmSeccomp());
+  });
+
+  it('allows the tap ioctls of a -netdev tap,fd=N (TUNSETOFFLOAD, TUNGETIFF), not TUNSETIFF', () => {
+    expect(ioctl(dmSeccomp().program, 0x400454d0 /* TUNSETOFFLOAD */)).toBe(SECCOMP_RET.ALLOW);
+    expect(ioctl(dmSeccomp().program, 0x800454d2 /* TUNGETIFF */)).toBe(SECCOMP_RET.ALLOW);
+    expect(ioctl(dmSeccomp().program, 0x400454ca /* TUNSETIFF */)).not.toBe(SECCOMP_RET.ALLOW);
+  });
 });

@@ -27,12 +27,36 @@ const FIOCLEX = 0x5451;
 const ENOTTY = 25;
 
 /**
+ * The tap ioctls QEMU 7.2 issues on a `-netdev tap,fd=N` it was handed (net/tap-linux.c:
+ * tap_probe_vnet_hdr TUNGETIFF, tap_probe_has_ufo/tap_fd_set_offload TUNSETOFFLOAD,
+ * tap_probe_vnet_hdr_len/tap_fd_set_vnet_hdr_len TUNGETVNETHDRSZ/TUNSETVNETHDRSZ,
+ * tap_set_sndbuf TUNSETSNDBUF, tap_fd_set_vnet_le/be TUNSETVNETLE/BE, tap_fd_enable/disable
+ * TUNSETQUEUE, TUNGETFEATURES); numbers from linux/if_tun.h (_IOR/_IOW('T', n, int|uint)),
+ * checked against gcc in test/xen-dm-seccomp.test.ts. Not TUNSETIFF (only for a tap QEMU opens
+ * itself) nor TUNSETSTEERINGEBPF (virtio-net's eBPF RSS). They act only on a tun/tap
+ * descriptor, and the DM can open none itself (no /dev/net/tun in its root): they reach only the
+ * tap its launcher made for it.
+ */
+export const TAP_IOCTLS: readonly number[] = [
+  0x800454cf, // TUNGETFEATURES
+  0x400454d0, // TUNSETOFFLOAD
+  0x800454d2, // TUNGETIFF
+  0x400454d4, // TUNSETSNDBUF
+  0x800454d7, // TUNGETVNETHDRSZ
+  0x400454d8, // TUNSETVNETHDRSZ
+  0x400454d9, // TUNSETQUEUE
+  0x400454dc, // TUNSETVNETLE
+  0x400454de, // TUNSETVNETBE
+];
+
+/**
  * The syscalls a deprivileged QEMU device model makes once it runs (event loop, threads, memory,
  * its QMP/chardev sockets, files it was handed) plus its own execve, and the privcmd/evtchn/gntdev
- * ioctls of libxen* after `-xen-domid-restrict` (see docs/audits/privcmd-ops.md). Not in it:
- * execveat, ptrace, mount, uid/gid changes, module and kexec loading, bpf, perf, keyctl, reboot,
- * and IOCTL_PRIVCMD_HYPERCALL (refused with ENOTTY before it reaches the kernel). Any other
- * syscall kills the process. `clone` flags are not filtered: the jail's namespaces and uid confine
+ * ioctls of libxen* after `-xen-domid-restrict` (see docs/audits/privcmd-ops.md), and the tun/tap
+ * ioctls of a NIC handed to it as a descriptor (`TAP_IOCTLS`). Not in it: execveat, ptrace,
+ * mount, uid/gid changes, module and kexec loading, bpf, perf, keyctl, reboot, and
+ * IOCTL_PRIVCMD_HYPERCALL (refused with ENOTTY before it reaches the kernel). Any other syscall
+ * kills the process. `clone` flags are not filtered: the jail's namespaces and uid confine
  * what a new thread or process can do.
  */
 export const deviceModelAllowlist: SeccompAllowlist = {
@@ -199,6 +223,7 @@ export const deviceModelAllowlist: SeccompAllowlist = {
     TCGETS,
     FIONBIO,
     FIOCLEX,
+    ...TAP_IOCTLS,
   ],
   // QEMU probes io_uring and falls back to the thread pool: refuse softly, never hand it the ring.
   rules: [{ syscall: 'io_uring_setup', action: { errno: 38 } }],
@@ -217,7 +242,8 @@ export interface XenDeviceModelSeccompOptions {
    * (libxenctrl's `xc_domain_populate_physmap_exact` for stdvga's VRAM, seen in the lab); once
    * QEMU restricts its fds the kernel refuses every HYPERCALL with EPERM (privcmd_ioctl_hypercall).
    * `strict`: `deviceModelAllowlist` alone, for a QEMU that needs no hypercall (no stdvga, or a
-   * toolstack that populates VRAM itself).
+   * toolstack that populates VRAM itself). Both modes allow the tun/tap ioctls (`TAP_IOCTLS`,
+   * part of `deviceModelAllowlist`): a DM with a NIC needs them whether or not it hypercalls.
    */
   readonly mode?: XenDeviceModelSeccompMode;
 }
