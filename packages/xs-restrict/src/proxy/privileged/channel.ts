@@ -22,6 +22,8 @@ interface Pending {
   reject: (e: unknown) => void;
   /** A request of the session's own (the perms cache's watches): its initial event is not a client's. */
   internal?: boolean;
+  /** A callNow request: its reply arrives now, so its arrival needs no record. */
+  now?: boolean;
 }
 
 export class Dom0Channel {
@@ -78,7 +80,8 @@ export class Dom0Channel {
   /**
    * `call` on a synchronous link: the replies, there on return. Nothing else runs between the
    * daemon's handling of these requests and what the caller does with the replies, so a decision
-   * made on them is still true when the next `callNow` acts on it.
+   * made on them is still true when the next `callNow` acts on it, and the replies' arrival on
+   * the perms cache's clock is `cache.now` (a change they make fires its event before the reply).
    */
   callNow(reqs: readonly Req[]): XsMessage[] {
     const replies: XsMessage[] = [];
@@ -90,7 +93,7 @@ export class Dom0Channel {
       lost = e;
     };
     const bufs = reqs.map(([type, tx, payload]) => {
-      this.pending.push({ type, resolve, reject });
+      this.pending.push({ type, resolve, reject, now: true });
       return encodeMessage(type, this.nextReq++ >>> 0, tx, payload);
     });
     this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
@@ -228,7 +231,7 @@ export class Dom0Channel {
       }
       // xenstored queues a watch's first event right behind the WATCH reply: that one is unconditional.
       if (p.type === XS_WATCH && m.type === XS_WATCH && !p.internal) this.initialNext = true;
-      this.arrivals.set(m, this.cache.now);
+      if (!p.now) this.arrivals.set(m, this.cache.now);
       p.resolve(m);
       resolved = true;
     }

@@ -69,7 +69,7 @@ function readNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   ]);
   const perms = permsOf(pr);
   if (!allows(s, perms, XS_PERM_READ) || r === undefined || r.type === XS_ERROR) return undefined;
-  s.cache.learn(path, perms as XsPerm[], s.chan.arrivedAt(pr as XsMessage));
+  s.cache.learn(path, perms as XsPerm[], s.cache.now);
   return relayReply(m, r);
 }
 
@@ -96,15 +96,21 @@ function writeNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   if (!perms) {
     perms = permsOf(replies[0]);
     if (!allows(s, perms, XS_PERM_WRITE)) return undefined;
-    s.cache.learn(path, perms as XsPerm[], s.chan.arrivedAt(replies[0] as XsMessage));
+    s.cache.learn(path, perms as XsPerm[], s.cache.now);
   } else if (!allows(s, perms, XS_PERM_WRITE)) return undefined;
   if (!write) return okReply(m);
   const dir = replies[replies.length - 1] as XsMessage;
   if (dir.type !== XS_DIRECTORY) return undefined;
   const held = perms as XsPerm[];
   if (rewriteTooBig(s, held, m.payload.length - nul - 1, dir)) return errReply(m, 'ENOSPC');
-  const r = s.chan.callNow([[XS_WRITE, 0, m.payload]])[0] as XsMessage;
+  s.out.rewriting = { path, perms: held };
+  let r: XsMessage;
+  try {
+    r = s.chan.callNow([[XS_WRITE, 0, m.payload]])[0] as XsMessage;
+  } finally {
+    s.out.rewriting = undefined;
+  }
   if (r.type === XS_ERROR) return relayReply(m, r);
-  s.cache.learn(path, held, s.chan.arrivedAt(r));
+  s.cache.learn(path, held, s.cache.now);
   return okReply(m);
 }

@@ -40,10 +40,15 @@ export interface WatchedPath {
 export class SessionOutput {
   private readonly out: Slot[] = [];
   /** Node perms learnt from the daemon, for events about nodes that are gone by the time we ask. */
-  private readonly perms = new Map<string, XsPerm[]>();
+  private readonly perms = new Map<string, readonly XsPerm[]>();
   /** Paths whose events, arriving while a commit of ours is answered, are ours to drop. */
   private window: { suppress: Set<string>; slots: Slot[] } | undefined;
   private overflowed = false;
+  /**
+   * Set by in-step.ts while N's rewrite of an existing node is handled: the node and the perms
+   * it keeps, for the events that write fires.
+   */
+  rewriting: { path: string; perms: readonly XsPerm[] } | undefined;
 
   constructor(
     private readonly who: Requester,
@@ -140,6 +145,16 @@ export class SessionOutput {
     }
     const token = m.payload.toString('utf8', nul + 1, m.payload.indexOf(0, nul + 1));
     const root = this.watches.find((w) => w.token === token && isChild(path, w.path))?.path ?? path;
+    const own = this.rewriting;
+    if (own?.path === path && this.readable(own.perms)) {
+      // Fired by N's own rewrite, in step (in-step.ts): watch_permitted's first test on the node
+      // as written, whose perms a rewrite keeps, passes; nothing to ask.
+      // It leaves with the write's reply, which follows at once (one write to the client, as
+      // xenstored sends a request's events and reply).
+      if (isChild(path, root)) this.cache(path, own.perms);
+      slot.bytes = slot.dropped ? null : raw;
+      return;
+    }
     // The perms before this change: read now, before a lookup for an earlier event updates them.
     const before = this.perms.get(path);
     const parentBefore = this.perms.get(parentPath(path));
@@ -170,8 +185,8 @@ export class SessionOutput {
   private async permitted(
     path: string,
     root: string,
-    old: XsPerm[] | undefined,
-    parentOld: XsPerm[] | undefined,
+    old: readonly XsPerm[] | undefined,
+    parentOld: readonly XsPerm[] | undefined,
   ): Promise<boolean> {
     const ask = [path, parentPath(path)];
     for (let p = parentPath(path); p !== root && isChild(p, root) && p !== '/'; p = parentPath(p)) {
@@ -193,23 +208,26 @@ export class SessionOutput {
     return ok;
   }
 
-  private cache(path: string, perms: XsPerm[]): void {
+  private cache(path: string, perms: readonly XsPerm[]): void {
     if (this.perms.size >= PERMS_CACHE_MAX && !this.perms.has(path)) return;
     this.perms.set(path, perms);
   }
 
   /** Learn the perms of every node under a path about to be watched (bounded by PERMS_CACHE_MAX). */
   async prime(path: string): Promise<void> {
+    // Under a path watched already, every change fires that watch, whose decision (permitted)
+    // learns the perms of the node and its ancestors, and a removal forgets the subtree: what a
+    // priming would read is known.
+    if (this.watches.some((w) => isChild(path, w.path))) return;
     let level = [path];
     while (level.length > 0 && this.perms.size < PERMS_CACHE_MAX) {
-      const replies = await Promise.all(
-        this.chan.call(
-          level.flatMap((p): Req[] => [
-            [XS_GET_PERMS, 0, nulTerminated([p])],
-            [XS_DIRECTORY, 0, nulTerminated([p])],
-          ]),
-        ),
-      );
+      const reqs = level.flatMap((p): Req[] => [
+        [XS_GET_PERMS, 0, nulTerminated([p])],
+        [XS_DIRECTORY, 0, nulTerminated([p])],
+      ]);
+      const replies = this.chan.synchronous
+        ? this.chan.callNow(reqs)
+        : await Promise.all(this.chan.call(reqs));
       const next: string[] = [];
       level.forEach((p, i) => {
         const perms = replies[2 * i] as XsMessage;
