@@ -22,7 +22,7 @@ import { XS_PERM_READ, XS_PERM_WRITE, type XsPerm } from '../../wire/perms.js';
 import { nulTerminated, oneArg } from '../../wire/strings.js';
 import type { SessionContext } from './access.js';
 import { errReply, okReply, parsePermsReply, type Req, relayReply } from './book.js';
-import { rewriteTooBig } from './writes.js';
+import { childBytes, rewriteTooBig } from './writes.js';
 
 /** The reply to `m` (outside a transaction), or undefined: decide it the general way. */
 export function answerNow(s: SessionContext, m: XsMessage): Buffer | undefined {
@@ -76,7 +76,8 @@ function readNow(s: SessionContext, m: XsMessage): Buffer | undefined {
 /**
  * do_write / do_mkdir of a node that exists and N may write: get_node passes, so a mkdir is
  * answered OK with nothing done, and a write is write_node's quota check and then the write,
- * which keeps the node's perms (only a create sets them).
+ * which keeps the node's perms (only a create sets them) and children. A cached write is then
+ * one daemon request, as direct.
  */
 function writeNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   const write = m.type === XS_WRITE;
@@ -88,21 +89,26 @@ function writeNow(s: SessionContext, m: XsMessage): Buffer | undefined {
     : oneArg(m.payload);
   if (path === undefined || path[0] !== '/') return undefined;
   const arg = nulTerminated([path]);
-  let perms = s.cache.get(path)?.perms;
+  const known = s.cache.get(path);
+  let perms = known?.perms;
+  let childlen = known && s.cache.childlen(path, known);
   const reqs: Req[] = [];
   if (!perms) reqs.push([XS_GET_PERMS, 0, arg]);
-  if (write) reqs.push([XS_DIRECTORY, 0, arg]);
+  if (write && childlen === undefined) reqs.push([XS_DIRECTORY, 0, arg]);
   const replies = reqs.length > 0 ? s.chan.callNow(reqs) : [];
-  if (!perms) {
-    perms = permsOf(replies[0]);
-    if (!allows(s, perms, XS_PERM_WRITE)) return undefined;
-    s.cache.learn(path, perms as XsPerm[], s.cache.now);
-  } else if (!allows(s, perms, XS_PERM_WRITE)) return undefined;
-  if (!write) return okReply(m);
-  const dir = replies[replies.length - 1] as XsMessage;
-  if (dir.type !== XS_DIRECTORY) return undefined;
+  if (!perms) perms = permsOf(replies[0]);
+  if (!allows(s, perms, XS_PERM_WRITE)) return undefined;
   const held = perms as XsPerm[];
-  if (rewriteTooBig(s, held, m.payload.length - nul - 1, dir)) return errReply(m, 'ENOSPC');
+  if (write && childlen === undefined) {
+    const dir = replies[replies.length - 1] as XsMessage;
+    if (dir.type !== XS_DIRECTORY) return undefined;
+    childlen = childBytes(dir);
+  }
+  // Both were the node's as of now (nothing ran since the replies came).
+  if (reqs.length > 0) s.cache.learn(path, held, s.cache.now, childlen);
+  if (!write) return okReply(m);
+  if (rewriteTooBig(s, held, m.payload.length - nul - 1, childlen as number))
+    return errReply(m, 'ENOSPC');
   s.out.rewriting = { path, perms: held };
   let r: XsMessage;
   try {
@@ -111,6 +117,7 @@ function writeNow(s: SessionContext, m: XsMessage): Buffer | undefined {
     s.out.rewriting = undefined;
   }
   if (r.type === XS_ERROR) return relayReply(m, r);
-  s.cache.learn(path, held, s.cache.now);
+  // A rewrite keeps the perms and the children; its own event named the node, not below it.
+  s.cache.learn(path, held, s.cache.now, childlen);
   return okReply(m);
 }

@@ -25,6 +25,8 @@ export const CACHE_WATCH_PATHS = ['/', '@introduceDomain', '@releaseDomain'] as 
 interface Entry {
   perms: XsPerm[];
   at: number;
+  /** The bytes of its children's names (a DIRECTORY reply's length), when learnt with the perms. */
+  childlen?: number;
 }
 
 export class PermsCache {
@@ -35,6 +37,12 @@ export class PermsCache {
   private validFrom = 0;
   private readonly entries = new Map<string, Entry>();
   private readonly lastEvent = new Map<string, number>();
+  /**
+   * The last event strictly below each path: a node's children change only with an event below
+   * it (a create names the new node, the implicit ancestors it creates lie between; an rm names
+   * the removed node).
+   */
+  private readonly lastBelow = new Map<string, number>();
   /** False until the daemon accepted the watches (and after RESET_WATCHES removed them). */
   private watching = false;
 
@@ -58,6 +66,7 @@ export class PermsCache {
   private forget(): void {
     this.entries.clear();
     this.lastEvent.clear();
+    this.lastBelow.clear();
     this.validFrom = this.clock;
   }
 
@@ -69,8 +78,13 @@ export class PermsCache {
       this.forget();
       return;
     }
-    if (this.lastEvent.size >= PERMS_CACHE_ENTRIES) this.forget();
+    if (this.lastEvent.size >= PERMS_CACHE_ENTRIES || this.lastBelow.size >= PERMS_CACHE_ENTRIES)
+      this.forget();
     this.lastEvent.set(path, this.clock);
+    for (let p = parentPath(path); ; p = parentPath(p)) {
+      this.lastBelow.set(p, this.clock);
+      if (p === '/') break;
+    }
   }
 
   /** No event for `path` or one of its ancestors arrived after clock `since`. */
@@ -84,11 +98,23 @@ export class PermsCache {
     }
   }
 
-  /** `perms` were the node's at clock `at` (and stayed so up to now, or this does nothing). */
-  learn(path: string, perms: XsPerm[], at: number): void {
+  /**
+   * `perms` (and `childlen`, if given) were the node's at clock `at` (and stayed so up to now,
+   * or this does nothing).
+   */
+  learn(path: string, perms: XsPerm[], at: number, childlen?: number): void {
     if (!this.unchangedSince(path, at)) return;
     if (this.entries.size >= PERMS_CACHE_ENTRIES && !this.entries.has(path)) this.entries.clear();
-    this.entries.set(path, { perms, at });
+    const e: Entry = { perms, at };
+    if (childlen !== undefined && (this.lastBelow.get(path) ?? 0) <= at) e.childlen = childlen;
+    this.entries.set(path, e);
+  }
+
+  /** The node's children bytes of an entry `get` just returned, if no event below it came since. */
+  childlen(path: string, e: Entry): number | undefined {
+    return e.childlen !== undefined && (this.lastBelow.get(path) ?? 0) <= e.at
+      ? e.childlen
+      : undefined;
   }
 
   /** The node's perms and since when they are known, if nothing changed them since. */

@@ -45,8 +45,8 @@ import {
   type VirtualTx,
 } from './book.js';
 import { Dom0Channel } from './channel.js';
-import { SessionOutput, type WatchedPath } from './output.js';
 import { answerNow } from './in-step.js';
+import { SessionOutput, type WatchedPath } from './output.js';
 import { PermsCache } from './perms-cache.js';
 import { commit, setPermsOp, settle, writeOp } from './writes.js';
 

@@ -139,17 +139,21 @@ function entries(s: SessionContext, t: VirtualTx, inClientTx: boolean): number {
 
 /**
  * write_node's quota check when N rewrites an existing node: the record as it would be stored
- * (its perms, the new data, its children's names from the node's DIRECTORY reply) must stay
- * below the entry size quota. True when it would not (ENOSPC), or the DIRECTORY failed.
+ * (its perms, the new data, its children's names) must stay below the entry size quota. True
+ * when it would not (ENOSPC).
  */
 export function rewriteTooBig(
   s: SessionContext,
   perms: readonly XsPerm[],
   datalen: number,
-  dir: XsMessage,
+  childlen: number,
 ): boolean {
-  const childlen = dir.type === XS_DIRECTORY ? dir.payload.length : Number.POSITIVE_INFINITY;
   return entryTooBig(s.book.quotas, nodeRecordSize(perms.length, datalen, childlen));
+}
+
+/** The bytes of a node's children's names from its DIRECTORY reply; infinite when it failed. */
+export function childBytes(dir: XsMessage): number {
+  return dir.type === XS_DIRECTORY ? dir.payload.length : Number.POSITIVE_INFINITY;
 }
 
 export async function writeOp(
@@ -191,7 +195,8 @@ export async function writeOp(
       const got = await getNode(s, t, path, permsR as XsMessage, XS_PERM_WRITE);
       if (Array.isArray(got)) {
         if (!write) return okReply(m);
-        if (rewriteTooBig(s, got, data.length, dirR as XsMessage)) return errReply(m, 'ENOSPC');
+        if (rewriteTooBig(s, got, data.length, childBytes(dirR as XsMessage)))
+          return errReply(m, 'ENOSPC');
         const r = writeR ?? (await s.chan.one(XS_WRITE, t, m.payload));
         if (r.type === XS_ERROR) return relayReply(m, r);
         own.fired.add(path);

@@ -1,0 +1,120 @@
+/**
+ * The privileged session's in-step path (an embedded server in process): a cached rewrite is one
+ * daemon request, as a direct write is, and the children bytes it remembers for write_node's
+ * entry quota follow every change below the node, so its answers stay a direct connection's.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { XenstoreClient } from '../src/client.js';
+import { RestrictingProxy } from '../src/proxy/proxy.js';
+import type { XenstoreConnection } from '../src/server/connection.js';
+import { XenstoreServer } from '../src/server/server.js';
+import type * as W from '../src/wire/index.js';
+
+const DOMID = 5;
+const DIR = `/local/domain/0/device-model/${DOMID}`;
+const dm: W.XsPerm[] = [
+  { domid: 0, perm: 'n' },
+  { domid: DOMID, perm: 'b' },
+];
+// A record is 24 + 8 per perm + data + children's names: 40 + data + children here.
+const ENTRY_SIZE = 120;
+
+class CountingServer extends XenstoreServer {
+  dom0Requests = 0;
+  override handle(conn: XenstoreConnection, m: W.XsMessage): void {
+    if (conn.domid === 0) this.dom0Requests++;
+    super.handle(conn, m);
+  }
+}
+
+const code = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => 'ok',
+    (e: { code?: string }) => e.code ?? 'error',
+  );
+
+describe('privileged upstream in process: in-step rewrites', { timeout: 20000 }, () => {
+  let dir: string;
+  let server: CountingServer;
+  let proxy: RestrictingProxy;
+  let ts: XenstoreClient;
+  let direct: XenstoreClient;
+  let qemu: XenstoreClient;
+  beforeEach(async () => {
+    dir = mkdtempSync('/tmp/xspi-');
+    server = new CountingServer({ quotas: { entrySize: ENTRY_SIZE } });
+    await server.listen(`${dir}/xs.sock`);
+    await server.listenDomain(DOMID, `${dir}/dom5.sock`);
+    ts = await XenstoreClient.connect({ path: `${dir}/xs.sock` });
+    for (const node of ['a', 'b']) {
+      await ts.write(`${DIR}/${node}`, 'v0');
+      await ts.setPerms(`${DIR}/${node}`, dm);
+    }
+    await ts.setPerms(DIR, dm);
+    proxy = new RestrictingProxy({
+      domid: DOMID,
+      upstream: { privileged: server },
+      allowlist: ['a', 'b'].map((n) => ({
+        entryId: n,
+        pattern: `${DIR}/${n}`,
+        ops: ['read', 'write'] as const,
+      })),
+      log: () => undefined,
+    });
+    await proxy.listen(`${dir}/proxy.sock`);
+    qemu = await XenstoreClient.connect({ path: `${dir}/proxy.sock` });
+    direct = await XenstoreClient.connect({ path: `${dir}/dom5.sock` });
+  });
+  afterEach(async () => {
+    for (const c of [qemu, direct, ts]) c.close();
+    await proxy.close();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a cached rewrite is one daemon request', async () => {
+    await qemu.write(`${DIR}/a`, 'v1');
+    const before = server.dom0Requests;
+    await qemu.write(`${DIR}/a`, 'v2');
+    expect(server.dom0Requests - before).toBe(1);
+    expect((await qemu.read(`${DIR}/a`)).toString()).toBe('v2');
+  });
+
+  it('children the toolstack adds or removes below a node count in its entry quota at once', async () => {
+    const data = 'x'.repeat(30);
+    const child = 'c'.repeat(50);
+    // Each toolstack change is made below the node of the client then writing it.
+    const steps: ((node: string) => Promise<unknown>)[] = [
+      async () => undefined,
+      (node) => ts.write(`${DIR}/${node}/${child}`, ''),
+      (node) => ts.rm(`${DIR}/${node}/${child}`),
+      // Created with an implicit parent: the event names the grandchild only.
+      (node) => ts.write(`${DIR}/${node}/${child}/e`, ''),
+      (node) => ts.rm(`${DIR}/${node}/${child}`),
+    ];
+    for (const [node, client] of [
+      ['a', direct],
+      ['b', qemu],
+    ] as const) {
+      const got: string[] = [];
+      for (const change of steps) {
+        await change(node);
+        got.push(await code(client.write(`${DIR}/${node}`, data)));
+        got.push(await code(client.write(`${DIR}/${node}`, data)));
+      }
+      expect(got, node).toEqual([
+        'ok',
+        'ok',
+        'ENOSPC',
+        'ENOSPC',
+        'ok',
+        'ok',
+        'ENOSPC',
+        'ENOSPC',
+        'ok',
+        'ok',
+      ]);
+    }
+  });
+});
