@@ -11,7 +11,8 @@
 // with 1 and 4 clients, each keeping 16 pairs in flight and, separately, one at a time.
 // Rounds alternate direct/proxy; the median of the rounds and the ratio proxy/direct are printed.
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
-//   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7]
+//   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7] [--warmup 20] [--only TEXT]
+//     [--targets "privileged in-process,..."] [--sequence TRACE.jsonl]
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -30,6 +31,14 @@ const SECONDS = secIdx > 0 ? Number(process.argv[secIdx + 1]) : 1;
 const roundsIdx = process.argv.indexOf('--rounds');
 // Other jobs share the machine: many short alternating rounds make the median robust to bursts.
 const ROUNDS = roundsIdx > 0 ? Number(process.argv[roundsIdx + 1]) : 7;
+// --only TEXT: the cases whose label contains TEXT ("start-up" for the QEMU sequence alone);
+// --targets a,b: only those columns (always with direct), e.g. --targets "privileged in-process".
+const onlyIdx = process.argv.indexOf('--only');
+const ONLY = onlyIdx > 0 ? process.argv[onlyIdx + 1] : '';
+const targetsIdx = process.argv.indexOf('--targets');
+const TARGET_NAMES = targetsIdx > 0 ? process.argv[targetsIdx + 1].split(',') : undefined;
+const warmIdx = process.argv.indexOf('--warmup');
+const STARTUP_WARMUP = warmIdx > 0 ? Number(process.argv[warmIdx + 1]) : 20;
 const DEPTH = 16;
 const DOMID = 5;
 const NODE = `/local/domain/0/device-model/${DOMID}/physmap/f0000000/size`;
@@ -118,22 +127,71 @@ function instantiate(pattern) {
     instantiate(`${pattern.slice(0, open)}${c}${pattern.slice(close + 1)}`),
   );
 }
-const STARTUP = CATALOGUE.filter((e) => e.deprivNeeds && e.when.startsWith('startup')).flatMap(
-  (e) =>
-    instantiate(e.pattern).flatMap((p) =>
-      ['read', 'watch', 'write'].filter((op) => e.ops.includes(op)).map((op) => [op, p]),
-    ),
+const FROM_CATALOGUE = CATALOGUE.filter(
+  (e) => e.deprivNeeds && e.when.startsWith('startup'),
+).flatMap((e) =>
+  instantiate(e.pattern).flatMap((p) =>
+    ['read', 'watch', 'write'].filter((op) => e.ops.includes(op)).map((op) => [op, p, 0]),
+  ),
 );
+
+// --sequence FILE: a proxy's trace (`trace: true`, or `xs-restrict proxy --trace`: JSON lines,
+// event "forwarded") of a real QEMU starting, replayed in its order on one connection, the
+// recorded domid's path elements made DOMID's; requests in a transaction run in a live one.
+const seqIdx = process.argv.indexOf('--sequence');
+const SEQUENCE_FILE = seqIdx > 0 ? process.argv[seqIdx + 1] : undefined;
+const REPLAYED = {
+  READ: 'read',
+  DIRECTORY: 'directory',
+  GET_PERMS: 'getPerms',
+  WRITE: 'write',
+  MKDIR: 'mkdir',
+  WATCH: 'watch',
+  TRANSACTION_START: 'txStart',
+  TRANSACTION_END: 'txEnd',
+};
+function fromTrace(file) {
+  const ops = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const rec = line.trim() && JSON.parse(line);
+    const op = rec?.event === 'forwarded' ? REPLAYED[rec.request.type] : undefined;
+    if (!op) continue;
+    const own = String(rec.domid);
+    const p = rec.request.path
+      ?.split('/')
+      .map((x) => (x === own ? String(DOMID) : x))
+      .join('/');
+    ops.push([op, p, rec.request.txId]);
+  }
+  return ops;
+}
+const STARTUP = SEQUENCE_FILE ? fromTrace(SEQUENCE_FILE) : FROM_CATALOGUE;
+const STARTUP_SOURCE = SEQUENCE_FILE ? `recorded, ${path.basename(SEQUENCE_FILE)}` : 'catalogue';
 
 /** Wall time of the start-up sequence on a fresh connection, in ms. */
 async function startup(sock) {
   const t0 = performance.now();
   const c = await XenstoreClient.connect({ path: sock });
   const watches = [];
-  for (const [op, p] of STARTUP) {
-    if (op === 'read') await c.tryRead(p);
-    else if (op === 'write') await c.write(p, 'x').catch(() => undefined);
-    else watches.push(await c.watch(p, `t${watches.length}`));
+  const txs = new Map();
+  let started;
+  const no = () => undefined;
+  for (const [op, p, recTx] of STARTUP) {
+    if (recTx !== 0 && started !== undefined && !txs.has(recTx)) {
+      txs.set(recTx, started);
+      started = undefined;
+    }
+    const opt = recTx !== 0 && txs.has(recTx) ? { tx: txs.get(recTx) } : undefined;
+    if (op === 'read') await c.tryRead(p, opt);
+    else if (op === 'write') await c.write(p, 'x', opt).catch(no);
+    else if (op === 'directory') await c.directory(p, opt).catch(no);
+    else if (op === 'getPerms') await c.getPerms(p, opt).catch(no);
+    else if (op === 'mkdir') await c.mkdir(p, opt).catch(no);
+    else if (op === 'txStart') started = await c.transactionStart();
+    else if (op === 'txEnd') {
+      if (txs.has(recTx)) await c.transactionEnd(txs.get(recTx), true).catch(no);
+      txs.delete(recTx);
+    } else watches.push(await c.watch(p, `t${watches.length}`));
   }
   const ms = performance.now() - t0;
   for (const w of watches) await w.close();
@@ -179,7 +237,7 @@ for (const p of [`/local/domain/0/device-model/${DOMID}`, NODE]) {
 }
 await dom0.mkdir(`/local/domain/${DOMID}`);
 await dom0.setPerms(`/local/domain/${DOMID}`, [{ domid: DOMID, perm: 'n' }]);
-for (const [, p] of STARTUP) {
+for (const p of new Set(STARTUP.map(([, p]) => p).filter((p) => p !== undefined))) {
   await dom0.write(p, 'v');
   await dom0.setPerms(
     p,
@@ -218,7 +276,7 @@ const TARGETS = [
   ['proxy own process', `${dir}/proxy.sock`],
   ['privileged in-process', `${dir}/inproc-priv.sock`],
   ['privileged own process', `${dir}/proxy-priv.sock`],
-];
+].filter(([name]) => name === 'direct' || !TARGET_NAMES || TARGET_NAMES.includes(name));
 const cases = [
   ['pairs, 1 client, sequential', (s) => pairs(s, 1, false)],
   ['pairs, 1 client, 16 in flight', (s) => pairs(s, 1, true)],
@@ -233,7 +291,7 @@ console.log(
 );
 const ratios = [];
 const f = (x) => x.toFixed(0).padStart(7);
-for (const [label, run] of cases) {
+for (const [label, run] of cases.filter(([l]) => l.includes(ONLY))) {
   const runs = new Map(TARGETS.map(([name]) => [name, []]));
   for (let r = 0; r < ROUNDS; r++)
     for (const [name, sock] of TARGETS) runs.get(name).push(await run(sock));
@@ -249,13 +307,21 @@ for (const [label, run] of cases) {
   );
 }
 // The start-up sequence: wall time, so the ratio is proxy over direct (lower is better).
+if (ONLY && !'QEMU start-up'.includes(ONLY)) {
+  for (const line of ratios) console.log(line);
+  console.log(`load ${load()}`);
+  process.exit(0);
+}
+// Each target first runs the sequence untimed: a proxy serves DM after DM for as long as the host
+// runs, so its code is compiled by the time a QEMU starts; so is the daemon's (direct).
 const ms = new Map(TARGETS.map(([name]) => [name, []]));
+for (let r = 0; r < STARTUP_WARMUP; r++) for (const [, sock] of TARGETS) await startup(sock);
 for (let r = 0; r < Math.max(ROUNDS, 5); r++)
   for (const [name, sock] of TARGETS) ms.get(name).push(await startup(sock));
 const d0 = median(ms.get('direct'));
 console.log(
   [
-    `QEMU start-up (${STARTUP.length} requests) direct ${d0.toFixed(1)} ms`,
+    `QEMU start-up (${STARTUP.length} requests, ${STARTUP_SOURCE}) direct ${d0.toFixed(1)} ms`,
     ...TARGETS.slice(1).map(([name]) => {
       const m = median(ms.get(name));
       return `${name} ${m.toFixed(1)} ms ${(m / d0).toFixed(2)}x`;

@@ -22,12 +22,13 @@ commands:
             --privileged         the upstream is the daemon's privileged dom0 socket: the proxy
                                  decides every request as xenstored 4.17 decides it for domain N
                                  (the default is a socket that already acts as domain N)
+            --trace              also log every request let through (event "forwarded")
 
 options:
   -h, --help       this text (also after a command)
   -v, --version    the package version
 
-Refusals are logged as JSON lines (pino) on stderr. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 failed,
+Refusals (and with --trace every request) are logged as JSON lines (pino) on stderr. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 failed,
 2 bad usage.`;
 
 function fail(msg: string): never {
@@ -65,6 +66,7 @@ function args(argv: string[]) {
         listen: { type: 'string' },
         upstream: { type: 'string' },
         privileged: { type: 'boolean' },
+        trace: { type: 'boolean' },
       },
     });
   } catch (e) {
@@ -126,7 +128,12 @@ async function main(argv: string[]): Promise<void> {
       domid: domid(o.domid, '--domid'),
       upstream: o.privileged ? { privileged: upstream } : upstream,
       // The proxy's records (ProxyLogRecord) through pino, one JSON line each on stderr.
-      log: (line) => logger.warn(JSON.parse(line) as object, 'proxy'),
+      log: (line) => {
+        const rec = JSON.parse(line) as { event: string };
+        if (rec.event === 'forwarded') logger.info(rec, 'proxy');
+        else logger.warn(rec, 'proxy');
+      },
+      trace: o.trace === true,
     });
     await proxy.listen(o.listen);
     onStop(() => proxy.close());

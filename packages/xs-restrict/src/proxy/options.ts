@@ -58,14 +58,21 @@ export interface RestrictingProxyOptions {
   quotas?: Partial<XenstoreQuotas>;
   /** Receives one JSON line per refusal or client-closing event. Default: stderr. */
   log?: (line: string) => void;
+  /**
+   * Also log every request let through (event `forwarded`, with its type, ids, absolute path and
+   * the allowing rule): a device model's whole xenstore traffic, such as the start-up sequence a
+   * QEMU makes (bench/xenstore-proxy replays one with `--sequence`). Default false.
+   */
+  trace?: boolean;
 }
 
-/** A refusal or client-closing event, as logged (one JSON object per line). */
+/** A refusal, a client-closing event or (with `trace`) a forwarded request, as logged (one JSON object per line). */
 export interface ProxyLogRecord {
   time: string;
   domid: number;
   client: number;
   event:
+    | 'forwarded'
     | 'refused'
     | 'protocol-error'
     | 'slow-reader'

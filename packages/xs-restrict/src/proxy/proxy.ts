@@ -15,6 +15,7 @@ import {
   XS_WATCH_EVENT,
   type XsErrno,
 } from '../wire/constants.js';
+import { firstString } from '../wire/strings.js';
 import { Allowlist, allowlistFromCatalogue } from './allowlist.js';
 import { type InFlight, ProxyClient } from './client.js';
 import { decide } from './decide.js';
@@ -41,6 +42,17 @@ export {
   type RestrictingProxyOptions,
 } from './options.js';
 
+/** A request as a log line names it. */
+function logged(m: XsMessage, path: string | undefined): NonNullable<ProxyLogRecord['request']> {
+  const request: NonNullable<ProxyLogRecord['request']> = {
+    type: XS_TYPE_NAMES[m.type] ?? `type ${m.type}`,
+    reqId: m.reqId,
+    txId: m.txId,
+  };
+  if (path !== undefined) request.path = path;
+  return request;
+}
+
 /** How long a closed client's upstream waits for outstanding replies before it is closed anyway. */
 const DRAIN_TIMEOUT_MS = 5000;
 
@@ -64,6 +76,7 @@ export class RestrictingProxy {
   /** Domain N's counts shared by the clients of a privileged upstream. */
   private readonly book: DomainBook | undefined;
   private readonly logSink: (line: string) => void;
+  private readonly trace: boolean;
   private readonly clients = new Set<ProxyClient>();
   private readonly drainingClients = new Set<ProxyClient>();
   private server: net.Server | undefined;
@@ -84,6 +97,7 @@ export class RestrictingProxy {
     this.allowlist = new Allowlist(options.allowlist ?? allowlistFromCatalogue(), options.domid);
     this.homePath = options.homePath ?? '/local/domain/0';
     this.logSink = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+    this.trace = options.trace === true;
   }
 
   /** Listen on a unix socket (replacing a stale socket file). */
@@ -199,14 +213,8 @@ export class RestrictingProxy {
   }
 
   private refuse(c: ProxyClient, m: XsMessage, errno: XsErrno, rule: string, path?: string): void {
-    const request: NonNullable<ProxyLogRecord['request']> = {
-      type: XS_TYPE_NAMES[m.type] ?? `type ${m.type}`,
-      reqId: m.reqId,
-      txId: m.txId,
-    };
-    if (path !== undefined) request.path = path;
     c.altered = true;
-    this.log(c, { event: 'refused', request, rule, errno });
+    this.log(c, { event: 'refused', request: logged(m, path), rule, errno });
     // xenstored's error reply copies the request's header: same req_id and tx_id.
     const reply = encodeMessage(XS_ERROR, m.reqId, m.txId, `${errno}\0`);
     if (c.inFlight.length === 0) this.send(c, reply);
@@ -257,6 +265,16 @@ export class RestrictingProxy {
     if (d.verdict === 'refuse') {
       this.refuse(c, m, d.errno, d.rule, d.path);
       return;
+    }
+    if (this.trace) {
+      const named = d.allowedBy !== undefined || d.watchKey !== undefined;
+      const path = named ? firstString(d.payload) : undefined;
+      const rec: Omit<ProxyLogRecord, 'time' | 'domid' | 'client'> = {
+        event: 'forwarded',
+        request: logged(m, path),
+      };
+      if (d.allowedBy !== undefined) rec.rule = d.allowedBy;
+      this.log(c, rec);
     }
     const f: Partial<InFlight> = {};
     if (d.watch) f.watch = d.watch;
