@@ -91,7 +91,7 @@ function writeNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   const arg = nulTerminated([path]);
   const known = s.cache.get(path);
   let perms = known?.perms;
-  let childlen = known && s.cache.childlen(path, known);
+  let childlen = known?.childlen;
   const reqs: Req[] = [];
   if (!perms) reqs.push([XS_GET_PERMS, 0, arg]);
   if (write && childlen === undefined) reqs.push([XS_DIRECTORY, 0, arg]);

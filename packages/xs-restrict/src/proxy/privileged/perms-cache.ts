@@ -13,7 +13,7 @@
  * holds while no event for its node or an ancestor arrived after `at`.
  */
 import { randomBytes } from 'node:crypto';
-import { parentPath } from '../../rules/paths.js';
+import { isChild, parentPath } from '../../rules/paths.js';
 import type { XsPerm } from '../../wire/perms.js';
 
 /** Most entries (and most remembered event paths) per session; past it everything is forgotten. */
@@ -21,6 +21,9 @@ export const PERMS_CACHE_ENTRIES = 4096;
 
 /** The watches that keep the cache exact: every node, and domain introduction and release. */
 export const CACHE_WATCH_PATHS = ['/', '@introduceDomain', '@releaseDomain'] as const;
+
+/** Most entries that hold their children bytes (each event is checked against all of them). */
+const CHILDREN_MAX = 64;
 
 interface Entry {
   perms: XsPerm[];
@@ -38,11 +41,11 @@ export class PermsCache {
   private readonly entries = new Map<string, Entry>();
   private readonly lastEvent = new Map<string, number>();
   /**
-   * The last event strictly below each path: a node's children change only with an event below
+   * Entries that hold their children bytes. A node's children change only with an event below
    * it (a create names the new node, the implicit ancestors it creates lie between; an rm names
-   * the removed node).
+   * the removed node): such an event drops the bytes. Few: the nodes N rewrites.
    */
-  private readonly lastBelow = new Map<string, number>();
+  private readonly withChildren = new Set<string>();
   /** False until the daemon accepted the watches (and after RESET_WATCHES removed them). */
   private watching = false;
 
@@ -66,7 +69,7 @@ export class PermsCache {
   private forget(): void {
     this.entries.clear();
     this.lastEvent.clear();
-    this.lastBelow.clear();
+    this.withChildren.clear();
     this.validFrom = this.clock;
   }
 
@@ -78,12 +81,13 @@ export class PermsCache {
       this.forget();
       return;
     }
-    if (this.lastEvent.size >= PERMS_CACHE_ENTRIES || this.lastBelow.size >= PERMS_CACHE_ENTRIES)
-      this.forget();
+    if (this.lastEvent.size >= PERMS_CACHE_ENTRIES) this.forget();
     this.lastEvent.set(path, this.clock);
-    for (let p = parentPath(path); ; p = parentPath(p)) {
-      this.lastBelow.set(p, this.clock);
-      if (p === '/') break;
+    for (const p of this.withChildren) {
+      if (p === path || !isChild(path, p)) continue;
+      this.withChildren.delete(p);
+      const e = this.entries.get(p);
+      if (e) delete e.childlen;
     }
   }
 
@@ -104,17 +108,17 @@ export class PermsCache {
    */
   learn(path: string, perms: XsPerm[], at: number, childlen?: number): void {
     if (!this.unchangedSince(path, at)) return;
-    if (this.entries.size >= PERMS_CACHE_ENTRIES && !this.entries.has(path)) this.entries.clear();
+    if (this.entries.size >= PERMS_CACHE_ENTRIES && !this.entries.has(path)) {
+      this.entries.clear();
+      this.withChildren.clear();
+    }
     const e: Entry = { perms, at };
-    if (childlen !== undefined && (this.lastBelow.get(path) ?? 0) <= at) e.childlen = childlen;
+    // Only now, when no event came since `at` at all: below the node, none is remembered.
+    if (childlen !== undefined && at >= this.clock && this.withChildren.size < CHILDREN_MAX) {
+      e.childlen = childlen;
+      this.withChildren.add(path);
+    } else this.withChildren.delete(path);
     this.entries.set(path, e);
-  }
-
-  /** The node's children bytes of an entry `get` just returned, if no event below it came since. */
-  childlen(path: string, e: Entry): number | undefined {
-    return e.childlen !== undefined && (this.lastBelow.get(path) ?? 0) <= e.at
-      ? e.childlen
-      : undefined;
   }
 
   /** The node's perms and since when they are known, if nothing changed them since. */
@@ -123,6 +127,7 @@ export class PermsCache {
     if (e === undefined) return undefined;
     if (this.unchangedSince(path, e.at)) return e;
     this.entries.delete(path);
+    this.withChildren.delete(path);
     return undefined;
   }
 }
