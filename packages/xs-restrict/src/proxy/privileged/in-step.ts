@@ -39,6 +39,26 @@ export function answerNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   return undefined;
 }
 
+/**
+ * A run of reads outside transactions that the perms cache shows N may make (the session's
+ * `cachedReads`), sent in one write: nothing changed between that check and the daemon's
+ * handling, so each reply is N's. `reply` gets them in order; returns how many it got (short
+ * of all at an error reply, left to the general way with the reads after it).
+ */
+export function readsNow(
+  s: SessionContext,
+  reads: readonly XsMessage[],
+  reply: (b: Buffer) => void,
+): number {
+  const replies = s.chan.callNow(reads.map((m): Req => [m.type, 0, m.payload]));
+  for (let i = 0; i < reads.length; i++) {
+    const r = replies[i] as XsMessage;
+    if (r.type === XS_ERROR) return i;
+    reply(relayReply(reads[i] as XsMessage, r));
+  }
+  return reads.length;
+}
+
 function allows(s: SessionContext, perms: readonly XsPerm[] | undefined, perm: number): boolean {
   return perms !== undefined && (permFor(s.who, perms) & perm) !== 0;
 }
@@ -53,16 +73,13 @@ function permsOf(r: XsMessage | undefined): XsPerm[] | undefined {
   }
 }
 
-/** get_node with XS_PERM_READ passes: dom0's reply is N's. */
+/**
+ * A read the perms cache cannot decide (the cached ones go by readsNow): get_node with
+ * XS_PERM_READ passes, so dom0's reply is N's, and the perms are learnt.
+ */
 function readNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   const path = oneArg(m.payload);
   if (path === undefined || path[0] !== '/') return undefined;
-  const known = s.cache.get(path)?.perms;
-  if (known) {
-    if (!allows(s, known, XS_PERM_READ)) return undefined;
-    const [r] = s.chan.callNow([[m.type, 0, m.payload]]);
-    return r === undefined || r.type === XS_ERROR ? undefined : relayReply(m, r);
-  }
   const [pr, r] = s.chan.callNow([
     [XS_GET_PERMS, 0, m.payload],
     [m.type, 0, m.payload],

@@ -45,7 +45,7 @@ import {
   type VirtualTx,
 } from './book.js';
 import { Dom0Channel } from './channel.js';
-import { answerNow } from './in-step.js';
+import { answerNow, readsNow } from './in-step.js';
 import { SessionOutput, type WatchedPath } from './output.js';
 import { PermsCache } from './perms-cache.js';
 import { commit, setPermsOp, settle, writeOp } from './writes.js';
@@ -129,7 +129,21 @@ export class PrivilegedSession implements SessionContext {
     try {
       for (;;) {
         if (this.chan.synchronous && this.queue.length > 0) {
-          const reply = this.answerNow(this.queue[0] as XsMessage);
+          const reads = this.cachedReads();
+          if (reads.length > 0) {
+            const n = this.inStep(() => readsNow(this, reads, (b) => this.out.reply(b, true)));
+            if (n === null) return;
+            if (n < reads.length) {
+              // An error reply: that read and the ones after it are decided the general way.
+              this.queue.unshift(...reads.slice(n + 1));
+              this.out.flush();
+              const reply = await this.answer(reads[n] as XsMessage);
+              if (reply === undefined) return;
+              this.out.reply(reply);
+            }
+            continue;
+          }
+          const reply = this.inStep(() => answerNow(this, this.queue[0] as XsMessage));
           if (reply === null) return;
           if (reply) {
             this.queue.shift();
@@ -155,10 +169,10 @@ export class PrivilegedSession implements SessionContext {
     }
   }
 
-  /** in-step.ts's answer to `m`: undefined to decide it the general way, null once the link is gone. */
-  private answerNow(m: XsMessage): Buffer | null | undefined {
+  /** What in-step.ts's `f` gives, or null once the link is gone. */
+  private inStep<T>(f: () => T): T | null {
     try {
-      return answerNow(this, m);
+      return f();
     } catch (e) {
       if (e instanceof LinkClosed || this.closed) return null;
       throw e;
