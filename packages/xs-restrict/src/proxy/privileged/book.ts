@@ -108,6 +108,11 @@ export function childNames(m: XsMessage): string[] {
   return splitStrings(m.payload, true).filter((c) => c !== '');
 }
 
+/** The bytes of a node's children's names from its DIRECTORY reply; infinite when it failed. */
+export function childBytes(dir: XsMessage): number {
+  return dir.type === XS_DIRECTORY ? dir.payload.length : Number.POSITIVE_INFINITY;
+}
+
 /**
  * A node's data plus its children's names (each NUL-terminated), from its READ and DIRECTORY
  * replies, as node size quotas count them; infinite when either failed, so the check refuses.

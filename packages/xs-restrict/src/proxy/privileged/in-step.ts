@@ -21,8 +21,8 @@ import {
 import { XS_PERM_READ, XS_PERM_WRITE, type XsPerm } from '../../wire/perms.js';
 import { nulTerminated, oneArg } from '../../wire/strings.js';
 import type { SessionContext } from './access.js';
-import { errReply, okReply, parsePermsReply, type Req, relayReply } from './book.js';
-import { childBytes, rewriteTooBig } from './writes.js';
+import { childBytes, errReply, okReply, parsePermsReply, type Req, relayReply } from './book.js';
+import { rewriteTooBig } from './writes.js';
 
 /** The reply to `m` (outside a transaction), or undefined: decide it the general way. */
 export function answerNow(s: SessionContext, m: XsMessage): Buffer | undefined {

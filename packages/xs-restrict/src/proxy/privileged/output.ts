@@ -12,6 +12,7 @@ import { XS_DIRECTORY, XS_ERROR, XS_GET_PERMS, XS_WATCH_EVENT } from '../../wire
 import { XS_PERM_READ, type XsPerm } from '../../wire/perms.js';
 import { nulTerminated } from '../../wire/strings.js';
 import {
+  childBytes,
   childNames,
   PENDING_OUTPUT_MAX,
   PERMS_CACHE_MAX,
@@ -225,19 +226,25 @@ export class SessionOutput {
         [XS_GET_PERMS, 0, nulTerminated([p])],
         [XS_DIRECTORY, 0, nulTerminated([p])],
       ]);
-      const replies = this.chan.synchronous
-        ? this.chan.callNow(reqs)
-        : await Promise.all(this.chan.call(reqs));
+      const now = this.chan.synchronous;
+      const replies = now ? this.chan.callNow(reqs) : await Promise.all(this.chan.call(reqs));
       const next: string[] = [];
       level.forEach((p, i) => {
         const perms = replies[2 * i] as XsMessage;
         const dir = replies[2 * i + 1] as XsMessage;
         if (perms.type !== XS_GET_PERMS) return;
+        let parsed: XsPerm[];
         try {
-          this.cache(p, parsePermsReply(perms));
+          parsed = parsePermsReply(perms);
         } catch {
           return;
         }
+        this.cache(p, parsed);
+        // What the DM reads and writes next lies mostly under what it watches: the session's
+        // perms cache learns it too (with the children bytes when read in step, as of now).
+        if (now && dir.type === XS_DIRECTORY)
+          this.chan.cache.learn(p, parsed, this.chan.cache.now, childBytes(dir));
+        else this.chan.cache.learn(p, parsed, this.chan.arrivedAt(perms));
         if (dir.type !== XS_DIRECTORY) return;
         for (const c of childNames(dir)) next.push(childPath(p, c));
       });

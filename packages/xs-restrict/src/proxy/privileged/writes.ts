@@ -29,6 +29,7 @@ import { countNul, errnoOf, nulTerminated, oneArg, splitStrings } from '../../wi
 import type { SessionContext } from './access.js';
 import { getNode } from './access.js';
 import {
+  childBytes,
   errReply,
   LinkClosed,
   newVirtualTx,
@@ -149,11 +150,6 @@ export function rewriteTooBig(
   childlen: number,
 ): boolean {
   return entryTooBig(s.book.quotas, nodeRecordSize(perms.length, datalen, childlen));
-}
-
-/** The bytes of a node's children's names from its DIRECTORY reply; infinite when it failed. */
-export function childBytes(dir: XsMessage): number {
-  return dir.type === XS_DIRECTORY ? dir.payload.length : Number.POSITIVE_INFINITY;
 }
 
 export async function writeOp(
