@@ -54,6 +54,8 @@ if command -v genisoimage >/dev/null 2>&1; then
     rm -rf "$d"
   done
 fi
+# xl save/restore need libxl's save helper, which the lab's dom0 does not have.
+cp /usr/lib/xen-4.17/bin/libxl-save-helper reports/xen-guest/ 2>/dev/null || true
 
 # The lab's artefacts, built once per key (scripts/lab-artefacts.sh).
 . scripts/lab-artefacts.sh

@@ -14,6 +14,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   readSync,
   rmSync,
@@ -61,6 +62,43 @@ const isoMarker = (x) => {
   return m[0];
 };
 
+// Run as the DM's uid (in dom0's own root, a weaker place than its jail): every way to xenstore
+// but the proxy must fail. Prints one JSON object: errno code per path, and the proxy's answer to
+// a read of a dom0 key and of the guest's own name.
+const REACH_PROBE = `
+const fs = require('node:fs'), net = require('node:net');
+const out = {};
+for (const p of ['/dev/xen/xenbus', '/dev/xen/xenbus_backend', '/proc/xen/xenbus']) {
+  try { fs.closeSync(fs.openSync(p, 'r+')); out[p] = 'opened'; } catch (e) { out[p] = e.code; }
+}
+const xsRead = (sock, path) => new Promise((resolve) => {
+  const c = net.connect(sock);
+  const body = Buffer.from(path + '\\0');
+  const h = Buffer.alloc(16);
+  h.writeUInt32LE(2, 0); h.writeUInt32LE(7, 4); h.writeUInt32LE(0, 8); h.writeUInt32LE(body.length, 12);
+  let got = Buffer.alloc(0);
+  c.on('connect', () => c.write(Buffer.concat([h, body])));
+  c.on('data', (d) => {
+    got = Buffer.concat([got, d]);
+    if (got.length >= 16 && got.length >= 16 + got.readUInt32LE(12)) {
+      const type = got.readUInt32LE(0);
+      const payload = got.subarray(16, 16 + got.readUInt32LE(12)).toString().replace(/\\0$/, '');
+      resolve(type === 16 ? 'error ' + payload : 'read ' + payload); c.destroy();
+    }
+  });
+  c.on('error', (e) => resolve(e.code));
+});
+(async () => {
+  for (const p of ['/run/xenstored/socket', '/var/run/xenstored/socket', '/run/xenstored/socket_ro']) {
+    out[p] = await xsRead(p, '/local/domain/0/name');
+  }
+  const proxy = process.argv[1];
+  out.proxyDom0 = await xsRead(proxy, '/local/domain/0/name');
+  out.proxyOwn = await xsRead(proxy, process.argv[2]);
+  console.log(JSON.stringify(out));
+})();
+`;
+
 /** Everything the tests share: one guest at a time. */
 const s = {
   service: null,
@@ -73,6 +111,13 @@ const s = {
   consoleFrom: 0,
 };
 
+const readdirOr = (dir) => {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+};
 const consoleText = () => readOr(CONSOLE).slice(s.consoleFrom).replaceAll('\r', '');
 const consoleLine = (prefix) =>
   consoleText()
@@ -82,7 +127,7 @@ const consoleLine = (prefix) =>
 const diag = () =>
   [
     `qemu-dm log: ${readOr(`/var/log/xen/qemu-dm-${NAME}.log`).slice(-1500)}`,
-    `xen-deprivd: ${s.service?.stderr().slice(-2500) ?? '(not started)'}`,
+    `xen-deprivd: ${s.service?.stderr().slice(-4000) ?? '(not started)'}`,
     s.domid !== null ? `QEMU log: ${readOr(`${STATE}/dm-${s.domid}/qemu.log`).slice(-1500)}` : '',
     `guest console: ${consoleText().slice(-1200)}`,
     `xl list: ${trySh('xl', ['list']) ?? '-'}`,
@@ -116,6 +161,8 @@ function config({ emulated }) {
     "vif = [ 'bridge=xenbr0,mac=00:16:3e:99:00:02' ]",
     'device_model_version = "qemu-xen"',
     `device_model_override = "${SHIM}"`,
+    // libxl then pre-opens its QMP listener and passes it (fd), and kills the DM by its uid.
+    'dm_restrict = 1',
     'on_poweroff = "preserve"',
     'on_reboot = "destroy"',
     'on_crash = "preserve"',
@@ -222,9 +269,63 @@ export default function (test) {
     const passed = record.plan.fds.map((f) => f.source).filter((x) => x.startsWith('passed:'));
     assert.deepEqual(
       passed.sort(),
-      ['passed:disk-ide-5632', 'passed:disk-ide0', 'passed:libxl-qmp', 'passed:tap-net0'].sort(),
+      [
+        'passed:disk-ide-5632',
+        'passed:disk-ide0',
+        'passed:disk-ide0-ro',
+        'passed:libxl-qmp',
+        'passed:tap-net0',
+      ].sort(),
     );
     return { domid: s.domid, uid: s.uid, ...dm };
+  });
+
+  test("guest devices: the DM's uid reaches xenstore only through the proxy (no xenbus node)", async () => {
+    // The plan never gave the DM /dev/xen/xenbus, and the guest above runs without it.
+    const record = readJson(`${STATE}/state/dm-${s.domid}.json`);
+    const devices = record.plan.devices.map((d) => d.path);
+    assert.ok(!devices.includes('/dev/xen/xenbus'), devices.join(' '));
+    assert.ok(devices.includes('/dev/xen/privcmd'), devices.join(' '));
+    const proxy = `${STATE}/xs-proxy/dm-${s.domid}.sock`;
+    const own = `/local/domain/${s.domid}/name`;
+    const probe = (ids) =>
+      JSON.parse(
+        execFileSync(process.execPath, ['-e', REACH_PROBE, proxy, own], {
+          encoding: 'utf8',
+          cwd: '/',
+          ...ids,
+        }),
+      );
+    const out = probe({ uid: s.uid, gid: s.uid });
+    assert.deepEqual(
+      {
+        xenbus: out['/dev/xen/xenbus'],
+        xenbusBackend: out['/dev/xen/xenbus_backend'],
+        procXenbus: out['/proc/xen/xenbus'],
+      },
+      { xenbus: 'EACCES', xenbusBackend: 'EACCES', procXenbus: 'ENOENT' },
+    );
+    // xenstored's own sockets (root's, or absent).
+    for (const p of [
+      '/run/xenstored/socket',
+      '/var/run/xenstored/socket',
+      '/run/xenstored/socket_ro',
+    ]) {
+      assert.ok(['EACCES', 'ENOENT'].includes(out[p]), `${p}: ${out[p]}`);
+    }
+    // The proxy itself, from here too: refused (its socket's directory, or the proxy's rule).
+    assert.ok(['EACCES', 'error EACCES'].includes(out.proxyDom0), out.proxyDom0);
+    // What that way in gives (the restriction is the connection's, whoever connects): its own
+    // guest's keys as that guest, nothing of dom0's.
+    const asRoot = probe({});
+    assert.equal(asRoot.proxyDom0, 'error EACCES');
+    assert.equal(asRoot.proxyOwn, `read ${NAME}`);
+    assert.equal(
+      asRoot['/run/xenstored/socket'],
+      `read Domain-0`,
+      'the probe reaches xenstored as root',
+    );
+    return { asDmUid: out, proxyAsRoot: { dom0: asRoot.proxyDom0, own: asRoot.proxyOwn } };
   });
 
   test('guest device: disk', async () => {
@@ -307,6 +408,12 @@ export default function (test) {
   });
 
   test('guest save/restore', async () => {
+    // The lab's dom0 lacks libxl's save helper: the host's (same Debian package) on the share.
+    const helper = '/usr/lib/xen-4.17/bin/libxl-save-helper';
+    if (!existsSync(helper)) {
+      copyFileSync(join(repo, 'reports', 'xen-guest', 'libxl-save-helper'), helper);
+      execFileSync('chmod', ['0755', helper]);
+    }
     const ticks = () => [...consoleText().matchAll(/XD-TICK (\d+)/g)].map((m) => Number(m[1]));
     const before = Math.max(...ticks());
     const oldDomid = s.domid;
@@ -323,10 +430,31 @@ export default function (test) {
       'nothing of the saved domain left',
     );
     const from = readOr(CONSOLE).length;
-    try {
-      sh('xl', ['restore', '/tmp/xd-dev.save']);
-    } catch (e) {
-      throw new Error(`xl restore failed: ${e.stderr ?? e.message}\n${diag()}`);
+    // The DM's log and proxy refusals go with a failed launch: kept here while xl runs.
+    const kept = new Map();
+    const keep = setInterval(() => {
+      for (const dir of [`${STATE}`, `${STATE}/xs-proxy`]) {
+        for (const f of readdirOr(dir)) {
+          const p = `${dir}/${f}`;
+          const text = readOr(/^dm-\d+$/.test(f) ? `${p}/qemu.log` : p);
+          if (text) kept.set(p, text);
+        }
+      }
+    }, 50);
+    const restored = await new Promise((resolve) => {
+      const xl = spawn('xl', ['restore', '/tmp/xd-dev.save'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let err = '';
+      xl.stderr.on('data', (b) => {
+        err += b;
+      });
+      xl.on('exit', (code) => resolve({ code, err }));
+    });
+    clearInterval(keep);
+    if (restored.code !== 0) {
+      const logs = [...kept].map(([p, t]) => `--- ${p}\n${t.slice(-3000)}`).join('\n');
+      throw new Error(`xl restore failed: ${restored.err}\n${diag()}\n${logs}`);
     }
     const dm = await dmOfGuest();
     assert.notEqual(s.domid, oldDomid);

@@ -370,6 +370,14 @@ export class RpcServer {
       },
       (e) => {
         client.inFlight--;
+        // The whole message goes to the service's log: a client (the shim) may show less.
+        if (m.method === 'launch' || m.method === 'destroy') {
+          this.log({
+            event: `${m.method}-failed`,
+            client: client.id,
+            error: e instanceof Error ? e.message : String(e),
+          });
+        }
         this.fail(client, replyId, e);
       },
     );
