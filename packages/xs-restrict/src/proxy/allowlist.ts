@@ -66,13 +66,18 @@ export class Allowlist {
     }));
   }
 
-  /** Recent answers: a DM asks about the same few dozen paths over and over. */
-  private readonly cache = new Map<string, AllowRule | null>();
+  /** Recent answers, per operation: a DM asks about the same few dozen paths over and over. */
+  private readonly cache = new Map<CatalogueOp, Map<string, AllowRule | null>>();
+  private cached = 0;
 
   /** The first rule allowing `op` on `path`, or undefined. */
   match(op: CatalogueOp, path: string): AllowRule | undefined {
-    const key = `${op}\0${path}`;
-    const hit = this.cache.get(key);
+    let byPath = this.cache.get(op);
+    if (byPath === undefined) {
+      byPath = new Map();
+      this.cache.set(op, byPath);
+    }
+    const hit = byPath.get(path);
     if (hit !== undefined) return hit ?? undefined;
     let found: AllowRule | null = null;
     for (const c of this.compiled) {
@@ -82,8 +87,12 @@ export class Allowlist {
       }
     }
     // Bounded: a guest-chosen stream of paths cannot grow it past ALLOWLIST_CACHE_SIZE entries.
-    if (this.cache.size >= ALLOWLIST_CACHE_SIZE) this.cache.clear();
-    this.cache.set(key, found);
+    if (this.cached >= ALLOWLIST_CACHE_SIZE) {
+      for (const m of this.cache.values()) m.clear();
+      this.cached = 0;
+    }
+    byPath.set(path, found);
+    this.cached++;
     return found ?? undefined;
   }
 }

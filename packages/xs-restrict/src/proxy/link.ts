@@ -1,11 +1,14 @@
 /** The proxy's upstream connections: a unix socket, or the embedded server attached in process. */
 import net from 'node:net';
 import type { XenstoreConnection, XenstoreServer } from '../server/server.js';
+import type { XsMessage } from '../wire/codec.js';
 import type { PrivilegedLink } from './privileged/book.js';
 
 /** What a client's upstream is to the proxy: bytes out, and a close after what was written. */
 export interface Upstream {
   write(b: Buffer): void;
+  /** Whole requests already parsed (the privileged session takes them without parsing again). */
+  submit?(msgs: readonly XsMessage[]): void;
   /** Close after what was written has gone out. */
   end(): void;
 }

@@ -241,11 +241,13 @@ export class RestrictingProxy {
     const out = c.toUpstream;
     if (out.length > 0) {
       c.toUpstream = [];
+      const up = c.upstream;
+      if (up?.submit) up.submit(out.map(([m, p]) => (p === m.payload ? m : { ...m, payload: p })));
       // Whole messages, all forwarded unchanged: the bytes as read are the bytes to send.
-      if (aligned && !c.altered && c.parser.buffered === 0) c.upstream?.write(chunk);
+      else if (aligned && !c.altered && c.parser.buffered === 0) up?.write(chunk);
       else {
         const enc = out.map(([m, p]) => encodeMessage(m.type, m.reqId, m.txId, p));
-        c.upstream?.write(enc.length === 1 ? (enc[0] as Buffer) : Buffer.concat(enc));
+        up?.write(enc.length === 1 ? (enc[0] as Buffer) : Buffer.concat(enc));
       }
     }
     if (!c.closed && !c.paused && c.inFlight.length >= this.limits.maxInFlight) {

@@ -133,6 +133,8 @@ export function relayReply(m: XsMessage, r: XsMessage): Buffer {
   return encodeMessage(r.type, m.reqId, m.txId, r.payload);
 }
 
+const OK = Buffer.from('OK\0');
+
 export function okReply(m: XsMessage): Buffer {
-  return encodeMessage(m.type, m.reqId, m.txId, 'OK\0');
+  return encodeMessage(m.type, m.reqId, m.txId, OK);
 }

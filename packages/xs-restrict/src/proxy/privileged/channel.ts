@@ -42,6 +42,15 @@ export class Dom0Channel {
   private readonly arrivals = new WeakMap<XsMessage, number>();
   /** The cache's token as the bytes that end its events' payloads. */
   private readonly cacheTail: Buffer;
+  /** Where the replies of the callNow under way go (one at a time: it returns before the next). */
+  private nowReplies: XsMessage[] = [];
+  private nowLost: unknown;
+  private readonly nowResolve = (m: XsMessage): void => {
+    this.nowReplies.push(m);
+  };
+  private readonly nowReject = (e: unknown): void => {
+    this.nowLost = e;
+  };
 
   constructor(
     open: (onData: (b: Buffer) => void, onClose: () => void) => PrivilegedLink,
@@ -85,18 +94,16 @@ export class Dom0Channel {
    */
   callNow(reqs: readonly Req[]): XsMessage[] {
     const replies: XsMessage[] = [];
-    const resolve = (m: XsMessage): void => {
-      replies.push(m);
-    };
-    let lost: unknown;
-    const reject = (e: unknown): void => {
-      lost = e;
-    };
+    this.nowReplies = replies;
+    this.nowLost = undefined;
     const bufs = reqs.map(([type, tx, payload]) => {
-      this.pending.push({ type, resolve, reject, now: true });
+      this.pending.push({ type, resolve: this.nowResolve, reject: this.nowReject, now: true });
       return encodeMessage(type, this.nextReq++ >>> 0, tx, payload);
     });
     this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
+    const lost = this.nowLost;
+    this.nowReplies = [];
+    this.nowLost = undefined;
     if (lost !== undefined) throw lost;
     if (replies.length !== reqs.length) {
       // Only a link that broke its atomicWrites promise gets here: nothing can be decided on it.

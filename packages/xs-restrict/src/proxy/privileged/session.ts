@@ -102,8 +102,13 @@ export class PrivilegedSession implements SessionContext {
 
   /** Requests from the proxy (whole messages, already allowed). */
   write(b: Buffer): void {
+    this.submit(this.parser.push(b));
+  }
+
+  /** The same, parsed. */
+  submit(msgs: readonly XsMessage[]): void {
     if (this.closed) return;
-    for (const m of this.parser.push(b)) this.queue.push(m);
+    for (const m of msgs) this.queue.push(m);
     if (!this.busy) void this.run();
   }
 
