@@ -9,7 +9,8 @@ import { XenstoreClient } from '../src/client.js';
 import { RestrictingProxy } from '../src/proxy/proxy.js';
 import type { XenstoreConnection } from '../src/server/connection.js';
 import { XenstoreServer } from '../src/server/server.js';
-import type * as W from '../src/wire/index.js';
+import * as W from '../src/wire/index.js';
+import { RawConn, show, z } from './helpers/raw.js';
 
 const DOMID = 5;
 const DIR = `/local/domain/0/device-model/${DOMID}`;
@@ -115,6 +116,73 @@ describe('privileged upstream in process: in-step rewrites', { timeout: 20000 },
         'ok',
         'ok',
       ]);
+    }
+  });
+
+  it('a pipelined run of reads, rewrites and mkdirs: the bytes of a direct connection, events included', async () => {
+    // A second server, the same tree: direct on one, through the proxy on the other.
+    const other = new XenstoreServer({ quotas: { entrySize: ENTRY_SIZE } });
+    await other.listen(`${dir}/xs2.sock`);
+    const ts2 = await XenstoreClient.connect({ path: `${dir}/xs2.sock` });
+    try {
+      for (const node of ['a', 'b']) {
+        await ts2.write(`${DIR}/${node}`, 'v0');
+        await ts2.setPerms(`${DIR}/${node}`, dm);
+      }
+      await ts2.setPerms(DIR, dm);
+      const proxy2 = new RestrictingProxy({
+        domid: DOMID,
+        upstream: { privileged: other },
+        allowlist: [
+          { entryId: 'dir', pattern: DIR, ops: ['watch'] },
+          ...['a', 'b'].map((n) => ({
+            entryId: n,
+            pattern: `${DIR}/${n}`,
+            ops: ['read', 'write', 'mkdir'] as const,
+          })),
+        ],
+        log: () => undefined,
+      });
+      await proxy2.listen(`${dir}/proxy2.sock`);
+      const a = `${DIR}/a`;
+      const b = `${DIR}/b`;
+      const burst: [number, string][] = [
+        [W.XS_READ, z(a)],
+        [W.XS_WRITE, `${a}\0one`],
+        [W.XS_READ, z(a)],
+        [W.XS_WRITE, `${b}\0two`],
+        [W.XS_MKDIR, z(a)],
+        [W.XS_GET_PERMS, z(b)],
+        [W.XS_WRITE, `${a}\0${'x'.repeat(100)}`],
+        [W.XS_WRITE, `${a}\0three`],
+        [W.XS_DIRECTORY, z(a)],
+        [W.XS_READ, z(b)],
+      ];
+      const transcript = async (path: string): Promise<string[]> => {
+        const c = await RawConn.open(path);
+        try {
+          const seen: string[] = [];
+          c.send(W.XS_WATCH, 1, 0, z(DIR, 'w'));
+          await c.until((m) => m.type === W.XS_WATCH_EVENT, 'the initial event');
+          // Twice: the first burst teaches the proxy's cache, the second runs from it.
+          for (let round = 0; round < 2; round++) {
+            const base = 10 + 100 * round;
+            c.sendRaw(Buffer.concat(burst.map(([t, p], i) => W.encodeMessage(t, base + i, 0, p))));
+            const got = await c.until((m) => m.reqId === base + burst.length - 1, 'the last reply');
+            seen.push(...got.map(show));
+          }
+          return seen;
+        } finally {
+          c.close();
+        }
+      };
+      const want = await transcript(`${dir}/dom5.sock`);
+      const got = await transcript(`${dir}/proxy2.sock`);
+      expect(got).toEqual(want);
+      await proxy2.close();
+    } finally {
+      ts2.close();
+      await other.close();
     }
   });
 });

@@ -45,8 +45,11 @@ export class Dom0Channel {
   /** Where the replies of the callNow under way go (one at a time: it returns before the next). */
   private nowReplies: XsMessage[] = [];
   private nowLost: unknown;
+  /** Called with each reply of the callNow under way as it arrives (between the events before and after it). */
+  private nowEach: ((m: XsMessage) => void) | undefined;
   private readonly nowResolve = (m: XsMessage): void => {
     this.nowReplies.push(m);
+    this.nowEach?.(m);
   };
   private readonly nowReject = (e: unknown): void => {
     this.nowLost = e;
@@ -92,9 +95,10 @@ export class Dom0Channel {
    * made on them is still true when the next `callNow` acts on it, and the replies' arrival on
    * the perms cache's clock is `cache.now` (a change they make fires its event before the reply).
    */
-  callNow(reqs: readonly Req[]): XsMessage[] {
+  callNow(reqs: readonly Req[], each?: (m: XsMessage) => void): XsMessage[] {
     const replies: XsMessage[] = [];
     this.nowReplies = replies;
+    this.nowEach = each;
     this.nowLost = undefined;
     const bufs = reqs.map(([type, tx, payload]) => {
       this.pending.push({ type, resolve: this.nowResolve, reject: this.nowReject, now: true });
@@ -103,12 +107,15 @@ export class Dom0Channel {
     this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
     const lost = this.nowLost;
     this.nowReplies = [];
+    this.nowEach = undefined;
     this.nowLost = undefined;
     if (lost !== undefined) throw lost;
     if (replies.length !== reqs.length) {
-      // Only a link that broke its atomicWrites promise gets here: nothing can be decided on it.
+      // Only a link that broke its atomicWrites promise gets here: nothing can be decided on it,
+      // so it is closed, and the client with it (upstream-closed), rather than left waiting.
       this.link.end();
       this.fail();
+      this.onClosed();
       throw new LinkClosed();
     }
     return replies;
@@ -240,7 +247,8 @@ export class Dom0Channel {
       if (p.type === XS_WATCH && m.type === XS_WATCH && !p.internal) this.initialNext = true;
       if (!p.now) this.arrivals.set(m, this.cache.now);
       p.resolve(m);
-      resolved = true;
+      // A callNow reply is placed in the client's output as it arrives: what follows need not wait.
+      if (!p.now) resolved = true;
     }
   }
 

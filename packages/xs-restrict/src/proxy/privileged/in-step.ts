@@ -39,24 +39,90 @@ export function answerNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   return undefined;
 }
 
+/** Most requests of one client sent to the daemon in one write. */
+const RUN_MAX = 64;
+
+/** How a request the perms cache decides alone is answered. */
+interface Planned {
+  m: XsMessage;
+  /** Answered here, without the daemon (a mkdir of an existing node, a rewrite over quota). */
+  local?: Buffer;
+  /** A rewrite: what the cache learns again once it is done. */
+  rewrite?: { path: string; perms: XsPerm[]; childlen: number };
+}
+
 /**
- * A run of reads outside transactions that the perms cache shows N may make (the session's
- * `cachedReads`), sent in one write: nothing changed between that check and the daemon's
- * handling, so each reply is N's. `reply` gets them in order; returns how many it got (short
- * of all at an error reply, left to the general way with the reads after it).
+ * The queue's leading run of requests the perms cache decides alone (reads N may make,
+ * rewrites and mkdirs of existing nodes N may write, with their children bytes known), sent to
+ * the daemon in one write. Deciding them all first is exact: reads and rewrites change no
+ * node's perms, existence or children, so no decision depends on an earlier request of the
+ * run. Each reply goes to `reply` as it arrives, between the events the requests fire, in the
+ * order a direct connection gets them. Returns how many requests it took from the queue.
  */
-export function readsNow(
+export function runNow(
   s: SessionContext,
-  reads: readonly XsMessage[],
+  queue: readonly XsMessage[],
   reply: (b: Buffer) => void,
 ): number {
-  const replies = s.chan.callNow(reads.map((m): Req => [m.type, 0, m.payload]));
-  for (let i = 0; i < reads.length; i++) {
-    const r = replies[i] as XsMessage;
-    if (r.type === XS_ERROR) return i;
-    reply(relayReply(reads[i] as XsMessage, r));
+  const plan: Planned[] = [];
+  const reqs: Req[] = [];
+  const rewriting = new Map<string, readonly XsPerm[]>();
+  for (const m of queue) {
+    if (plan.length >= RUN_MAX) break;
+    const p = fromCache(s, m);
+    if (!p) break;
+    plan.push(p);
+    if (p.rewrite) rewriting.set(p.rewrite.path, p.rewrite.perms);
+    if (!p.local) reqs.push([m.type, 0, m.payload]);
   }
-  return reads.length;
+  let k = 0;
+  const locals = (): void => {
+    for (let p = plan[k]; p?.local; p = plan[++k]) reply(p.local);
+  };
+  locals();
+  if (reqs.length === 0) return plan.length;
+  s.out.rewriting = rewriting;
+  try {
+    s.chan.callNow(reqs, (r) => {
+      const p = plan[k++] as Planned;
+      const w = p.rewrite;
+      if (w && r.type !== XS_ERROR) {
+        // A rewrite keeps the perms and the children; its own event named the node, not below it.
+        s.cache.learn(w.path, w.perms, s.cache.now, w.childlen);
+        reply(okReply(p.m));
+      } else reply(relayReply(p.m, r));
+      locals();
+    });
+  } finally {
+    s.out.rewriting = undefined;
+  }
+  return plan.length;
+}
+
+/** `m` as the perms cache alone decides it, or undefined. */
+function fromCache(s: SessionContext, m: XsMessage): Planned | undefined {
+  if (m.txId !== 0) return undefined;
+  const nul = m.payload.indexOf(0);
+  if (nul < 1) return undefined;
+  if (m.type !== XS_WRITE && nul !== m.payload.length - 1) return undefined;
+  const path = m.payload.toString('utf8', 0, nul);
+  const e = s.cache.get(path);
+  if (!e) return undefined;
+  switch (m.type) {
+    case XS_READ:
+    case XS_DIRECTORY:
+    case XS_GET_PERMS:
+      return allows(s, e.perms, XS_PERM_READ) ? { m } : undefined;
+    case XS_MKDIR:
+      return allows(s, e.perms, XS_PERM_WRITE) ? { m, local: okReply(m) } : undefined;
+    case XS_WRITE: {
+      if (e.childlen === undefined || !allows(s, e.perms, XS_PERM_WRITE)) return undefined;
+      if (rewriteTooBig(s, e.perms, m.payload.length - nul - 1, e.childlen))
+        return { m, local: errReply(m, 'ENOSPC') };
+      return { m, rewrite: { path, perms: e.perms, childlen: e.childlen } };
+    }
+  }
+  return undefined;
 }
 
 function allows(s: SessionContext, perms: readonly XsPerm[] | undefined, perm: number): boolean {
@@ -126,7 +192,7 @@ function writeNow(s: SessionContext, m: XsMessage): Buffer | undefined {
   if (!write) return okReply(m);
   if (rewriteTooBig(s, held, m.payload.length - nul - 1, childlen as number))
     return errReply(m, 'ENOSPC');
-  s.out.rewriting = { path, perms: held };
+  s.out.rewriting = new Map([[path, held]]);
   let r: XsMessage;
   try {
     r = s.chan.callNow([[XS_WRITE, 0, m.payload]])[0] as XsMessage;

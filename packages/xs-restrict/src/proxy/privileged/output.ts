@@ -46,10 +46,10 @@ export class SessionOutput {
   private window: { suppress: Set<string>; slots: Slot[] } | undefined;
   private overflowed = false;
   /**
-   * Set by in-step.ts while N's rewrite of an existing node is handled: the node and the perms
-   * it keeps, for the events that write fires.
+   * Set by in-step.ts while N's rewrites of existing nodes are handled: each node and the perms
+   * it keeps, for the events those writes fire.
    */
-  rewriting: { path: string; perms: readonly XsPerm[] } | undefined;
+  rewriting: ReadonlyMap<string, readonly XsPerm[]> | undefined;
 
   constructor(
     private readonly who: Requester,
@@ -146,13 +146,13 @@ export class SessionOutput {
     }
     const token = m.payload.toString('utf8', nul + 1, m.payload.indexOf(0, nul + 1));
     const root = this.watches.find((w) => w.token === token && isChild(path, w.path))?.path ?? path;
-    const own = this.rewriting;
-    if (own?.path === path && this.readable(own.perms)) {
+    const own = this.rewriting?.get(path);
+    if (own && this.readable(own)) {
       // Fired by N's own rewrite, in step (in-step.ts): watch_permitted's first test on the node
       // as written, whose perms a rewrite keeps, passes; nothing to ask.
       // It leaves with the write's reply, which follows at once (one write to the client, as
       // xenstored sends a request's events and reply).
-      if (isChild(path, root)) this.cache(path, own.perms);
+      if (isChild(path, root)) this.cache(path, own);
       slot.bytes = slot.dropped ? null : raw;
       return;
     }

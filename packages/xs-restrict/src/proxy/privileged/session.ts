@@ -45,7 +45,7 @@ import {
   type VirtualTx,
 } from './book.js';
 import { Dom0Channel } from './channel.js';
-import { answerNow, readsNow } from './in-step.js';
+import { answerNow, runNow } from './in-step.js';
 import { SessionOutput, type WatchedPath } from './output.js';
 import { PermsCache } from './perms-cache.js';
 import { commit, setPermsOp, settle, writeOp } from './writes.js';
@@ -134,18 +134,10 @@ export class PrivilegedSession implements SessionContext {
     try {
       for (;;) {
         if (this.chan.synchronous && this.queue.length > 0) {
-          const reads = this.cachedReads();
-          if (reads.length > 0) {
-            const n = this.inStep(() => readsNow(this, reads, (b) => this.out.reply(b, true)));
-            if (n === null) return;
-            if (n < reads.length) {
-              // An error reply: that read and the ones after it are decided the general way.
-              this.queue.unshift(...reads.slice(n + 1));
-              this.out.flush();
-              const reply = await this.answer(reads[n] as XsMessage);
-              if (reply === undefined) return;
-              this.out.reply(reply);
-            }
+          const n = this.inStep(() => runNow(this, this.queue, (b) => this.out.reply(b, true)));
+          if (n === null) return;
+          if (n > 0) {
+            this.queue.splice(0, n);
             continue;
           }
           const reply = this.inStep(() => answerNow(this, this.queue[0] as XsMessage));
