@@ -2,7 +2,9 @@
 // xenstore benchmark: the same XenstoreClient code against
 //   - the real C xenstored of Xen 4.17 and oxenstored (../shared/tools/xenstored-peer, dom0 socket),
 //   - XenstoreServer in a separate process (`xs-restrict serve`),
-//   - a raw unix-socket echo server in a separate process (round-trip baseline).
+//   - raw unix-socket echo servers in Node and in C (echo.c, built with cc if there is one): the
+//     round-trip baseline, and the most any server can reach with the same client (`ceiling`
+//     lines: where an echo server is not 1.5x a daemon, no server can be).
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
 //   node bench/xenstore/run.mjs [--seconds 2]
 import { execFileSync, spawn } from 'node:child_process';
@@ -36,9 +38,9 @@ process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
-function startReady(args) {
+function startReady(args, exe = process.execPath) {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(exe, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(c);
     c.stdout.on('data', (d) => {
       if (d.toString().includes('ready')) resolve(c);
@@ -119,12 +121,21 @@ for (const [impl, name] of [
 await startReady([path.join(dist, 'cli.js'), 'serve', '--socket', `${dir}/xsr.sock`]);
 targets.push(['XenstoreServer', `${dir}/xsr.sock`]);
 await startReady(['-e', ECHO, `${dir}/echo.sock`]);
+// The echo server in C, if a compiler is here: the bound for any server, not only one in Node.
+const echoes = [['unix echo', `${dir}/echo.sock`]];
+try {
+  execFileSync('cc', ['-O2', '-o', `${dir}/echo-c`, path.join(repo, 'bench/xenstore/echo.c')]);
+  await startReady([`${dir}/echo-c.sock`], `${dir}/echo-c`);
+  echoes.push(['unix echo (C)', `${dir}/echo-c.sock`]);
+} catch (e) {
+  console.error(`no C echo server (${e.message.split('\n')[0]}); the Node one only`);
+}
 
 // Alternate the servers round by round and keep the median, so a burst of load from
 // elsewhere on the machine does not land on one server only.
 const ROUNDS = 3;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const samples = new Map([...targets.map(([name]) => [name, {}]), ['echo', {}]]);
+const samples = new Map([...targets, ...echoes].map(([name]) => [name, {}]));
 const add = (name, key, v) => {
   const r = samples.get(name);
   r[key] ??= [];
@@ -135,17 +146,23 @@ for (let round = 0; round < ROUNDS; round++) {
     for (const pipelined of [false, true]) {
       for (const [name, sock] of targets)
         add(name, `${n} ${pipelined ? 'pipe' : 'seq'}`, await pairs(sock, n, pipelined));
+      // The same client code against a server that does no work: the most any server can reach
+      // over this transport (a WRITE or READ comes back as its own reply, which the client takes).
+      for (const [name, sock] of echoes)
+        add(name, `${n} ${pipelined ? 'pipe' : 'seq'}`, await pairs(sock, n, pipelined));
     }
   }
   for (const [name, sock] of targets) add(name, 'rtt', await rtt(sock));
-  add('echo', 'rtt', await rtt(`${dir}/echo.sock`));
+  for (const [name, sock] of echoes) add(name, 'rtt', await rtt(sock));
 }
 const rows = targets.map(([name]) => {
   const r = { name };
   for (const [k, v] of Object.entries(samples.get(name))) r[k] = median(v);
   return r;
 });
-const echoRtt = median(samples.get('echo').rtt);
+const medians = (name) =>
+  Object.fromEntries(Object.entries(samples.get(name)).map(([k, v]) => [k, median(v)]));
+const echoRtt = medians('unix echo').rtt;
 
 const cols = ['1 seq', '1 pipe', '4 seq', '4 pipe'];
 const fmt = (v) => Math.round(v).toString().padStart(10);
@@ -155,7 +172,25 @@ console.log(
 console.log(`${'server'.padEnd(18)}${cols.map((c) => c.padStart(10)).join('')}   RTT (us)`);
 for (const r of rows)
   console.log(`${r.name.padEnd(18)}${cols.map((c) => fmt(r[c])).join('')}   ${r.rtt.toFixed(1)}`);
-console.log(`${'unix echo'.padEnd(18)}${' '.repeat(40)}   ${echoRtt.toFixed(1)}`);
+for (const [name] of echoes) {
+  const e = medians(name);
+  console.log(`${name.padEnd(18)}${cols.map((c) => fmt(e[c])).join('')}   ${e.rtt.toFixed(1)}`);
+}
+// What no server can beat: a target of 1.5x over X is out of reach where an echo server (no work
+// per request, the same client and socket) is itself less than 1.5x X. The C one bounds any
+// server; the Node one, a server in Node.
+for (const [name] of echoes) {
+  const e = medians(name);
+  for (const other of rows.filter((r) => r.name !== 'XenstoreServer')) {
+    const short = other.name.replace(/ 4\.17$/, '');
+    for (const col of [...cols, 'rtt'])
+      console.log(
+        col === 'rtt'
+          ? `ceiling ${short} RTT / ${name} RTT: ${(other.rtt / e.rtt).toFixed(2)}x`
+          : `ceiling ${name} / ${short}, ${col}: ${(e[col] / other[col]).toFixed(2)}x`,
+      );
+  }
+}
 const ours = rows.find((r) => r.name === 'XenstoreServer');
 for (const other of rows.filter((r) => r !== ours)) {
   for (const col of cols)
