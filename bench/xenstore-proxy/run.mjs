@@ -9,9 +9,10 @@
 //     the same process, and in a process of its own in front of the server's dom0 socket (the
 //     deployment in front of a real host's /run/xenstored/socket),
 // with 1 and 4 clients, each keeping 16 pairs in flight and, separately, one at a time.
-// Rounds alternate direct/proxy; the median of the rounds and the ratio proxy/direct are printed.
+// Rounds alternate the targets, each round starting at the next one; the median of the rounds and
+// the ratio proxy/direct are printed.
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
-//   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7] [--warmup 20] [--only TEXT]
+//   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7] [--warmup 50] [--only TEXT]
 //     [--targets "privileged in-process,..."] [--sequence TRACE.jsonl]
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -38,7 +39,7 @@ const ONLY = onlyIdx > 0 ? process.argv[onlyIdx + 1] : '';
 const targetsIdx = process.argv.indexOf('--targets');
 const TARGET_NAMES = targetsIdx > 0 ? process.argv[targetsIdx + 1].split(',') : undefined;
 const warmIdx = process.argv.indexOf('--warmup');
-const STARTUP_WARMUP = warmIdx > 0 ? Number(process.argv[warmIdx + 1]) : 20;
+const STARTUP_WARMUP = warmIdx > 0 ? Number(process.argv[warmIdx + 1]) : 50;
 const DEPTH = 16;
 const DOMID = 5;
 const NODE = `/local/domain/0/device-model/${DOMID}/physmap/f0000000/size`;
@@ -277,6 +278,9 @@ const TARGETS = [
   ['privileged in-process', `${dir}/inproc-priv.sock`],
   ['privileged own process', `${dir}/proxy-priv.sock`],
 ].filter(([name]) => name === 'direct' || !TARGET_NAMES || TARGET_NAMES.includes(name));
+// Round r starts at target r: each target follows each other one as often (a target measured
+// right after a proxy in its own process would otherwise always share the cores with its drain).
+const rotated = (r) => TARGETS.map((_, i) => TARGETS[(i + r) % TARGETS.length]);
 const cases = [
   ['pairs, 1 client, sequential', (s) => pairs(s, 1, false)],
   ['pairs, 1 client, 16 in flight', (s) => pairs(s, 1, true)],
@@ -294,7 +298,7 @@ const f = (x) => x.toFixed(0).padStart(7);
 for (const [label, run] of cases.filter(([l]) => l.includes(ONLY))) {
   const runs = new Map(TARGETS.map(([name]) => [name, []]));
   for (let r = 0; r < ROUNDS; r++)
-    for (const [name, sock] of TARGETS) runs.get(name).push(await run(sock));
+    for (const [name, sock] of rotated(r)) runs.get(name).push(await run(sock));
   const d = median(runs.get('direct'));
   const cols = TARGETS.slice(1).map(([name]) => {
     const m = median(runs.get(name));
@@ -316,8 +320,8 @@ if (ONLY && !'QEMU start-up'.includes(ONLY)) {
 // runs, so its code is compiled by the time a QEMU starts; so is the daemon's (direct).
 const ms = new Map(TARGETS.map(([name]) => [name, []]));
 for (let r = 0; r < STARTUP_WARMUP; r++) for (const [, sock] of TARGETS) await startup(sock);
-for (let r = 0; r < Math.max(ROUNDS, 5); r++)
-  for (const [name, sock] of TARGETS) ms.get(name).push(await startup(sock));
+for (let r = 0; r < Math.max(ROUNDS, 15); r++)
+  for (const [name, sock] of rotated(r)) ms.get(name).push(await startup(sock));
 const d0 = median(ms.get('direct'));
 console.log(
   [
