@@ -287,7 +287,8 @@ export default function (test) {
     assert.ok(!devices.includes('/dev/xen/xenbus'), devices.join(' '));
     assert.ok(devices.includes('/dev/xen/privcmd'), devices.join(' '));
     const proxy = `${STATE}/xs-proxy/dm-${s.domid}.sock`;
-    const own = `/local/domain/${s.domid}/name`;
+    // A key of its guest's that the catalogue lets the DM read (libxl wrote it).
+    const own = `/local/domain/${s.domid}/console/type`;
     const probe = (ids) =>
       JSON.parse(
         execFileSync(process.execPath, ['-e', REACH_PROBE, proxy, own], {
@@ -303,7 +304,12 @@ export default function (test) {
         xenbusBackend: out['/dev/xen/xenbus_backend'],
         procXenbus: out['/proc/xen/xenbus'],
       },
-      { xenbus: 'EACCES', xenbusBackend: 'EACCES', procXenbus: 'ENOENT' },
+      // (/proc/xen/xenbus: xenfs's, root's; absent where xenfs is not mounted.)
+      {
+        xenbus: 'EACCES',
+        xenbusBackend: 'EACCES',
+        procXenbus: out['/proc/xen/xenbus'] === 'ENOENT' ? 'ENOENT' : 'EACCES',
+      },
     );
     // xenstored's own sockets (root's, or absent).
     for (const p of [
@@ -319,7 +325,7 @@ export default function (test) {
     // guest's keys as that guest, nothing of dom0's.
     const asRoot = probe({});
     assert.equal(asRoot.proxyDom0, 'error EACCES');
-    assert.equal(asRoot.proxyOwn, `read ${NAME}`);
+    assert.match(asRoot.proxyOwn, /^read \S+/);
     assert.equal(
       asRoot['/run/xenstored/socket'],
       `read Domain-0`,
@@ -454,7 +460,11 @@ export default function (test) {
     clearInterval(keep);
     if (restored.code !== 0) {
       const logs = [...kept].map(([p, t]) => `--- ${p}\n${t.slice(-3000)}`).join('\n');
-      throw new Error(`xl restore failed: ${restored.err}\n${diag()}\n${logs}`);
+      // A DM killed by a signal says nothing in its log: the kernel's (seccomp, segfault).
+      const kernel = (trySh('dmesg', []) ?? '').split('\n').slice(-25).join('\n');
+      throw new Error(
+        `xl restore failed: ${restored.err}\n${diag()}\n${logs}\n--- dmesg\n${kernel}`,
+      );
     }
     const dm = await dmOfGuest();
     assert.notEqual(s.domid, oldDomid);

@@ -71,7 +71,7 @@ describe('as a user that is not root (from any checkout, even one that user cann
           'guest: vif 0: tap vif7.0-emu on xenbr0 created by the launcher, fd 7',
         );
         expect(r.stdout).toContain(
-          'guest: vnc: QEMU serves /run/vnc.sock in its root; the service listens on 127.0.0.1:5907',
+          'guest: vnc: QEMU listens on 127.0.0.1:5907 in its own network namespace; the service listens on 127.0.0.1:5907',
         );
         expect(existsSync(stateDir)).toBe(false);
       } finally {
