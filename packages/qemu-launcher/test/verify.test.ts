@@ -170,6 +170,13 @@ describe('verifyConfinement against a fake /proc (model of a DM)', () => {
       ['fd.3'],
     ],
     [
+      "the launcher's own QMP listener closed",
+      (d) => {
+        delete d.fds[3];
+      },
+      ['fd.3'],
+    ],
+    [
       'host net namespace',
       (d) => {
         d.ns.net = readlinkSync('/proc/self/ns/net');
