@@ -140,7 +140,7 @@ function permsOf(r: XsMessage | undefined): XsPerm[] | undefined {
 }
 
 /**
- * A read the perms cache cannot decide (the cached ones go by readsNow): get_node with
+ * A read the perms cache cannot decide (the cached ones go by runNow): get_node with
  * XS_PERM_READ passes, so dom0's reply is N's, and the perms are learnt.
  */
 function readNow(s: SessionContext, m: XsMessage): Buffer | undefined {
