@@ -23,6 +23,8 @@ let n = 0;
 const bad = Number(process.argv[1]);
 net.createServer((s) => {
   const mine = n++ < bad;
+  // The launcher drops a session it gave up on: an EPIPE here must not end the fake DM.
+  s.on('error', () => {});
   s.write('${GREETING}\\r\\n');
   let buf = '';
   s.on('data', (d) => {
