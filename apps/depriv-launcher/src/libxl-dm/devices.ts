@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { posix } from 'node:path';
 import { type DeviceNode, type LaunchPlan, xenDevices } from '@xen-depriv/qemu-launcher';
+import type { BridgeConfig } from '../service/guest.js';
 import type { LibxlDmArgv } from './argv.js';
 
 /**
@@ -75,13 +76,7 @@ export function isBlockDevice(path: string): boolean {
  * QEMU listens at the same port on its own loopback, so that query-vnc gives libxl the port
  * dom0 serves) and each `-serial pty` (a pty in dom0 relayed to the DM's unix socket).
  */
-export function libxlBridges(libxl: Pick<LibxlDmArgv, 'vnc' | 'serials'>): {
-  name: string;
-  listen: { host: string; port: number } | null;
-  socket?: string;
-  loopback?: { host: string; port: number };
-  console?: 'pty';
-}[] {
+export function libxlBridges(libxl: Pick<LibxlDmArgv, 'vnc' | 'serials'>): BridgeConfig[] {
   return [
     ...(libxl.vnc
       ? [

@@ -4,7 +4,11 @@
 // the DM's own loopback and the serial line on a unix socket in its own /run; dom0 reaches both
 // through the service.
 // Pure: the result is part of the printed plan.
-import type { PassedFd } from '@xen-depriv/qemu-launcher';
+import type { LaunchConfig, PassedFd } from '@xen-depriv/qemu-launcher';
+
+/** A bridge as the plan takes it (LaunchConfig.bridges). */
+export type BridgeConfig = NonNullable<LaunchConfig['bridges']>[number];
+
 import { z } from 'zod';
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
@@ -70,12 +74,7 @@ export type Guest = z.infer<typeof guestSchema>;
 export interface GuestPlan {
   readonly args: readonly string[];
   readonly passedFds: readonly PassedFd[];
-  readonly bridges: readonly {
-    readonly name: string;
-    readonly listen: { readonly host: string; readonly port: number } | null;
-    readonly socket?: string;
-    readonly loopback?: { readonly host: string; readonly port: number };
-  }[];
+  readonly bridges: readonly BridgeConfig[];
   /** What each guest setting became, one line each (printed with the plan). */
   readonly notes: readonly string[];
 }
@@ -95,7 +94,7 @@ function ideIndex(vdev: string): number {
 export function guestPlan(g: Guest, ctx: { domid: number; xen: boolean }): GuestPlan {
   const args: string[] = [];
   const passedFds: PassedFd[] = [];
-  const bridges: GuestPlan['bridges'][number][] = [];
+  const bridges: BridgeConfig[] = [];
   const notes: string[] = [];
   const frontends = ctx.xen;
   let fd = FIRST_GUEST_FD;
