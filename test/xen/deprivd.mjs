@@ -33,12 +33,14 @@ export const rssKiB = (pid) => {
 
 /**
  * Starts `xen-deprivd --socket SOCKET --state-dir STATEDIR --target dom0 --pool FIRST:COUNT` and
- * resolves once it listens. `service.stop()` sends SIGTERM (SIGKILL after 15 s), by its pid.
+ * resolves once it listens (`logLevel: 'debug'`: each proxy also logs every request it lets
+ * through). `service.stop()` sends SIGTERM (SIGKILL after 15 s), by its pid.
  */
-export async function startDeprivd({ socket, stateDir, pool, upstream = 'privileged' }) {
+export async function startDeprivd({ socket, stateDir, pool, upstream = 'privileged', logLevel }) {
   const t0 = performance.now();
   const args = [DEPRIVD, '--socket', socket, '--state-dir', stateDir, '--target', 'dom0'];
   args.push('--pool', pool, '--upstream', upstream);
+  if (logLevel) args.push('--log-level', logLevel);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   const events = [];
@@ -251,6 +253,13 @@ export function proxyRefusals(stateDir, domid) {
       }
     })
     .filter((r) => r.event === 'refused');
+}
+
+/** The requests domain `domid`'s proxy let through, as logged at log level debug (`forwarded`). */
+export function proxyForwarded(stateDir, domid) {
+  return readOr(join(stateDir, 'xs-proxy', `dm-${domid}.log`))
+    .split('\n')
+    .filter((l) => l.includes('"event":"forwarded"'));
 }
 
 /** Reads a file as JSON, or returns null. */

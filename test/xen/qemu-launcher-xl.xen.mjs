@@ -9,12 +9,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { verifyConfinement } from '@xen-depriv/qemu-launcher';
 import {
   cleanup,
   connectDeprivd,
   cpuSeconds,
   leftovers,
+  proxyForwarded,
   proxyRefusals,
   readJson,
   rssKiB,
@@ -34,6 +37,13 @@ const STATE = `${DIR}/state`;
 const SOCKET = `${DIR}/deprivd.sock`;
 const POOL_FIRST = 3_220_000;
 const POOL_COUNT = 1000;
+const STARTUP_TRACE = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'reports',
+  'xs-proxy-qemu-startup.jsonl',
+);
 const now = () => performance.now() / 1000;
 const round = (x) => Math.round(x * 10) / 10;
 // The guest boots for minutes under TCG: poll twice a second.
@@ -106,6 +116,7 @@ export default function (test) {
         socket: SOCKET,
         stateDir: STATE,
         pool: `${POOL_FIRST}:${POOL_COUNT}`,
+        logLevel: 'debug',
       });
       client = await connectDeprivd(SOCKET);
       const status = await client.call('status');
@@ -138,6 +149,16 @@ export default function (test) {
       const upShim = uptime();
       const createS = timedCreate(cfg, env, diag);
       domid = Number(sh('xl', ['domid', NAME]).trim());
+      // Xen's QEMU's xenstore requests from its start to `xl create`'s return, through the
+      // privileged proxy: bench/xenstore-proxy replays them (`--sequence`).
+      const startup = proxyForwarded(STATE, domid);
+      assert.ok(startup.length > 0, 'the proxy traced the start-up');
+      writeFileSync(STARTUP_TRACE, `${startup.join('\n')}\n`);
+      // The whole log, refusals included, apart (what came after the start-up too).
+      writeFileSync(
+        STARTUP_TRACE.replace(/\.jsonl$/, '-all.jsonl'),
+        readOr(`${STATE}/xs-proxy/dm-${domid}.log`),
+      );
       shimPid = Number(sh('xenstore-read', [`/local/domain/${domid}/image/device-model-pid`]));
       assert.equal(readlinkSync(`/proc/${shimPid}/exe`), SHIM, 'libxl spawned the shim');
       const shimRssKiB = rssKiB(shimPid);
@@ -213,6 +234,7 @@ export default function (test) {
         throw new Error(`${e.message}\n${diag()}`);
       }
       const tGuest = now();
+      const forwardedAtUserspace = proxyForwarded(STATE, domid).length;
       const refused = proxyRefusals(STATE, domid);
       assert.deepEqual(unplanned(refused, domid), [], 'proxy refusals outside the catalogue plan');
       const cpu = {
@@ -257,6 +279,7 @@ export default function (test) {
         serviceRssKiB,
         deviceModelKeys: keys.trim().split('\n').filter(Boolean).length,
         refused: refused.length,
+        xsForwarded: { atCreate: startup.length, atUserspace: forwardedAtUserspace },
       };
     } finally {
       client?.close();

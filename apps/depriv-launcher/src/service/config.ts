@@ -133,5 +133,6 @@ export function engineSettings(c: ServiceConfig): EngineSettings {
     ...(c.qemu ? { qemu: c.qemu } : {}),
     user: { scheme: 'pool', first: c.pool.first, count: c.pool.count },
     upstream: c.upstream,
+    ...(c.logLevel === 'debug' ? { xenstoreTrace: true } : {}),
   });
 }

@@ -119,7 +119,10 @@ interface Dm {
 /** The proxy's socket of domain `domid` (bound at /run/xenstored/socket in its root). */
 export const proxySocketPath = (stateDir: string, domid: number): string =>
   posix.join(stateDir, 'xs-proxy', `dm-${domid}.sock`);
-/** The proxy's refusal log of domain `domid` (JSON lines, capped), removed with the DM. */
+/**
+ * The proxy's log of domain `domid` (JSON lines, capped: refusals, and with `xenstoreTrace` every
+ * request let through), removed with the DM.
+ */
 const proxyLogPath = (stateDir: string, domid: number): string =>
   posix.join(stateDir, 'xs-proxy', `dm-${domid}.log`);
 const serviceRecordPath = (stateDir: string, domid: number): string =>
@@ -551,6 +554,7 @@ export class DmEngine {
       domid,
       upstream,
       log: (line) => appendCapped(logPath, line),
+      ...(this.settings.xenstoreTrace ? { trace: true } : {}),
     });
     await proxy.listen(socket);
     // The DM connects as its own uid; nobody else may.

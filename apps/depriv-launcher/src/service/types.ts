@@ -50,6 +50,11 @@ export interface EngineSettings {
   readonly readyTimeoutMs: number;
   /** Run host work on this thread (tests of the sources); default: the host worker thread. */
   readonly inlineHost?: boolean;
+  /**
+   * Each DM's proxy also logs every request it lets through (xs-restrict's `trace`) to the DM's
+   * proxy log: its whole xenstore traffic. The service turns it on at log level `debug`.
+   */
+  readonly xenstoreTrace?: boolean;
 }
 
 export const DEFAULT_STATE_DIR = '/run/xen-depriv';
