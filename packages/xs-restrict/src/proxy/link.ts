@@ -22,6 +22,8 @@ export function openLink(
   domid: number,
   onData: (b: Buffer) => void,
   onClose: () => void,
+  /** Given, an embedded server's replies and events come here as messages (see PrivilegedLink.send). */
+  onMessages?: (msgs: XsMessage[]) => void,
 ): PrivilegedLink {
   if (typeof target === 'string') {
     const sock = net.createConnection(target);
@@ -31,18 +33,22 @@ export function openLink(
     return { write: (b) => sock.write(b), end: () => sock.end() };
   }
   let ending = false;
-  let conn: XenstoreConnection | undefined = target.attach(
-    domid,
-    (b) => {
-      onData(b);
-      return true;
-    },
-    () => {
-      if (!ending) onClose();
-    },
-  );
+  const closed = (): void => {
+    if (!ending) onClose();
+  };
+  let conn: XenstoreConnection | undefined = onMessages
+    ? target.attachMessages(domid, onMessages, closed)
+    : target.attach(
+        domid,
+        (b) => {
+          onData(b);
+          return true;
+        },
+        closed,
+      );
   return {
     write: (b) => conn?.receive(b),
+    ...(onMessages ? { send: (msgs: readonly XsMessage[]) => conn?.deliver(msgs) } : {}),
     end: () => {
       ending = true;
       conn?.close();

@@ -182,7 +182,7 @@ export class RestrictingProxy {
       const target = spec.privileged;
       return new PrivilegedSession(
         this.book as DomainBook,
-        (onData, onClose) => openLink(target, 0, onData, onClose),
+        (onData, onClose, onMessages) => openLink(target, 0, onData, onClose, onMessages),
         (b) => this.fromUpstream(c, b),
         () => this.upstreamClosed(c),
         (detail) => {

@@ -1,7 +1,7 @@
 /** One client of the embedded xenstored (xenstored_core.c struct connection): framing in, replies out. */
 import { canonicalPath } from '../rules/paths.js';
 import type { Requester } from '../rules/perms.js';
-import { MessageWriter, type XsMessage } from '../wire/codec.js';
+import { MessageWriter, WatchEventMessage, type XsMessage } from '../wire/codec.js';
 import {
   XENSTORE_PAYLOAD_MAX,
   XS_ERROR,
@@ -20,6 +20,10 @@ const ERROR_PAYLOADS = new Map<string, Buffer>(
   [...XSD_ERRORS].map((e) => [e, Buffer.from(`${e}\0`)]),
 );
 const OK = Buffer.from('OK\0');
+
+/** A payload as a Buffer (no copy). */
+const asBuffer = (b: Uint8Array): Buffer =>
+  Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
 
 /**
  * One client of the server. `domid` is who its requests act as: 0 for the
@@ -41,12 +45,16 @@ export class XenstoreConnection implements Requester {
   private pendingEvents: string[] = [];
   /** The request being handled: replies copy its req_id and tx_id. */
   private request: XsMessage | undefined;
+  /** With a message sink: the replies and events of the requests being handled, as messages. */
+  private outMessages: XsMessage[] = [];
 
   constructor(
     readonly server: XenstoreServer,
     domid: number,
     private readonly sink: (b: Buffer) => boolean,
     private readonly closer: () => void,
+    /** Replies and events as messages instead of bytes (XenstoreServer.attachMessages). */
+    private readonly messageSink?: (msgs: XsMessage[]) => void,
   ) {
     this.domid = domid;
     this.core = server.core;
@@ -79,8 +87,21 @@ export class XenstoreConnection implements Requester {
       this.close();
       return;
     }
+    this.deliver(msgs);
+  }
+
+  /**
+   * Whole requests, already parsed (an in-process peer that trusts its own framing): each is
+   * handled as `receive` handles it. A payload over XENSTORE_PAYLOAD_MAX, which no frame could
+   * carry, closes the connection as a malformed frame would.
+   */
+  deliver(msgs: readonly XsMessage[]): void {
     for (const m of msgs) {
       if (this.closed) return;
+      if (m.payload.length > XENSTORE_PAYLOAD_MAX) {
+        this.close();
+        return;
+      }
       this.request = m;
       this.server.handle(this, m);
       this.request = undefined;
@@ -92,6 +113,15 @@ export class XenstoreConnection implements Requester {
   }
 
   queue(type: number, reqId: number, txId: number, payload: Uint8Array | string): void {
+    if (this.messageSink) {
+      const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+      const out = this.outMessages;
+      if (body.length <= XENSTORE_PAYLOAD_MAX)
+        out.push({ type, reqId, txId, payload: asBuffer(body) });
+      else
+        out.push({ type: XS_ERROR, reqId, txId, payload: ERROR_PAYLOADS.get('E2BIG') as Buffer });
+      return;
+    }
     if (!this.out.add(type, reqId, txId, payload))
       this.out.add(XS_ERROR, reqId, txId, ERROR_PAYLOADS.get('E2BIG') as Buffer);
   }
@@ -120,11 +150,20 @@ export class XenstoreConnection implements Requester {
     // xenstored drops an event identical to one still queued (send_event): within one request here.
     if (!path.startsWith('@') && this.pendingEvents.includes(payload)) return;
     this.pendingEvents.push(payload);
-    this.out.add(XS_WATCH_EVENT, 0, 0, payload);
+    if (this.messageSink) this.outMessages.push(new WatchEventMessage(path, token, payload));
+    else this.out.add(XS_WATCH_EVENT, 0, 0, payload);
   }
 
   flush(): void {
     if (this.closed) return;
+    if (this.messageSink) {
+      const msgs = this.outMessages;
+      if (msgs.length === 0) return;
+      this.outMessages = [];
+      this.pendingEvents = [];
+      this.messageSink(msgs);
+      return;
+    }
     const out = this.out.take();
     if (out === undefined) return;
     this.pendingEvents = [];

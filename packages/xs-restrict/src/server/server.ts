@@ -48,6 +48,21 @@ export class XenstoreServer {
     return c;
   }
 
+  /**
+   * @internal Attach a connection acting as `domid` that takes parsed requests (`deliver`) and
+   * gives its replies and watch events as messages, in the order bytes would carry them: for a
+   * peer in this process (the privileged proxy's dom0 link), no encoding and parsing both ways.
+   */
+  attachMessages(
+    domid: number,
+    onMessages: (msgs: XsMessage[]) => void,
+    close: () => void,
+  ): XenstoreConnection {
+    const c = new XenstoreConnection(this, domid, () => true, close, onMessages);
+    this.core.connections.add(c);
+    return c;
+  }
+
   /** @internal */
   forget(c: XenstoreConnection): void {
     if (!this.core.connections.delete(c)) return;

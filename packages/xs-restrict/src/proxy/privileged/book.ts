@@ -41,6 +41,11 @@ export class DomainBook {
 /** The dom0 connection to the daemon: bytes out, and `end` to close it. */
 export interface PrivilegedLink {
   write(b: Buffer): void;
+  /**
+   * Whole requests, not encoded (an embedded server in process): its replies and events then
+   * come back as messages too, in the order bytes would carry them.
+   */
+  send?(msgs: readonly XsMessage[]): void;
   end(): void;
   /**
    * The daemon handles all the requests of one `write` before anyone else's (an embedded server

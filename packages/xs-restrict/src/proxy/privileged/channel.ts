@@ -4,8 +4,14 @@
  * order the daemon sent them, and the daemon's transaction ids predicted so a
  * transaction of ours and its first requests go out in one write.
  */
-import { encodeMessage, type XsMessage } from '../../wire/codec.js';
 import {
+  encodeMessage,
+  WatchEventMessage,
+  XenstoreWireError,
+  type XsMessage,
+} from '../../wire/codec.js';
+import {
+  XENSTORE_PAYLOAD_MAX,
   XS_TRANSACTION_END,
   XS_TRANSACTION_START,
   XS_WATCH,
@@ -56,7 +62,11 @@ export class Dom0Channel {
   };
 
   constructor(
-    open: (onData: (b: Buffer) => void, onClose: () => void) => PrivilegedLink,
+    open: (
+      onData: (b: Buffer) => void,
+      onClose: () => void,
+      onMessages: (msgs: XsMessage[]) => void,
+    ) => PrivilegedLink,
     /** A watch event; `initial` for the one xenstored queues right behind a WATCH reply. */
     private readonly onEvent: (m: XsMessage, initial: boolean) => void,
     private readonly onClosed: () => void,
@@ -67,7 +77,39 @@ export class Dom0Channel {
     this.link = open(
       (b) => this.fromLink(b),
       () => this.onClosed(),
+      (msgs) => this.fromMessages(msgs),
     );
+  }
+
+  /** What encodeMessage refuses, refused before anything is sent or awaited. */
+  private static check(reqs: readonly Req[]): void {
+    for (const [, , payload] of reqs) {
+      const len = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+      if (len > XENSTORE_PAYLOAD_MAX)
+        throw new XenstoreWireError(
+          'EPAYLOAD',
+          `payload of ${len} bytes exceeds XENSTORE_PAYLOAD_MAX (${XENSTORE_PAYLOAD_MAX})`,
+        );
+    }
+  }
+
+  /** `reqs` to the daemon in one write (or one `send` of messages), with our next req_ids. */
+  private transmit(reqs: readonly Req[]): void {
+    if (this.link.send) {
+      this.link.send(
+        reqs.map(([type, tx, payload]) => ({
+          type,
+          reqId: this.nextReq++ >>> 0,
+          txId: tx,
+          payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+        })),
+      );
+      return;
+    }
+    const bufs = reqs.map(([type, tx, payload]) =>
+      encodeMessage(type, this.nextReq++ >>> 0, tx, payload),
+    );
+    this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
   }
 
   /** Requests sent in one write are handled as one step by the daemon (see PrivilegedLink). */
@@ -96,15 +138,14 @@ export class Dom0Channel {
    * the perms cache's clock is `cache.now` (a change they make fires its event before the reply).
    */
   callNow(reqs: readonly Req[], each?: (m: XsMessage) => void): XsMessage[] {
+    Dom0Channel.check(reqs);
     const replies: XsMessage[] = [];
     this.nowReplies = replies;
     this.nowEach = each;
     this.nowLost = undefined;
-    const bufs = reqs.map(([type, tx, payload]) => {
+    for (const [type] of reqs)
       this.pending.push({ type, resolve: this.nowResolve, reject: this.nowReject, now: true });
-      return encodeMessage(type, this.nextReq++ >>> 0, tx, payload);
-    });
-    this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
+    this.transmit(reqs);
     const lost = this.nowLost;
     this.nowReplies = [];
     this.nowEach = undefined;
@@ -157,6 +198,7 @@ export class Dom0Channel {
 
   /** An event of the cache's watches: its payload ends with the cache's token. */
   private cacheEventPath(m: XsMessage): string | undefined {
+    if (m instanceof WatchEventMessage) return m.token === this.cache.token ? m.path : undefined;
     const p = m.payload;
     const tail = this.cacheTail;
     if (p.length < tail.length || p.compare(tail, 0, tail.length, p.length - tail.length) !== 0)
@@ -171,9 +213,8 @@ export class Dom0Channel {
         p.catch(() => undefined);
         return p;
       });
-    const bufs: Buffer[] = [];
-    const promises = reqs.map(([type, tx, payload]) => {
-      bufs.push(encodeMessage(type, this.nextReq++ >>> 0, tx, payload));
+    Dom0Channel.check(reqs);
+    const promises = reqs.map(([type]) => {
       const p = new Promise<XsMessage>((resolve, reject) =>
         this.pending.push({ type, resolve, reject, internal }),
       );
@@ -181,7 +222,7 @@ export class Dom0Channel {
       p.catch(() => undefined);
       return p;
     });
-    this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
+    this.transmit(reqs);
     return promises;
   }
 
@@ -198,6 +239,10 @@ export class Dom0Channel {
       this.onClosed();
       return;
     }
+    this.fromMessages(msgs);
+  }
+
+  private fromMessages(msgs: readonly XsMessage[]): void {
     for (const m of msgs) this.inbox.push(m);
     if (!this.deferred) this.drainInbox();
   }

@@ -216,39 +216,71 @@ export class SessionOutput {
 
   /** Learn the perms of every node under a path about to be watched (bounded by PERMS_CACHE_MAX). */
   async prime(path: string): Promise<void> {
-    // Under a path watched already, every change fires that watch, whose decision (permitted)
-    // learns the perms of the node and its ancestors, and a removal forgets the subtree: what a
-    // priming would read is known.
-    if (this.watches.some((w) => isChild(path, w.path))) return;
-    let level = [path];
+    let level = this.primed(path) ? [] : [path];
     while (level.length > 0 && this.perms.size < PERMS_CACHE_MAX) {
-      const reqs = level.flatMap((p): Req[] => [
-        [XS_GET_PERMS, 0, nulTerminated([p])],
-        [XS_DIRECTORY, 0, nulTerminated([p])],
-      ]);
+      const reqs = primeReqs(level);
       const now = this.chan.synchronous;
       const replies = now ? this.chan.callNow(reqs) : await Promise.all(this.chan.call(reqs));
-      const next: string[] = [];
-      level.forEach((p, i) => {
-        const perms = replies[2 * i] as XsMessage;
-        const dir = replies[2 * i + 1] as XsMessage;
-        if (perms.type !== XS_GET_PERMS) return;
-        let parsed: XsPerm[];
-        try {
-          parsed = parsePermsReply(perms);
-        } catch {
-          return;
-        }
-        this.cache(p, parsed);
-        // What the DM reads and writes next lies mostly under what it watches: the session's
-        // perms cache learns it too (with the children bytes when read in step, as of now).
-        if (now && dir.type === XS_DIRECTORY)
-          this.chan.cache.learn(p, parsed, this.chan.cache.now, childBytes(dir));
-        else this.chan.cache.learn(p, parsed, this.chan.arrivedAt(perms));
-        if (dir.type !== XS_DIRECTORY) return;
-        for (const c of childNames(dir)) next.push(childPath(p, c));
-      });
-      level = next.slice(0, Math.max(0, PERMS_CACHE_MAX - this.perms.size));
+      level = this.learnLevel(level, replies, now);
     }
   }
+
+  /**
+   * `prime` on a synchronous link (Dom0Channel.synchronous), done on return; false if the link
+   * stopped being synchronous on the way (then `prime` it the general way).
+   */
+  primeNow(path: string): boolean {
+    let level = this.primed(path) ? [] : [path];
+    while (level.length > 0 && this.perms.size < PERMS_CACHE_MAX) {
+      if (!this.chan.synchronous) return false;
+      level = this.learnLevel(level, this.chan.callNow(primeReqs(level)), true);
+    }
+    return true;
+  }
+
+  /**
+   * Under a path watched already, every change fires that watch, whose decision (permitted)
+   * learns the perms of the node and its ancestors, and a removal forgets the subtree: what a
+   * priming would read is known.
+   */
+  private primed(path: string): boolean {
+    return this.watches.some((w) => isChild(path, w.path));
+  }
+
+  /** One level of a priming: learn each node's perms; the next level's paths. */
+  private learnLevel(
+    level: readonly string[],
+    replies: readonly XsMessage[],
+    now: boolean,
+  ): string[] {
+    const next: string[] = [];
+    level.forEach((p, i) => {
+      const perms = replies[2 * i] as XsMessage;
+      const dir = replies[2 * i + 1] as XsMessage;
+      if (perms.type !== XS_GET_PERMS) return;
+      let parsed: XsPerm[];
+      try {
+        parsed = parsePermsReply(perms);
+      } catch {
+        return;
+      }
+      this.cache(p, parsed);
+      // What the DM reads and writes next lies mostly under what it watches: the session's
+      // perms cache learns it too (with the children bytes when read in step, as of now).
+      if (now && dir.type === XS_DIRECTORY)
+        this.chan.cache.learn(p, parsed, this.chan.cache.now, childBytes(dir));
+      else this.chan.cache.learn(p, parsed, this.chan.arrivedAt(perms));
+      if (dir.type !== XS_DIRECTORY) return;
+      for (const c of childNames(dir)) next.push(childPath(p, c));
+    });
+    return next.slice(0, Math.max(0, PERMS_CACHE_MAX - this.perms.size));
+  }
+}
+
+/** A priming level's requests: each node's perms and children. */
+function primeReqs(level: readonly string[]): Req[] {
+  return level.flatMap((p): Req[] => [
+    [XS_GET_PERMS, 0, nulTerminated([p])],
+    [XS_DIRECTORY, 0, nulTerminated([p])],
+  ]);
 }

@@ -78,7 +78,11 @@ export class PrivilegedSession implements SessionContext {
 
   constructor(
     readonly book: DomainBook,
-    open: (onData: (b: Buffer) => void, onClose: () => void) => PrivilegedLink,
+    open: (
+      onData: (b: Buffer) => void,
+      onClose: () => void,
+      onMessages: (msgs: XsMessage[]) => void,
+    ) => PrivilegedLink,
     emit: (b: Buffer) => void,
     private readonly onClose: () => void,
     onOverflow: (detail: string) => void = () => undefined,
@@ -140,7 +144,16 @@ export class PrivilegedSession implements SessionContext {
             this.queue.splice(0, n);
             continue;
           }
-          const reply = this.inStep(() => answerNow(this, this.queue[0] as XsMessage));
+          const first = this.queue[0] as XsMessage;
+          if (first.type === XS_WATCH) {
+            const done = this.inStep(() => this.watchNow(first));
+            if (done === null) return;
+            if (done) {
+              this.queue.shift();
+              continue;
+            }
+          }
+          const reply = this.inStep(() => answerNow(this, first));
           if (reply === null) return;
           if (reply) {
             this.queue.shift();
@@ -375,20 +388,51 @@ export class PrivilegedSession implements SessionContext {
     return relayReply(m, rr);
   }
 
-  private async watchOp(m: XsMessage): Promise<Buffer> {
+  /** XS_WATCH's answer without the daemon (EINVAL, EEXIST, the quota), or its path and token. */
+  private watchCheck(m: XsMessage): Buffer | [string, string] {
     if (countNul(m.payload) < 2) return errReply(m, 'EINVAL');
     const [path, token] = splitStrings(m.payload) as [string, string];
     if (this.watches.some((w) => w.path === path && w.token === token))
       return errReply(m, 'EEXIST');
     const quota = watchQuotaErrno(this.book.quotas, this.book.watches);
     if (quota) return errReply(m, quota);
+    return [path, token];
+  }
+
+  private watchAdded(path: string, token: string): void {
+    this.watches.push({ path, token });
+    this.book.watches++;
+  }
+
+  private async watchOp(m: XsMessage): Promise<Buffer> {
+    const checked = this.watchCheck(m);
+    if (Buffer.isBuffer(checked)) return checked;
+    const [path, token] = checked;
     if (!path.startsWith('@')) await this.out.prime(path);
     const r = await this.chan.one(XS_WATCH, 0, m.payload);
-    if (r.type === XS_WATCH) {
-      this.watches.push({ path, token });
-      this.book.watches++;
-    }
+    if (r.type === XS_WATCH) this.watchAdded(path, token);
     return relayReply(m, r);
+  }
+
+  /**
+   * XS_WATCH on a synchronous link, in one step: the priming, then the WATCH, whose reply is
+   * placed as it arrives, ahead of the watch's first event (which xenstored queues behind it).
+   * False when the link stopped being synchronous before the WATCH was sent: do it the general way.
+   */
+  private watchNow(m: XsMessage): boolean {
+    const checked = this.watchCheck(m);
+    if (Buffer.isBuffer(checked)) {
+      this.out.reply(checked, true);
+      return true;
+    }
+    const [path, token] = checked;
+    if (!path.startsWith('@') && !this.out.primeNow(path)) return false;
+    if (!this.chan.synchronous) return false;
+    this.chan.callNow([[XS_WATCH, 0, m.payload]], (r) => {
+      if (r.type === XS_WATCH) this.watchAdded(path, token);
+      this.out.reply(relayReply(m, r), true);
+    });
+    return true;
   }
 
   private async txStart(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {
