@@ -9,6 +9,11 @@ export interface Upstream {
   write(b: Buffer): void;
   /** Whole requests already parsed (the privileged session takes them without parsing again). */
   submit?(msgs: readonly XsMessage[]): void;
+  /**
+   * A client's bytes arrived: output the upstream owes from before them goes out first (the
+   * privileged session's held-back watch events), ahead of any refusal the proxy gives itself.
+   */
+  catchUp?(): void;
   /** Close after what was written has gone out. */
   end(): void;
 }

@@ -223,6 +223,7 @@ export class RestrictingProxy {
 
   private fromClient(c: ProxyClient, chunk: Buffer): void {
     if (c.closed) return;
+    c.upstream?.catchUp?.();
     const aligned = c.parser.buffered === 0;
     c.altered = false;
     let msgs: XsMessage[];

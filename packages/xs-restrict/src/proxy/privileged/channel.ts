@@ -137,14 +137,20 @@ export class Dom0Channel {
    * made on them is still true when the next `callNow` acts on it, and the replies' arrival on
    * the perms cache's clock is `cache.now` (a change they make fires its event before the reply).
    */
-  callNow(reqs: readonly Req[], each?: (m: XsMessage) => void): XsMessage[] {
+  callNow(reqs: readonly Req[], each?: (m: XsMessage) => void, internal = false): XsMessage[] {
     Dom0Channel.check(reqs);
     const replies: XsMessage[] = [];
     this.nowReplies = replies;
     this.nowEach = each;
     this.nowLost = undefined;
     for (const [type] of reqs)
-      this.pending.push({ type, resolve: this.nowResolve, reject: this.nowReject, now: true });
+      this.pending.push({
+        type,
+        resolve: this.nowResolve,
+        reject: this.nowReject,
+        now: true,
+        internal,
+      });
     this.transmit(reqs);
     const lost = this.nowLost;
     this.nowReplies = [];
@@ -186,12 +192,14 @@ export class Dom0Channel {
 
   /** Set (again) the dom0 watches that keep the perms cache exact. */
   async watchForCache(): Promise<void> {
-    const replies = await Promise.all(
-      this.call(
-        CACHE_WATCH_PATHS.map((p): Req => [XS_WATCH, 0, `${p}\0${this.cache.token}\0`]),
-        true,
-      ),
-    );
+    const reqs = CACHE_WATCH_PATHS.map((p): Req => [XS_WATCH, 0, `${p}\0${this.cache.token}\0`]);
+    if (this.synchronous) {
+      // Their first events (cache events, counted as they come) follow the replies at once.
+      const replies = this.callNow(reqs, undefined, true);
+      if (replies.every((r) => r.type === XS_WATCH)) this.cache.watchingFrom(this.cache.now);
+      return;
+    }
+    const replies = await Promise.all(this.call(reqs, true));
     if (replies.every((r) => r.type === XS_WATCH))
       this.cache.watchingFrom(this.arrivedAt(replies[replies.length - 1] as XsMessage));
   }
@@ -245,6 +253,16 @@ export class Dom0Channel {
   private fromMessages(msgs: readonly XsMessage[]): void {
     for (const m of msgs) this.inbox.push(m);
     if (!this.deferred) this.drainInbox();
+  }
+
+  /**
+   * Take in now the events held back behind replies (drainInbox). For a client's request as it
+   * arrives: a new task, so the handlers those replies resolved have run, and the events the
+   * daemon sent before them must reach the client ahead of this request's reply (a reply the
+   * session gives without the daemon, such as EEXIST for a watch it has, could overtake them).
+   */
+  catchUp(): void {
+    if (this.deferred && !this.closed) this.drainInbox();
   }
 
   /**

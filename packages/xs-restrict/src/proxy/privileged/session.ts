@@ -116,6 +116,11 @@ export class PrivilegedSession implements SessionContext {
     if (!this.busy) void this.run();
   }
 
+  /** A client's request arrived: see Dom0Channel.catchUp. */
+  catchUp(): void {
+    if (!this.closed) this.chan.catchUp();
+  }
+
   end(): void {
     if (this.closed) return;
     this.closed = true;
