@@ -251,6 +251,15 @@ export class Dom0Channel {
   }
 
   private fromMessages(msgs: readonly XsMessage[]): void {
+    // The common case of another connection's write: one event of the cache's watches, nothing
+    // waiting before it. It counts at once, as drainInbox would count it.
+    if (msgs.length === 1 && this.inbox.length === 0 && !this.closed) {
+      const m = msgs[0] as XsMessage;
+      if (m instanceof WatchEventMessage && m.token === this.cache.token) {
+        this.cache.changed(m.path);
+        return;
+      }
+    }
     for (const m of msgs) this.inbox.push(m);
     if (!this.deferred) this.drainInbox();
   }

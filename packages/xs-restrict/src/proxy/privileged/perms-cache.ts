@@ -16,6 +16,9 @@ import { randomBytes } from 'node:crypto';
 import { isChild, parentPath } from '../../rules/paths.js';
 import type { XsPerm } from '../../wire/perms.js';
 
+const TOKEN_PREFIX = randomBytes(8).toString('hex');
+let nextToken = 0;
+
 /** Most entries (and most remembered event paths) per session; past it everything is forgotten. */
 export const PERMS_CACHE_ENTRIES = 4096;
 
@@ -33,8 +36,11 @@ interface Entry {
 }
 
 export class PermsCache {
-  /** The token of the cache's watches: random, so no client watch can collide with it. */
-  readonly token = `xs-restrict-perms-${randomBytes(8).toString('hex')}`;
+  /**
+   * The token of the cache's watches: random (a process-wide random part, then a count), so no
+   * client watch can collide with it; drawn once per process, as a session starts per client.
+   */
+  readonly token = `xs-restrict-perms-${TOKEN_PREFIX}-${(nextToken++).toString(36)}`;
   private clock = 0;
   /** Events before this clock may have been missed (watch not yet set, reset, or forgotten). */
   private validFrom = 0;
