@@ -13,13 +13,14 @@
 // the ratio proxy/direct are printed.
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
 //   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7] [--warmup 50] [--only TEXT]
-//     [--targets "privileged in-process,..."] [--sequence TRACE.jsonl]
+//     [--targets "privileged in-process,..."] [--sequence TRACE.jsonl | --catalogue]
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '../..');
 // XSR_DIST: another build to measure (a copy of an older dist, for a before/after in one session).
 const dist = process.env.XSR_DIST ?? path.join(repo, 'packages/xs-restrict/dist');
 if (!existsSync(path.join(dist, 'index.js'))) {
@@ -65,15 +66,17 @@ function startReady(args) {
   });
 }
 
+// The proxies format their log lines (refusals) and drop them: where those go is the embedder's
+// choice (xen-deprivd appends them to a file), and a terminal is not one.
 const SERVER = `
 const { XenstoreServer, RestrictingProxy } = await import(process.argv[1]);
 const dir = process.argv[2];
 const s = new XenstoreServer();
 await s.listen(dir + '/xs.sock');
 await s.listenDomain(${DOMID}, dir + '/dom${DOMID}.sock');
-const p = new RestrictingProxy({ domid: ${DOMID}, upstream: s, limits: { maxClients: 64 } });
+const p = new RestrictingProxy({ domid: ${DOMID}, upstream: s, limits: { maxClients: 64 }, log: () => undefined });
 await p.listen(dir + '/inproc.sock');
-const pp = new RestrictingProxy({ domid: ${DOMID}, upstream: { privileged: s }, limits: { maxClients: 64 } });
+const pp = new RestrictingProxy({ domid: ${DOMID}, upstream: { privileged: s }, limits: { maxClients: 64 }, log: () => undefined });
 await pp.listen(dir + '/inproc-priv.sock');
 process.stdout.write('ready\\n');
 process.on('SIGTERM', () => Promise.all([p.close(), pp.close()]).then(() => s.close()).then(() => process.exit(0)));`;
@@ -81,7 +84,7 @@ process.on('SIGTERM', () => Promise.all([p.close(), pp.close()]).then(() => s.cl
 const PROXY = `
 const { RestrictingProxy } = await import(process.argv[1]);
 const up = process.argv[4] === 'privileged' ? { privileged: process.argv[2] } : process.argv[2];
-const p = new RestrictingProxy({ domid: ${DOMID}, upstream: up, limits: { maxClients: 64 } });
+const p = new RestrictingProxy({ domid: ${DOMID}, upstream: up, limits: { maxClients: 64 }, log: () => undefined });
 await p.listen(process.argv[3]);
 process.stdout.write('ready\\n');
 process.on('SIGTERM', () => p.close().then(() => process.exit(0)));`;
@@ -136,11 +139,19 @@ const FROM_CATALOGUE = CATALOGUE.filter(
   ),
 );
 
-// --sequence FILE: a proxy's trace (`trace: true`, or `xs-restrict proxy --trace`: JSON lines,
-// event "forwarded") of a real QEMU starting, replayed in its order on one connection, the
-// recorded domid's path elements made DOMID's; requests in a transaction run in a live one.
+// --sequence FILE: a proxy's log with `trace: true` (xen-deprivd at log level debug, or
+// `xs-restrict proxy --trace`: JSON lines, events "forwarded" and "refused") of a real QEMU
+// starting, replayed in its order, each recorded client on a connection of its own opened at its
+// first request, the recorded domid's path elements made DOMID's; requests in a transaction run
+// in a live one. Default: bench/xenstore-proxy/qemu-7.2-startup.jsonl, recorded in the Xen lab
+// (test/xen/qemu-launcher-xl.xen.mjs writes reports/xs-proxy-qemu-startup-all.jsonl); with
+// --catalogue, the catalogue's start-up entries on one connection.
 const seqIdx = process.argv.indexOf('--sequence');
-const SEQUENCE_FILE = seqIdx > 0 ? process.argv[seqIdx + 1] : undefined;
+const SEQUENCE_FILE = process.argv.includes('--catalogue')
+  ? undefined
+  : seqIdx > 0
+    ? process.argv[seqIdx + 1]
+    : path.join(here, 'qemu-7.2-startup.jsonl');
 const REPLAYED = {
   READ: 'read',
   DIRECTORY: 'directory',
@@ -155,35 +166,49 @@ function fromTrace(file) {
   const ops = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     const rec = line.trim() && JSON.parse(line);
-    const op = rec?.event === 'forwarded' ? REPLAYED[rec.request.type] : undefined;
+    const kept = rec?.event === 'forwarded' || rec?.event === 'refused';
+    const op = kept ? REPLAYED[rec.request.type] : undefined;
     if (!op) continue;
     const own = String(rec.domid);
     const p = rec.request.path
       ?.split('/')
       .map((x) => (x === own ? String(DOMID) : x))
       .join('/');
-    ops.push([op, p, rec.request.txId]);
+    ops.push([op, p, rec.request.txId, rec.client, rec.event === 'refused']);
   }
   return ops;
 }
 const STARTUP = SEQUENCE_FILE ? fromTrace(SEQUENCE_FILE) : FROM_CATALOGUE;
 const STARTUP_SOURCE = SEQUENCE_FILE ? `recorded, ${path.basename(SEQUENCE_FILE)}` : 'catalogue';
 
-/** Wall time of the start-up sequence on a fresh connection, in ms. */
+/**
+ * Lets the previous start-up's teardown (its unwatches and closes, which the proxy and the daemon
+ * handle after the client has gone) finish before the next is timed: DMs start seconds apart, not
+ * within a millisecond of the last one's connections closing.
+ */
+const STARTUP_ROUNDS = 61;
+const settle = () => new Promise((r) => setTimeout(r, 20));
+
+/** Wall time of the start-up sequence on fresh connections (one per recorded client), in ms. */
 async function startup(sock) {
   const t0 = performance.now();
-  const c = await XenstoreClient.connect({ path: sock });
+  const conns = new Map();
   const watches = [];
   const txs = new Map();
   let started;
   const no = () => undefined;
-  for (const [op, p, recTx] of STARTUP) {
+  for (const [op, p, recTx, client = 0] of STARTUP) {
+    let c = conns.get(client);
+    if (!c) {
+      c = await XenstoreClient.connect({ path: sock });
+      conns.set(client, c);
+    }
     if (recTx !== 0 && started !== undefined && !txs.has(recTx)) {
       txs.set(recTx, started);
       started = undefined;
     }
     const opt = recTx !== 0 && txs.has(recTx) ? { tx: txs.get(recTx) } : undefined;
-    if (op === 'read') await c.tryRead(p, opt);
+    if (op === 'read') await c.tryRead(p, opt).catch(no);
     else if (op === 'write') await c.write(p, 'x', opt).catch(no);
     else if (op === 'directory') await c.directory(p, opt).catch(no);
     else if (op === 'getPerms') await c.getPerms(p, opt).catch(no);
@@ -196,7 +221,7 @@ async function startup(sock) {
   }
   const ms = performance.now() - t0;
   for (const w of watches) await w.close();
-  c.close();
+  for (const c of conns.values()) c.close();
   return ms;
 }
 
@@ -238,7 +263,10 @@ for (const p of [`/local/domain/0/device-model/${DOMID}`, NODE]) {
 }
 await dom0.mkdir(`/local/domain/${DOMID}`);
 await dom0.setPerms(`/local/domain/${DOMID}`, [{ domid: DOMID, perm: 'n' }]);
-for (const p of new Set(STARTUP.map(([, p]) => p).filter((p) => p !== undefined))) {
+// The nodes the start-up requests let through name exist, readable and writable by DOMID as its
+// device-model directory is; those the proxy refused are left alone.
+const granted = STARTUP.filter(([, p, , , refused]) => p !== undefined && !refused);
+for (const p of new Set(granted.map(([, p]) => p))) {
   await dom0.write(p, 'v');
   await dom0.setPerms(
     p,
@@ -316,12 +344,19 @@ if (ONLY && !'QEMU start-up'.includes(ONLY)) {
   console.log(`load ${load()}`);
   process.exit(0);
 }
+// The proxy refuses what the catalogue does not grant (5 of QEMU's 14 requests) where the daemon
+// may say OK: the client then builds a JavaScript error, whose stack trace alone costs tens of µs
+// in this process. QEMU's libxenstore gets an errno; so does this client, without the stack.
+Error.stackTraceLimit = 0;
 // Each target first runs the sequence untimed: a proxy serves DM after DM for as long as the host
 // runs, so its code is compiled by the time a QEMU starts; so is the daemon's (direct).
 const ms = new Map(TARGETS.map(([name]) => [name, []]));
 for (let r = 0; r < STARTUP_WARMUP; r++) for (const [, sock] of TARGETS) await startup(sock);
-for (let r = 0; r < Math.max(ROUNDS, 15); r++)
-  for (const [name, sock] of rotated(r)) ms.get(name).push(await startup(sock));
+for (let r = 0; r < Math.max(ROUNDS, STARTUP_ROUNDS); r++)
+  for (const [name, sock] of rotated(r)) {
+    await settle();
+    ms.get(name).push(await startup(sock));
+  }
 const d0 = median(ms.get('direct'));
 console.log(
   [
