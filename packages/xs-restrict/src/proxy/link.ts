@@ -14,6 +14,8 @@ export interface Upstream {
    * privileged session's held-back watch events), ahead of any refusal the proxy gives itself.
    */
   catchUp?(): void;
+  /** Replies or events are owed to the client and not yet given: a refusal waits behind them. */
+  owes?(): boolean;
   /** Close after what was written has gone out. */
   end(): void;
 }

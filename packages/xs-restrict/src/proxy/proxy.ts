@@ -53,6 +53,16 @@ function logged(m: XsMessage, path: string | undefined): NonNullable<ProxyLogRec
   return request;
 }
 
+/** Move the refusals at the head of `c.inFlight` to `out`; true if there were any. */
+function takeRefusals(c: ProxyClient, out: (Buffer | XsMessage)[]): boolean {
+  let any = false;
+  while (c.inFlight[0]?.refusal) {
+    out.push((c.inFlight.shift() as InFlight).refusal as Buffer);
+    any = true;
+  }
+  return any;
+}
+
 /** How long a closed client's upstream waits for outstanding replies before it is closed anyway. */
 const DRAIN_TIMEOUT_MS = 5000;
 
@@ -217,7 +227,7 @@ export class RestrictingProxy {
     this.log(c, { event: 'refused', request: logged(m, path), rule, errno });
     // xenstored's error reply copies the request's header: same req_id and tx_id.
     const reply = encodeMessage(XS_ERROR, m.reqId, m.txId, `${errno}\0`);
-    if (c.inFlight.length === 0) this.send(c, reply);
+    if (c.inFlight.length === 0 && !c.upstream?.owes?.()) this.send(c, reply);
     else c.inFlight.push({ refusal: reply, type: m.type, reqId: m.reqId, txId: m.txId });
   }
 
@@ -311,11 +321,10 @@ export class RestrictingProxy {
       const f = c.inFlight.shift();
       if (f) c.settle(f, m);
       out.push(m);
-      while (c.inFlight[0]?.refusal) {
-        out.push((c.inFlight.shift() as InFlight).refusal as Buffer);
-        altered = true;
-      }
+      if (!c.upstream?.owes?.()) altered = takeRefusals(c, out) || altered;
     }
+    // A refusal that waited behind an owed event (a watch's first one) follows it.
+    if (out.length > 0 && !c.upstream?.owes?.()) altered = takeRefusals(c, out) || altered;
     if (out.length > 0) {
       if (aligned && !altered && c.upParser.buffered === 0) this.send(c, chunk);
       else {

@@ -112,6 +112,14 @@ export class Dom0Channel {
     this.link.write(bufs.length === 1 ? (bufs[0] as Buffer) : Buffer.concat(bufs));
   }
 
+  /** Called when a reply came where a WATCH reply's first event was expected (see drainInbox). */
+  onNoInitial: (() => void) | undefined;
+
+  /** A client's WATCH reply has come and its first event not yet: the next event is that one. */
+  get initialPending(): boolean {
+    return this.initialNext;
+  }
+
   /** Requests sent in one write are handled as one step by the daemon (see PrivilegedLink). */
   get atomicWrites(): boolean {
     return this.link.atomicWrites === true;
@@ -307,7 +315,11 @@ export class Dom0Channel {
         this.onEvent(m, initial);
         continue;
       }
-      this.initialNext = false;
+      if (this.initialNext) {
+        // A reply where a watch's first event belonged (no xenstored does this): release its place.
+        this.initialNext = false;
+        this.onNoInitial?.();
+      }
       const p = this.pending.shift();
       if (!p) continue;
       if (p.type === XS_TRANSACTION_START && m.type === XS_TRANSACTION_START) {

@@ -61,6 +61,33 @@ export class SessionOutput {
     private readonly isClosed: () => boolean,
   ) {}
 
+  /** Places held for watches' first events that have not come yet (see awaitInitial). */
+  private readonly initialSlots: Slot[] = [];
+
+  /** Replies and events not yet given to the client (some wait for a decision or an event). */
+  get owed(): number {
+    return this.out.length;
+  }
+
+  /**
+   * A WATCH reply just went in and its first event has not come: xenstored queues that event
+   * right behind the reply, so its place is held here, and what the client is answered next
+   * (even without the daemon) waits behind it.
+   */
+  awaitInitial(): void {
+    const slot: Slot = { bytes: undefined };
+    this.out.push(slot);
+    this.initialSlots.push(slot);
+  }
+
+  /** The first event awaited did not come (a reply came instead): its place is given up. */
+  noInitial(): void {
+    const slot = this.initialSlots.shift();
+    if (!slot) return;
+    slot.bytes = null;
+    this.flush();
+  }
+
   /** A reply, after everything before it; with `later`, it leaves with the next flush (one write for a batch). */
   reply(bytes: Buffer, later = false): void {
     this.out.push({ bytes });
@@ -119,6 +146,7 @@ export class SessionOutput {
       // The client is closed: what it was owed is dropped, and so is every later event.
       this.overflowed = true;
       this.out.length = 0;
+      this.initialSlots.length = 0;
       this.onOverflow(
         `${PENDING_OUTPUT_MAX} replies and watch events waited for a decision, limit ${PENDING_OUTPUT_MAX}`,
       );
@@ -132,12 +160,20 @@ export class SessionOutput {
       slot.held = true;
       this.window.slots.push(slot);
     }
-    this.out.push(slot);
     if (initial) {
-      slot.bytes = raw;
+      // Into the place held for it, if the WATCH reply went out before it came.
+      const held = this.initialSlots.shift();
+      if (held) {
+        held.bytes = raw;
+        held.path = path;
+      } else {
+        slot.bytes = raw;
+        this.out.push(slot);
+      }
       this.flush();
       return;
     }
+    this.out.push(slot);
     if (path.startsWith('@')) {
       // check_perms_special: N reads the special nodes only if their perms say so (never by default).
       slot.bytes = this.readable(SPECIAL_PERMS) ? raw : null;

@@ -98,6 +98,7 @@ export class PrivilegedSession implements SessionContext {
     this.out = new SessionOutput(this.who, this.chan, this.watches, emit, onOverflow, () =>
       this.isClosed(),
     );
+    this.chan.onNoInitial = () => this.out.noInitial();
   }
 
   isClosed(): boolean {
@@ -119,6 +120,11 @@ export class PrivilegedSession implements SessionContext {
   /** A client's request arrived: see Dom0Channel.catchUp. */
   catchUp(): void {
     if (!this.closed) this.chan.catchUp();
+  }
+
+  /** Output the client is owed and has not got (a refusal of the proxy's must wait behind it). */
+  owes(): boolean {
+    return !this.closed && this.out.owed > 0;
   }
 
   end(): void {
@@ -176,7 +182,8 @@ export class PrivilegedSession implements SessionContext {
         if (!m) break;
         const reply = await this.answer(m);
         if (reply === undefined) return;
-        this.out.reply(reply);
+        if (reply === null) this.out.flush();
+        else this.out.reply(reply);
       }
     } finally {
       this.out.flush();
@@ -194,8 +201,8 @@ export class PrivilegedSession implements SessionContext {
     }
   }
 
-  /** The reply to `m`; undefined once the link is gone. */
-  private async answer(m: XsMessage): Promise<Buffer | undefined> {
+  /** The reply to `m` (null: placed already); undefined once the link is gone. */
+  private async answer(m: XsMessage): Promise<Buffer | null | undefined> {
     try {
       return await this.handle(m);
     } catch (e) {
@@ -245,7 +252,8 @@ export class PrivilegedSession implements SessionContext {
       for (const again of batch.slice(i)) {
         const reply = await this.answer(again);
         if (reply === undefined) return false;
-        this.out.reply(reply);
+        if (reply === null) this.out.flush();
+        else this.out.reply(reply);
       }
       return true;
     }
@@ -253,7 +261,7 @@ export class PrivilegedSession implements SessionContext {
     return true;
   }
 
-  private async handle(m: XsMessage): Promise<Buffer> {
+  private async handle(m: XsMessage): Promise<Buffer | null> {
     let tx: VirtualTx | undefined;
     if (m.type !== XS_WATCH && m.type !== XS_UNWATCH && m.txId !== 0) {
       tx = this.vtx.get(m.txId);
@@ -409,14 +417,19 @@ export class PrivilegedSession implements SessionContext {
     this.book.watches++;
   }
 
-  private async watchOp(m: XsMessage): Promise<Buffer> {
+  /** XS_WATCH the general way; null when the reply is placed already (see awaitInitial). */
+  private async watchOp(m: XsMessage): Promise<Buffer | null> {
     const checked = this.watchCheck(m);
     if (Buffer.isBuffer(checked)) return checked;
     const [path, token] = checked;
     if (!path.startsWith('@')) await this.out.prime(path);
     const r = await this.chan.one(XS_WATCH, 0, m.payload);
-    if (r.type === XS_WATCH) this.watchAdded(path, token);
-    return relayReply(m, r);
+    if (r.type !== XS_WATCH) return relayReply(m, r);
+    this.watchAdded(path, token);
+    if (!this.chan.initialPending) return relayReply(m, r);
+    this.out.reply(relayReply(m, r), true);
+    this.out.awaitInitial();
+    return null;
   }
 
   /**
