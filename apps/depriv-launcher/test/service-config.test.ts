@@ -37,6 +37,15 @@ describe("xen-deprivd's settings: file, then environment, then options", () => {
     });
   });
 
+  it("log level debug has each DM's proxy trace every request it lets through", () => {
+    const f = join(dir, 'absent.json');
+    expect(engineSettings(load(f, {}, { logLevel: 'debug' }, false)).xenstoreTrace).toBe(true);
+    expect(
+      engineSettings(load(f, { XEN_DEPRIVD_LOG_LEVEL: 'debug' }, {}, false)).xenstoreTrace,
+    ).toBe(true);
+    expect(engineSettings(load(f, {}, {}, false)).xenstoreTrace).toBeUndefined();
+  });
+
   it('the environment overrides the file, options override both', () => {
     const f = file(
       'ok.json',
