@@ -31,6 +31,8 @@ export function openLink(
   onClose: () => void,
   /** Given, an embedded server's replies and events come here as messages (see PrivilegedLink.send). */
   onMessages?: (msgs: XsMessage[]) => void,
+  /** With onMessages: the clock each reply is stamped with as the server queues it. */
+  clock?: () => number,
 ): PrivilegedLink {
   if (typeof target === 'string') {
     const sock = net.createConnection(target);
@@ -44,7 +46,7 @@ export function openLink(
     if (!ending) onClose();
   };
   let conn: XenstoreConnection | undefined = onMessages
-    ? target.attachMessages(domid, onMessages, closed)
+    ? target.attachMessages(domid, onMessages, closed, clock)
     : target.attach(
         domid,
         (b) => {

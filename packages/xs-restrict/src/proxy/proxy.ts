@@ -30,6 +30,7 @@ import {
 } from './options.js';
 import { DomainBook } from './privileged/book.js';
 import { PrivilegedSession } from './privileged/session.js';
+import { SharedPermsCache } from './privileged/shared-cache.js';
 
 export {
   DEFAULT_PROXY_LIMITS,
@@ -87,6 +88,8 @@ export class RestrictingProxy {
   private readonly book: DomainBook | undefined;
   private readonly logSink: (line: string) => void;
   private readonly trace: boolean;
+  /** The privileged sessions' perms cache, with an in-process server (shared-cache.ts). */
+  private sharedCache: SharedPermsCache | undefined;
   private readonly clients = new Set<ProxyClient>();
   private readonly drainingClients = new Set<ProxyClient>();
   private server: net.Server | undefined;
@@ -101,6 +104,8 @@ export class RestrictingProxy {
     const up = options.upstream;
     if (typeof up === 'object' && 'privileged' in up) {
       const base = typeof up.privileged === 'string' ? DEFAULT_QUOTAS : up.privileged.quotas;
+      // An in-process server: one dom0 connection of the proxy's keeps its sessions' cache exact.
+      if (typeof up.privileged !== 'string') this.sharedCache = new SharedPermsCache(up.privileged);
       this.book = new DomainBook(options.domid, { ...base, ...options.quotas });
     }
     this.limits = { ...DEFAULT_PROXY_LIMITS, ...options.limits };
@@ -129,6 +134,8 @@ export class RestrictingProxy {
   async close(): Promise<void> {
     for (const c of [...this.clients]) this.closeClient(c, true);
     for (const c of [...this.drainingClients]) this.endDrain(c);
+    this.sharedCache?.close();
+    this.sharedCache = undefined;
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -190,9 +197,13 @@ export class RestrictingProxy {
     const spec = this.upstreamSpec;
     if (typeof spec === 'object' && 'privileged' in spec) {
       const target = spec.privileged;
+      // An in-process server: one perms cache for all the sessions, on a link of its own.
+      let shared: SharedPermsCache | undefined;
+      if (typeof target !== 'string') shared = this.sharedCache;
       return new PrivilegedSession(
         this.book as DomainBook,
-        (onData, onClose, onMessages) => openLink(target, 0, onData, onClose, onMessages),
+        (onData, onClose, onMessages) =>
+          openLink(target, 0, onData, onClose, onMessages, shared?.clock),
         (b) => this.fromUpstream(c, b),
         () => this.upstreamClosed(c),
         (detail) => {
@@ -200,6 +211,7 @@ export class RestrictingProxy {
           this.log(c, { event: 'event-overflow', detail });
           this.closeClient(c, true);
         },
+        shared?.cache,
       );
     }
     return openLink(

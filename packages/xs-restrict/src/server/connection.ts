@@ -1,7 +1,12 @@
 /** One client of the embedded xenstored (xenstored_core.c struct connection): framing in, replies out. */
 import { canonicalPath } from '../rules/paths.js';
 import type { Requester } from '../rules/perms.js';
-import { MessageWriter, WatchEventMessage, type XsMessage } from '../wire/codec.js';
+import {
+  MessageWriter,
+  type StampedMessage,
+  WatchEventMessage,
+  type XsMessage,
+} from '../wire/codec.js';
 import {
   XENSTORE_PAYLOAD_MAX,
   XS_ERROR,
@@ -55,6 +60,8 @@ export class XenstoreConnection implements Requester {
     private readonly closer: () => void,
     /** Replies and events as messages instead of bytes (XenstoreServer.attachMessages). */
     private readonly messageSink?: (msgs: XsMessage[]) => void,
+    /** With a message sink: each reply is stamped with this clock's value as it is queued. */
+    private readonly clock?: () => number,
   ) {
     this.domid = domid;
     this.core = server.core;
@@ -116,10 +123,17 @@ export class XenstoreConnection implements Requester {
     if (this.messageSink) {
       const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
       const out = this.outMessages;
+      const at = this.clock ? this.clock() : -1;
       if (body.length <= XENSTORE_PAYLOAD_MAX)
-        out.push({ type, reqId, txId, payload: asBuffer(body) });
+        out.push({ type, reqId, txId, payload: asBuffer(body), at } as StampedMessage);
       else
-        out.push({ type: XS_ERROR, reqId, txId, payload: ERROR_PAYLOADS.get('E2BIG') as Buffer });
+        out.push({
+          type: XS_ERROR,
+          reqId,
+          txId,
+          payload: ERROR_PAYLOADS.get('E2BIG') as Buffer,
+          at,
+        } as StampedMessage);
       return;
     }
     if (!this.out.add(type, reqId, txId, payload))

@@ -57,8 +57,10 @@ export class XenstoreServer {
     domid: number,
     onMessages: (msgs: XsMessage[]) => void,
     close: () => void,
+    /** Stamps each reply as it is queued (StampedMessage.at): see proxy/privileged/shared-cache.ts. */
+    clock?: () => number,
   ): XenstoreConnection {
-    const c = new XenstoreConnection(this, domid, () => true, close, onMessages);
+    const c = new XenstoreConnection(this, domid, () => true, close, onMessages, clock);
     this.core.connections.add(c);
     return c;
   }

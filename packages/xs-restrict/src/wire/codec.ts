@@ -35,6 +35,14 @@ export class WatchEventMessage implements XsMessage {
   }
 }
 
+/**
+ * A reply from an in-process server's message sink: `at` is the value of the sink's clock when
+ * the server queued it (-1 without a clock).
+ */
+export interface StampedMessage extends XsMessage {
+  readonly at: number;
+}
+
 /** A malformed frame or argument; `code` says which rule was broken. */
 export class XenstoreWireError extends Error {
   readonly code: 'EPAYLOAD' | 'EFIELD' | 'EPATH' | 'EPERMS';

@@ -12,6 +12,12 @@ export class DomainBook {
   readonly created = new Set<string>();
   /** Watches N holds through the proxy. */
   watches = 0;
+  /**
+   * While a session's commit with a perms fix-up is being handled by an in-process server: the
+   * paths only the fix-up touched, whose events every other session of the proxy holds (each
+   * `release` is called with true, drop, once the commit succeeded). See SessionOutput.suppressing.
+   */
+  fixups: { suppress: ReadonlySet<string>; held: ((drop: boolean) => void)[] } | undefined;
   private tail: Promise<void> = Promise.resolve();
   constructor(
     readonly domid: number,

@@ -6,6 +6,7 @@
  */
 import {
   encodeMessage,
+  type StampedMessage,
   WatchEventMessage,
   XenstoreWireError,
   type XsMessage,
@@ -329,7 +330,9 @@ export class Dom0Channel {
       }
       // xenstored queues a watch's first event right behind the WATCH reply: that one is unconditional.
       if (p.type === XS_WATCH && m.type === XS_WATCH && !p.internal) this.initialNext = true;
-      if (!p.now) this.arrivals.set(m, this.cache.now);
+      // A reply stamped as the daemon queued it (an in-process server, shared-cache.ts) arrived then.
+      const at = (m as Partial<StampedMessage>).at;
+      if (!p.now) this.arrivals.set(m, at !== undefined && at >= 0 ? at : this.cache.now);
       p.resolve(m);
       // A callNow reply is placed in the client's output as it arrives: what follows need not wait.
       if (!p.now) resolved = true;

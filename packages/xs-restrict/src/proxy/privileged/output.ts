@@ -11,6 +11,7 @@ import { encodeMessage, type XsMessage } from '../../wire/codec.js';
 import { XS_DIRECTORY, XS_ERROR, XS_GET_PERMS, XS_WATCH_EVENT } from '../../wire/constants.js';
 import { XS_PERM_READ, type XsPerm } from '../../wire/perms.js';
 import { nulTerminated } from '../../wire/strings.js';
+import type { DomainBook } from './book.js';
 import {
   childBytes,
   childNames,
@@ -59,6 +60,8 @@ export class SessionOutput {
     private readonly emit: (b: Buffer) => void,
     private readonly onOverflow: (detail: string) => void,
     private readonly isClosed: () => boolean,
+    /** The proxy's book: other sessions' commits' fix-ups (DomainBook.fixups). */
+    private readonly book?: DomainBook,
   ) {}
 
   /** Places held for watches' first events that have not come yet (see awaitInitial). */
@@ -122,13 +125,28 @@ export class SessionOutput {
     if (suppress.size === 0) return commit();
     const window = { suppress, slots: [] as Slot[] };
     this.window = window;
+    // An in-process server fires the commit's events to every other session before the call
+    // returns: those sessions hold them for as long as the call lasts, no longer.
+    const others: DomainBook['fixups'] =
+      this.chan.atomicWrites && this.book ? { suppress, held: [] } : undefined;
     let r: XsMessage;
     try {
-      r = await commit();
+      let pending: Promise<XsMessage>;
+      if (this.book) this.book.fixups = others;
+      try {
+        pending = commit();
+      } finally {
+        if (this.book) this.book.fixups = undefined;
+      }
+      r = await pending;
+    } catch (e) {
+      for (const release of others?.held ?? []) release(false);
+      throw e;
     } finally {
       this.window = undefined;
     }
     const ok = r.type !== XS_ERROR;
+    for (const release of others?.held ?? []) release(ok);
     for (const s of window.slots) {
       s.held = false;
       if (ok && s.path !== undefined && suppress.has(s.path)) {
@@ -159,6 +177,17 @@ export class SessionOutput {
     if (this.window) {
       slot.held = true;
       this.window.slots.push(slot);
+    } else if (this.book?.fixups?.suppress.has(path)) {
+      // Fired by another client's commit, for a node only its perms fix-up touched.
+      slot.held = true;
+      this.book.fixups.held.push((drop) => {
+        slot.held = false;
+        if (drop) {
+          slot.dropped = true;
+          slot.bytes = null;
+        }
+        this.flush();
+      });
     }
     if (initial) {
       // Into the place held for it, if the WATCH reply went out before it came.

@@ -8,6 +8,10 @@
  * naming it to a watch on "/" (rm's exact events for the descendants do not
  * reach a watch on "/", so an event also stands for the node's subtree).
  *
+ * Over an embedded server in the same process, one cache serves every session
+ * of a proxy, on a link of its own (shared-cache.ts: replies are stamped with
+ * the clock as the server queues them).
+ *
  * The clock is the number of the watch's events that have arrived; an entry
  * learnt at clock `at` (the arrival of the reply that carried or proved it)
  * holds while no event for its node or an ancestor arrived after `at`.

@@ -65,8 +65,8 @@ export class PrivilegedSession implements SessionContext {
   readonly out: SessionOutput;
   /** @internal */
   readonly who: Requester;
-  /** @internal */
-  readonly cache = new PermsCache();
+  /** @internal The session's own, or the proxy's shared one (shared-cache.ts). */
+  readonly cache: PermsCache;
   private readonly parser = new MessageParser(undefined, { view: true });
   private readonly queue: XsMessage[] = [];
   private busy = false;
@@ -86,7 +86,10 @@ export class PrivilegedSession implements SessionContext {
     emit: (b: Buffer) => void,
     private readonly onClose: () => void,
     onOverflow: (detail: string) => void = () => undefined,
+    /** Kept exact by the proxy's own link to an in-process server: no watches of the session's. */
+    private readonly sharedCache?: PermsCache,
   ) {
+    this.cache = sharedCache ?? new PermsCache();
     this.who = { domid: book.domid, target: undefined, privileged: false };
     this.chan = new Dom0Channel(
       open,
@@ -94,9 +97,15 @@ export class PrivilegedSession implements SessionContext {
       () => this.linkClosed(),
       this.cache,
     );
-    void this.chan.watchForCache().catch(() => undefined);
-    this.out = new SessionOutput(this.who, this.chan, this.watches, emit, onOverflow, () =>
-      this.isClosed(),
+    if (!sharedCache) void this.chan.watchForCache().catch(() => undefined);
+    this.out = new SessionOutput(
+      this.who,
+      this.chan,
+      this.watches,
+      emit,
+      onOverflow,
+      () => this.isClosed(),
+      book,
     );
     this.chan.onNoInitial = () => this.out.noInitial();
   }
@@ -306,9 +315,11 @@ export class PrivilegedSession implements SessionContext {
           this.vtx.clear();
           this.chan.forgetTransactions();
           this.out.forgetPerms();
-          // The reset removed the cache's watches too.
-          this.cache.reset();
-          void this.chan.watchForCache().catch(() => undefined);
+          // The reset removed the cache's watches too (a shared cache's are on a link of its own).
+          if (!this.sharedCache) {
+            this.cache.reset();
+            void this.chan.watchForCache().catch(() => undefined);
+          }
         }
         return relayReply(m, r);
       }
