@@ -5,9 +5,8 @@
  * unprivileged domain N (the rules of ../../rules: get_node /
  * errno_from_parents, construct_node, do_set_perms, watch_permitted and the
  * special-event check, the quotas), so a client sees the bytes a domain-N
- * connection would get. Reads and removals are here; changes in writes.ts.
+ * connection would get. Reads and watches are here; changes (and rm) in writes.ts.
  */
-import { isChild, parentPath } from '../../rules/paths.js';
 import { permFor, type Requester } from '../../rules/perms.js';
 import { transactionQuotaErrno, watchQuotaErrno } from '../../rules/quotas.js';
 import { encodeMessage, type XsMessage } from '../../wire/codec.js';
@@ -29,7 +28,7 @@ import {
   XS_WRITE,
 } from '../../wire/constants.js';
 import { MessageParser } from '../../wire/parser.js';
-import { XS_PERM_READ, XS_PERM_WRITE } from '../../wire/perms.js';
+import { XS_PERM_READ } from '../../wire/perms.js';
 import { countNul, errnoOf, nulTerminated, oneArg, splitStrings } from '../../wire/strings.js';
 import { getNode, type SessionContext } from './access.js';
 import {
@@ -38,7 +37,6 @@ import {
   Fail,
   LinkClosed,
   newVirtualTx,
-  okReply,
   type PrivilegedLink,
   type Req,
   relayReply,
@@ -48,7 +46,7 @@ import { Dom0Channel } from './channel.js';
 import { answerNow, runNow } from './in-step.js';
 import { SessionOutput, type WatchedPath } from './output.js';
 import { PermsCache } from './perms-cache.js';
-import { commit, setPermsOp, settle, writeOp } from './writes.js';
+import { commit, rmOp, setPermsOp, settle, writeOp } from './writes.js';
 
 /**
  * One client's emulated domain-N connection over a dom0 connection. It takes
@@ -286,7 +284,7 @@ export class PrivilegedSession implements SessionContext {
       case XS_MKDIR:
         return writeOp(this, m, tx);
       case XS_RM:
-        return this.rmOp(m, tx);
+        return rmOp(this, m, tx);
       case XS_SET_PERMS:
         return setPermsOp(this, m, tx);
       case XS_WATCH:
@@ -384,32 +382,6 @@ export class PrivilegedSession implements SessionContext {
     if (reply.type === XS_ERROR) return undefined;
     if (!this.cache.unchangedSince(path, known.at)) return undefined;
     return relayReply(m, reply);
-  }
-
-  private async rmOp(m: XsMessage, tx: VirtualTx | undefined): Promise<Buffer> {
-    const name = oneArg(m.payload);
-    if (name === undefined) return errReply(m, 'EINVAL');
-    const t = tx?.up ?? 0;
-    // Outside a transaction the check and the rm are two steps: a transaction of ours would fire
-    // the rm's events in the order of first access, not rm_node's children-first order.
-    const r = await this.chan.one(XS_GET_PERMS, t, nulTerminated([name]));
-    const got = await getNode(this, t, name, r, XS_PERM_WRITE);
-    if (!Array.isArray(got)) {
-      if (got.errno !== 'ENOENT') return errReply(m, got.errno);
-      // Didn't exist already? Fine, if the parent exists.
-      return got.ancestor === parentPath(name) ? okReply(m) : errReply(m, 'ENOENT');
-    }
-    if (name === '/') return errReply(m, 'EINVAL');
-    const rr = await this.chan.one(XS_RM, t, nulTerminated([name]));
-    if (rr.type === XS_RM) {
-      if (tx) {
-        tx.removed.push(name);
-        tx.fired.add(name);
-      } else {
-        for (const c of [...this.book.created]) if (isChild(c, name)) this.book.created.delete(c);
-      }
-    }
-    return relayReply(m, rr);
   }
 
   /** XS_WATCH's answer without the daemon (EINVAL, EEXIST, the quota), or its path and token. */

@@ -3,7 +3,7 @@
  * decided as C xenstored 4.17 decides them (get_node, construct_node /
  * create_node with their quota checks, do_set_perms), then done as dom0 with
  * the owner fixed up, all in one transaction so the check and the change are
- * one atomic step.
+ * one atomic step; and RM.
  */
 
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -21,6 +21,7 @@ import {
   XS_GET_PERMS,
   XS_MKDIR,
   XS_READ,
+  XS_RM,
   XS_SET_PERMS,
   XS_WRITE,
 } from '../../wire/constants.js';
@@ -313,4 +314,35 @@ export async function setPermsOp(
       return tx ? okReply(m) : undefined;
     },
   );
+}
+
+/** do_rm for N: get_node for write, then the rm as dom0 (a missing node is OK if its parent exists). */
+export async function rmOp(
+  s: SessionContext,
+  m: XsMessage,
+  tx: VirtualTx | undefined,
+): Promise<Buffer> {
+  const name = oneArg(m.payload);
+  if (name === undefined) return errReply(m, 'EINVAL');
+  const t = tx?.up ?? 0;
+  // Outside a transaction the check and the rm are two steps: a transaction of ours would fire
+  // the rm's events in the order of first access, not rm_node's children-first order.
+  const r = await s.chan.one(XS_GET_PERMS, t, nulTerminated([name]));
+  const got = await getNode(s, t, name, r, XS_PERM_WRITE);
+  if (!Array.isArray(got)) {
+    if (got.errno !== 'ENOENT') return errReply(m, got.errno);
+    // Didn't exist already? Fine, if the parent exists.
+    return got.ancestor === parentPath(name) ? okReply(m) : errReply(m, 'ENOENT');
+  }
+  if (name === '/') return errReply(m, 'EINVAL');
+  const rr = await s.chan.one(XS_RM, t, nulTerminated([name]));
+  if (rr.type === XS_RM) {
+    if (tx) {
+      tx.removed.push(name);
+      tx.fired.add(name);
+    } else {
+      for (const c of [...s.book.created]) if (isChild(c, name)) s.book.created.delete(c);
+    }
+  }
+  return relayReply(m, rr);
 }
