@@ -1,12 +1,7 @@
 /** One client of the embedded xenstored (xenstored_core.c struct connection): framing in, replies out. */
 import { canonicalPath } from '../rules/paths.js';
 import type { Requester } from '../rules/perms.js';
-import {
-  MessageWriter,
-  type StampedMessage,
-  WatchEventMessage,
-  type XsMessage,
-} from '../wire/codec.js';
+import { MessageWriter, type XsMessage } from '../wire/codec.js';
 import {
   XENSTORE_PAYLOAD_MAX,
   XS_ERROR,
@@ -14,6 +9,7 @@ import {
   XSD_ERRORS,
   type XsErrno,
 } from '../wire/constants.js';
+import { type StampedMessage, WatchEventMessage } from '../wire/in-process.js';
 import { MessageParser } from '../wire/parser.js';
 import type { ServerCore } from './core.js';
 import type { XenstoreServer } from './server.js';
@@ -98,9 +94,9 @@ export class XenstoreConnection implements Requester {
   }
 
   /**
-   * Whole requests, already parsed (an in-process peer that trusts its own framing): each is
-   * handled as `receive` handles it. A payload over XENSTORE_PAYLOAD_MAX, which no frame could
-   * carry, closes the connection as a malformed frame would.
+   * @internal Whole requests, already parsed (an in-process peer that trusts its own
+   * framing): each is handled as `receive` handles it. A payload over XENSTORE_PAYLOAD_MAX,
+   * which no frame could carry, closes the connection as a malformed frame would.
    */
   deliver(msgs: readonly XsMessage[]): void {
     for (const m of msgs) {

@@ -1,5 +1,5 @@
 /** Encoding one message and reading a header: only bytes (xs_wire.h `struct xsd_sockmsg`). */
-import { XENSTORE_HEADER_SIZE, XENSTORE_PAYLOAD_MAX, XS_WATCH_EVENT } from './constants.js';
+import { XENSTORE_HEADER_SIZE, XENSTORE_PAYLOAD_MAX } from './constants.js';
 
 export interface XsHeader {
   type: number;
@@ -13,34 +13,6 @@ export interface XsMessage {
   reqId: number;
   txId: number;
   payload: Buffer;
-}
-
-/**
- * A watch event as an in-process server gives it to a message sink (XenstoreServer.attachMessages): its path and token as the server had them, its payload
- * bytes made only if asked for (an in-process peer often needs only the path).
- */
-export class WatchEventMessage implements XsMessage {
-  readonly type = XS_WATCH_EVENT;
-  readonly reqId = 0;
-  readonly txId = 0;
-  private bytes: Buffer | undefined;
-  constructor(
-    readonly path: string,
-    readonly token: string,
-    private readonly text: string,
-  ) {}
-  get payload(): Buffer {
-    this.bytes ??= Buffer.from(this.text);
-    return this.bytes;
-  }
-}
-
-/**
- * A reply from an in-process server's message sink: `at` is the value of the sink's clock when
- * the server queued it (-1 without a clock).
- */
-export interface StampedMessage extends XsMessage {
-  readonly at: number;
 }
 
 /** A malformed frame or argument; `code` says which rule was broken. */

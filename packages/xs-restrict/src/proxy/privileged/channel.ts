@@ -4,13 +4,7 @@
  * order the daemon sent them, and the daemon's transaction ids predicted so a
  * transaction of ours and its first requests go out in one write.
  */
-import {
-  encodeMessage,
-  type StampedMessage,
-  WatchEventMessage,
-  XenstoreWireError,
-  type XsMessage,
-} from '../../wire/codec.js';
+import { encodeMessage, XenstoreWireError, type XsMessage } from '../../wire/codec.js';
 import {
   XENSTORE_PAYLOAD_MAX,
   XS_TRANSACTION_END,
@@ -18,6 +12,7 @@ import {
   XS_WATCH,
   XS_WATCH_EVENT,
 } from '../../wire/constants.js';
+import { type StampedMessage, WatchEventMessage } from '../../wire/in-process.js';
 import { MessageParser } from '../../wire/parser.js';
 import { errnoOf } from '../../wire/strings.js';
 import { Fail, LinkClosed, type PrivilegedLink, type Req } from './book.js';
