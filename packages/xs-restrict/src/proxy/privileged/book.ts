@@ -18,6 +18,8 @@ export class DomainBook {
    * `release` is called with true, drop, once the commit succeeded). See SessionOutput.suppressing.
    */
   fixups: { suppress: ReadonlySet<string>; held: ((drop: boolean) => void)[] } | undefined;
+  /** The same moment: the nodes that commit's transaction removed (SessionOutput.permitted). */
+  txRemoved: readonly string[] | undefined;
   private tail: Promise<void> = Promise.resolve();
   constructor(
     readonly domid: number,

@@ -45,6 +45,8 @@ export class SessionOutput {
   private readonly perms = new Map<string, readonly XsPerm[]>();
   /** Paths whose events, arriving while a commit of ours is answered, are ours to drop. */
   private window: { suppress: Set<string>; slots: Slot[] } | undefined;
+  /** While a client's transaction that removed these nodes is committed. */
+  private removing: readonly string[] | undefined;
   private overflowed = false;
   /**
    * Set by in-step.ts while N's rewrites of existing nodes are handled: each node and the perms
@@ -121,22 +123,35 @@ export class SessionOutput {
    * arrive meanwhile; if it succeeded, those for `suppress` paths (nodes only
    * our perms fix-up touched) are dropped.
    */
-  async suppressing(suppress: Set<string>, commit: () => Promise<XsMessage>): Promise<XsMessage> {
-    if (suppress.size === 0) return commit();
+  async suppressing(
+    suppress: Set<string>,
+    commit: () => Promise<XsMessage>,
+    /** Nodes the transaction removed: their events are judged as a commit's (see permitted). */
+    removed: readonly string[] = [],
+  ): Promise<XsMessage> {
+    if (suppress.size === 0 && removed.length === 0) return commit();
     const window = { suppress, slots: [] as Slot[] };
     this.window = window;
+    this.removing = removed.length > 0 ? removed : undefined;
     // An in-process server fires the commit's events to every other session before the call
     // returns: those sessions hold them for as long as the call lasts, no longer.
     const others: DomainBook['fixups'] =
-      this.chan.atomicWrites && this.book ? { suppress, held: [] } : undefined;
+      suppress.size > 0 && this.chan.atomicWrites && this.book ? { suppress, held: [] } : undefined;
     let r: XsMessage;
     try {
       let pending: Promise<XsMessage>;
-      if (this.book) this.book.fixups = others;
+      const book = this.chan.atomicWrites ? this.book : undefined;
+      if (book) {
+        book.fixups = others;
+        book.txRemoved = this.removing;
+      }
       try {
         pending = commit();
       } finally {
-        if (this.book) this.book.fixups = undefined;
+        if (book) {
+          book.fixups = undefined;
+          book.txRemoved = undefined;
+        }
       }
       r = await pending;
     } catch (e) {
@@ -144,6 +159,7 @@ export class SessionOutput {
       throw e;
     } finally {
       this.window = undefined;
+      this.removing = undefined;
     }
     const ok = r.type !== XS_ERROR;
     for (const release of others?.held ?? []) release(ok);
@@ -224,7 +240,10 @@ export class SessionOutput {
     // The perms before this change: read now, before a lookup for an earlier event updates them.
     const before = this.perms.get(path);
     const parentBefore = this.perms.get(parentPath(path));
-    this.permitted(path, root, before, parentBefore).then(
+    // By this client's transaction committing, or (in process) another client's of the proxy.
+    const removing = this.removing ?? this.book?.txRemoved;
+    const txRemoved = removing?.some((r) => r === path || isChild(path, r)) === true;
+    this.permitted(path, root, before, parentBefore, txRemoved).then(
       (ok) => {
         slot.bytes = ok && !slot.dropped ? raw : null;
         this.flush();
@@ -253,6 +272,8 @@ export class SessionOutput {
     root: string,
     old: readonly XsPerm[] | undefined,
     parentOld: readonly XsPerm[] | undefined,
+    /** Removed by the client's transaction now committing (a node it, or an ancestor, removed). */
+    txRemoved = false,
   ): Promise<boolean> {
     const ask = [path, parentPath(path)];
     for (let p = parentPath(path); p !== root && isChild(p, root) && p !== '/'; p = parentPath(p)) {
@@ -267,7 +288,13 @@ export class SessionOutput {
     });
     const parentPerms = cur.get(parentPath(path)) ?? parentOld;
     const now = cur.get(path);
-    const ok = watchPermitted(this.who, old, now ?? old ?? parentPerms, parentPerms);
+    // An rm outside a transaction fires with the node as it was (rm_node), judged with its parent;
+    // a commit fires a removed node by name (finalize_transaction), and a node no longer there is
+    // judged by its perms as the transaction read them alone.
+    const ok =
+      txRemoved && now === undefined
+        ? watchPermitted(this.who, old, undefined, undefined)
+        : watchPermitted(this.who, old, now ?? old ?? parentPerms, parentPerms);
     for (const [p, perms] of cur) if (isChild(p, root)) this.cache(p, perms);
     // rm fires exact events for the descendants, which a watch above does not match: forget them too.
     if (!now) for (const p of [...this.perms.keys()]) if (isChild(p, path)) this.perms.delete(p);

@@ -111,7 +111,7 @@ async function ownTransaction(
 /** TRANSACTION_END T upstream, dropping the commit's events for the nodes only our fix-up touched. */
 export function commit(s: SessionContext, up: number, t: VirtualTx): Promise<XsMessage> {
   const suppress = new Set([...t.suppress].filter((p) => !t.fired.has(p)));
-  return s.out.suppressing(suppress, () => s.chan.endTx(up, true));
+  return s.out.suppressing(suppress, () => s.chan.endTx(up, true), t.removed);
 }
 
 export function settle(s: SessionContext, t: VirtualTx): void {
