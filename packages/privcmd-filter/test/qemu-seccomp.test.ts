@@ -18,8 +18,23 @@ const QEMU = '/usr/bin/qemu-system-x86_64';
 const ready = isAvailable() && process.getuid?.() === 0 && existsSync(QEMU);
 const tick = () => new Promise((r) => setTimeout(r, 10));
 
-/** Sends QMP commands one after another and collects every line QEMU writes until it closes. */
-function qmp(socket: string, commands: string[]): Promise<string[]> {
+/**
+ * Sends QMP commands one after another and collects every line QEMU writes until it closes.
+ * The socket's file exists from QEMU's bind(), before its listen(): a connection refused then is
+ * tried again.
+ */
+async function qmp(socket: string, commands: string[]): Promise<string[]> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await qmpOnce(socket, commands);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || attempt >= 300) throw e;
+      await tick();
+    }
+  }
+}
+
+function qmpOnce(socket: string, commands: string[]): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const lines: string[] = [];
     let pending = '';
@@ -39,9 +54,12 @@ function qmp(socket: string, commands: string[]): Promise<string[]> {
         }
       }
     });
-    // QEMU closes the connection when it quits.
-    c.on('error', () => {});
-    c.on('close', () => resolve(lines));
+    // QEMU closes the connection when it quits; refused before it listens.
+    let refused: Error | undefined;
+    c.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ECONNREFUSED' && lines.length === 0) refused = e;
+    });
+    c.on('close', () => (refused ? reject(refused) : resolve(lines)));
     c.on('timeout', () =>
       reject(new Error(`QMP on ${socket}: no answer; got ${lines.join(' | ')}`)),
     );
@@ -98,7 +116,10 @@ describe.skipIf(!ready)(
           '{"execute":"query-status"}',
           '{"execute":"quit"}',
         ]);
-        expect(lines.some((l) => l.includes('"status": "prelaunch"'))).toBe(true);
+        expect(
+          lines.some((l) => l.includes('"status": "prelaunch"')),
+          `QMP lines: ${lines.join(' | ')}; QEMU log: ${readFileSync(logPath, 'utf8')}`,
+        ).toBe(true);
         let status = waitPid(child.pid, { noHang: true });
         for (let i = 0; i < 3000 && !status; i++) {
           await tick();
