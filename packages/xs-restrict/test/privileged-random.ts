@@ -1,8 +1,10 @@
 /** Random requests of domain 5 and toolstack changes over a small tree with random perms (for the property tests). */
 import fc from 'fast-check';
+import { RestrictingProxy } from '../src/proxy/proxy.js';
+import { XenstoreServer } from '../src/server/server.js';
 import * as W from '../src/wire/index.js';
-import { z } from './helpers/raw.js';
-import { A, type Step } from './privileged-script.js';
+import { RawConn, z } from './helpers/raw.js';
+import { A, allowAll, runSetup, type Step } from './privileged-script.js';
 
 const DOMID = 5;
 export const PROPERTY_PATHS = [
@@ -97,3 +99,45 @@ export function withWatches(ops: readonly Step[]): Step[] {
 export const PATH_STEPS: Step[] = PROPERTY_PATHS.map(
   (x): Step => ({ who: 'n', type: 0, payload: z(x) }),
 );
+
+/**
+ * Both sides of one property run: two embedded servers set up alike from `init` (a and b, each
+ * with its dom0 connection), a direct domain-N socket on a, and a privileged proxy in process
+ * over b allowing every path `steps` and PATH_STEPS name. What to close goes on `closers`.
+ */
+export async function directAndProxied(
+  dir: string,
+  run: string,
+  init: { p: string; q: string[] }[],
+  steps: readonly Step[],
+  closers: (() => unknown)[],
+): Promise<{ direct: string; proxied: string; a0: RawConn; b0: RawConn }> {
+  const dom0s: RawConn[] = [];
+  const servers: XenstoreServer[] = [];
+  for (const name of ['a', 'b']) {
+    const s = new XenstoreServer();
+    await s.listen(`${dir}/${run}${name}.sock`);
+    await s.listenDomain(DOMID, `${dir}/${run}${name}-d.sock`);
+    closers.push(() => s.close());
+    const dom0 = await RawConn.open(`${dir}/${run}${name}.sock`);
+    closers.push(() => dom0.close());
+    await runSetup(dom0, setup(init));
+    dom0s.push(dom0);
+    servers.push(s);
+  }
+  const p = new RestrictingProxy({
+    domid: DOMID,
+    upstream: { privileged: servers[1] as XenstoreServer },
+    allowlist: allowAll([...steps, ...PATH_STEPS]),
+    limits: { maxTransactions: 100 },
+    log: () => undefined,
+  });
+  await p.listen(`${dir}/${run}p.sock`);
+  closers.push(() => p.close());
+  return {
+    direct: `${dir}/${run}a-d.sock`,
+    proxied: `${dir}/${run}p.sock`,
+    a0: dom0s[0] as RawConn,
+    b0: dom0s[1] as RawConn,
+  };
+}

@@ -8,14 +8,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RestrictingProxy } from '../src/proxy/proxy.js';
-import { XenstoreServer } from '../src/server/server.js';
 import * as W from '../src/wire/index.js';
 import { RawConn, show, z } from './helpers/raw.js';
-import { dStep, initial, nStep, PATH_STEPS, setup, withWatches } from './privileged-random.js';
-import { allowAll, runSetup, type Step } from './privileged-script.js';
-
-const DOMID = 5;
+import { directAndProxied, dStep, initial, nStep, withWatches } from './privileged-random.js';
+import type { Step } from './privileged-script.js';
 
 /** Each step on its client (or dom0), then a barrier on both clients; both transcripts. */
 async function runTwo(
@@ -62,42 +58,20 @@ async function transcripts(
 ): Promise<[string[], string[]]> {
   const closers: (() => unknown)[] = [];
   try {
-    const made: { dom0: RawConn; s: XenstoreServer }[] = [];
-    for (const name of ['a', 'b']) {
-      const s = new XenstoreServer();
-      await s.listen(`${dir}/${run}${name}.sock`);
-      await s.listenDomain(DOMID, `${dir}/${run}${name}-d.sock`);
-      closers.push(() => s.close());
-      const dom0 = await RawConn.open(`${dir}/${run}${name}.sock`);
-      closers.push(() => dom0.close());
-      await runSetup(dom0, setup(init));
-      made.push({ dom0, s });
-    }
-    const [a, b] = made as [
-      { dom0: RawConn; s: XenstoreServer },
-      { dom0: RawConn; s: XenstoreServer },
-    ];
+    const { direct, proxied, a0, b0 } = await directAndProxied(
+      dir,
+      run,
+      init,
+      steps.map(([s]) => s),
+      closers,
+    );
     const open = async (path: string): Promise<RawConn> => {
       const c = await RawConn.open(path);
       closers.push(() => c.close());
       return c;
     };
-    const direct = [
-      await open(`${dir}/${run}a-d.sock`),
-      await open(`${dir}/${run}a-d.sock`),
-    ] as const;
-    const want = await runTwo(direct, a.dom0, steps);
-    const p = new RestrictingProxy({
-      domid: DOMID,
-      upstream: { privileged: b.s },
-      allowlist: allowAll([...steps.map(([s]) => s), ...PATH_STEPS]),
-      limits: { maxTransactions: 100 },
-      log: () => undefined,
-    });
-    await p.listen(`${dir}/${run}p.sock`);
-    closers.push(() => p.close());
-    const via = [await open(`${dir}/${run}p.sock`), await open(`${dir}/${run}p.sock`)] as const;
-    return [want, await runTwo(via, b.dom0, steps)];
+    const want = await runTwo([await open(direct), await open(direct)], a0, steps);
+    return [want, await runTwo([await open(proxied), await open(proxied)], b0, steps)];
   } finally {
     for (const f of closers.reverse()) await f();
   }

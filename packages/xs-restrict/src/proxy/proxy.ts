@@ -197,9 +197,8 @@ export class RestrictingProxy {
     const spec = this.upstreamSpec;
     if (typeof spec === 'object' && 'privileged' in spec) {
       const target = spec.privileged;
-      // An in-process server: one perms cache for all the sessions, on a link of its own.
-      let shared: SharedPermsCache | undefined;
-      if (typeof target !== 'string') shared = this.sharedCache;
+      // Set for an in-process server: one perms cache for all the sessions, on a link of its own.
+      const shared = this.sharedCache;
       return new PrivilegedSession(
         this.book as DomainBook,
         (onData, onClose, onMessages) =>

@@ -90,7 +90,7 @@ export class XenstoreConnection implements Requester {
       this.close();
       return;
     }
-    this.deliver(msgs);
+    this.handleAll(msgs);
   }
 
   /**
@@ -99,12 +99,13 @@ export class XenstoreConnection implements Requester {
    * which no frame could carry, closes the connection as a malformed frame would.
    */
   deliver(msgs: readonly XsMessage[]): void {
+    if (msgs.some((m) => m.payload.length > XENSTORE_PAYLOAD_MAX)) this.close();
+    else this.handleAll(msgs);
+  }
+
+  private handleAll(msgs: readonly XsMessage[]): void {
     for (const m of msgs) {
       if (this.closed) return;
-      if (m.payload.length > XENSTORE_PAYLOAD_MAX) {
-        this.close();
-        return;
-      }
       this.request = m;
       this.server.handle(this, m);
       this.request = undefined;
@@ -118,18 +119,15 @@ export class XenstoreConnection implements Requester {
   queue(type: number, reqId: number, txId: number, payload: Uint8Array | string): void {
     if (this.messageSink) {
       const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
-      const out = this.outMessages;
-      const at = this.clock ? this.clock() : -1;
-      if (body.length <= XENSTORE_PAYLOAD_MAX)
-        out.push({ type, reqId, txId, payload: asBuffer(body), at } as StampedMessage);
-      else
-        out.push({
-          type: XS_ERROR,
-          reqId,
-          txId,
-          payload: ERROR_PAYLOADS.get('E2BIG') as Buffer,
-          at,
-        } as StampedMessage);
+      const fits = body.length <= XENSTORE_PAYLOAD_MAX;
+      const m: StampedMessage = {
+        type: fits ? type : XS_ERROR,
+        reqId,
+        txId,
+        payload: fits ? asBuffer(body) : (ERROR_PAYLOADS.get('E2BIG') as Buffer),
+        at: this.clock ? this.clock() : -1,
+      };
+      this.outMessages.push(m);
       return;
     }
     if (!this.out.add(type, reqId, txId, payload))

@@ -31,6 +31,16 @@ function checkU32(name: string, v: number): void {
   }
 }
 
+/** @internal Throws XenstoreWireError (EPAYLOAD) for a payload of `length` bytes over XENSTORE_PAYLOAD_MAX. */
+export function checkPayloadLength(length: number): void {
+  if (length > XENSTORE_PAYLOAD_MAX) {
+    throw new XenstoreWireError(
+      'EPAYLOAD',
+      `payload of ${length} bytes exceeds XENSTORE_PAYLOAD_MAX (${XENSTORE_PAYLOAD_MAX})`,
+    );
+  }
+}
+
 /** Encode one message. Throws XenstoreWireError when the payload exceeds XENSTORE_PAYLOAD_MAX. */
 export function encodeMessage(
   type: number,
@@ -42,12 +52,7 @@ export function encodeMessage(
   checkU32('reqId', reqId);
   checkU32('txId', txId);
   const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  if (body.length > XENSTORE_PAYLOAD_MAX) {
-    throw new XenstoreWireError(
-      'EPAYLOAD',
-      `payload of ${body.length} bytes exceeds XENSTORE_PAYLOAD_MAX (${XENSTORE_PAYLOAD_MAX})`,
-    );
-  }
+  checkPayloadLength(body.length);
   const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + body.length);
   writeHeader(out, 0, type, reqId, txId, body.length);
   out.set(body, XENSTORE_HEADER_SIZE);

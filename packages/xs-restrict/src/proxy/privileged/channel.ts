@@ -4,9 +4,8 @@
  * order the daemon sent them, and the daemon's transaction ids predicted so a
  * transaction of ours and its first requests go out in one write.
  */
-import { encodeMessage, XenstoreWireError, type XsMessage } from '../../wire/codec.js';
+import { checkPayloadLength, encodeMessage, type XsMessage } from '../../wire/codec.js';
 import {
-  XENSTORE_PAYLOAD_MAX,
   XS_TRANSACTION_END,
   XS_TRANSACTION_START,
   XS_WATCH,
@@ -79,14 +78,8 @@ export class Dom0Channel {
 
   /** What encodeMessage refuses, refused before anything is sent or awaited. */
   private static check(reqs: readonly Req[]): void {
-    for (const [, , payload] of reqs) {
-      const len = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
-      if (len > XENSTORE_PAYLOAD_MAX)
-        throw new XenstoreWireError(
-          'EPAYLOAD',
-          `payload of ${len} bytes exceeds XENSTORE_PAYLOAD_MAX (${XENSTORE_PAYLOAD_MAX})`,
-        );
-    }
+    for (const [, , payload] of reqs)
+      checkPayloadLength(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length);
   }
 
   /** `reqs` to the daemon in one write (or one `send` of messages), with our next req_ids. */
@@ -258,9 +251,9 @@ export class Dom0Channel {
     // The common case of another connection's write: one event of the cache's watches, nothing
     // waiting before it. It counts at once, as drainInbox would count it.
     if (msgs.length === 1 && this.inbox.length === 0 && !this.closed) {
-      const m = msgs[0] as XsMessage;
-      if (m instanceof WatchEventMessage && m.token === this.cache.token) {
-        this.cache.changed(m.path);
+      const changed = this.cacheEventPath(msgs[0] as XsMessage);
+      if (changed !== undefined) {
+        this.cache.changed(changed);
         return;
       }
     }

@@ -14,7 +14,8 @@
  */
 import type { XenstoreConnection, XenstoreServer } from '../../server/server.js';
 import type { XsMessage } from '../../wire/codec.js';
-import { XS_WATCH, XS_WATCH_EVENT } from '../../wire/constants.js';
+import { XS_WATCH } from '../../wire/constants.js';
+import { WatchEventMessage } from '../../wire/in-process.js';
 import { CACHE_WATCH_PATHS, PermsCache } from './perms-cache.js';
 
 export class SharedPermsCache {
@@ -49,12 +50,9 @@ export class SharedPermsCache {
 
   private take(msgs: readonly XsMessage[]): void {
     for (const m of msgs) {
-      if (m.type === XS_WATCH_EVENT) {
-        const nul = m.payload.indexOf(0);
-        const path =
-          'path' in m && typeof m.path === 'string' ? m.path : m.payload.toString('utf8', 0, nul);
-        this.cache.changed(path);
-      } else if (m.type === XS_WATCH) this.oks++;
+      // A message sink's events are WatchEventMessages (XenstoreConnection.queueEvent).
+      if (m instanceof WatchEventMessage) this.cache.changed(m.path);
+      else if (m.type === XS_WATCH) this.oks++;
     }
   }
 
