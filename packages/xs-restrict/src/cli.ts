@@ -14,6 +14,8 @@ commands:
           every request acts as domain N (the stand-in for a guest's ring page)
             --socket PATH        dom0's socket (required)
             --domain N=PATH      a domain's socket (repeatable)
+            --poll-us N          keep polling for N microseconds after a socket had data
+                                 instead of blocking at once (default 0: block at once)
   proxy   a restricting proxy for the device model of domain N: only the xenstore requests
           QEMU makes (the catalogue's allowlist) reach the daemon, acting as domain N
             --domid N            the guest domain the DM serves (required)
@@ -67,6 +69,7 @@ function args(argv: string[]) {
         upstream: { type: 'string' },
         privileged: { type: 'boolean' },
         trace: { type: 'boolean' },
+        'poll-us': { type: 'string' },
       },
     });
   } catch (e) {
@@ -109,7 +112,10 @@ async function main(argv: string[]): Promise<void> {
       if (!m) fail(`--domain: expected N=PATH, got ${JSON.stringify(spec)}`);
       return [domid(m[1] as string, '--domain'), m[2] as string] as const;
     });
-    const server = new XenstoreServer();
+    const pollText = o['poll-us'] ?? '0';
+    if (!/^\d+$/.test(pollText) || Number(pollText) > 1_000_000)
+      fail(`--poll-us: expected microseconds 0..1000000, got ${JSON.stringify(pollText)}`);
+    const server = new XenstoreServer({ pollMicros: Number(pollText) });
     await server.listen(o.socket);
     for (const [d, path] of domains) await server.listenDomain(d, path);
     onStop(() => server.close());

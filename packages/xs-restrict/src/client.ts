@@ -61,7 +61,8 @@ interface Pending {
   path: string | undefined;
   resolve: (m: XsMessage) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() past which the request fails with ETIMEDOUT (with a timeout). */
+  deadline: number;
 }
 
 interface Transport {
@@ -129,6 +130,11 @@ export class XenstoreClient {
   private nextReqId = 1;
   private nextToken = 1;
   private closed = false;
+  /**
+   * One timer for all the requests in flight, due at the oldest one's deadline: they all have the
+   * same timeout, so the map's order (the order they were sent) is their deadlines' order.
+   */
+  private timer: NodeJS.Timeout | undefined;
   private constructor(
     private readonly transport: Transport,
     private readonly timeoutMs: number,
@@ -231,7 +237,10 @@ export class XenstoreClient {
       const p = this.pending.get(m.reqId);
       if (!p) continue;
       this.pending.delete(m.reqId);
-      if (p.timer) clearTimeout(p.timer);
+      if (this.pending.size === 0 && this.timer) {
+        clearTimeout(this.timer);
+        this.timer = undefined;
+      }
       if (m.type === XS_ERROR) {
         const code = firstString(m.payload);
         p.reject(XenstoreError.fromReply(code, p.type, p.path));
@@ -246,10 +255,9 @@ export class XenstoreClient {
       e instanceof XenstoreError
         ? e
         : new XenstoreError((e as NodeJS.ErrnoException).code ?? 'EIO', e.message);
-    for (const p of this.pending.values()) {
-      if (p.timer) clearTimeout(p.timer);
-      p.reject(err);
-    }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
     for (const w of this.watches.values()) w.end();
     this.watches.clear();
@@ -265,23 +273,37 @@ export class XenstoreClient {
     this.nextReqId = (this.nextReqId + 1) >>> 0 || 1;
     const msg = encodeMessage(type, reqId, txId, payload);
     return new Promise((resolve, reject) => {
-      const p: Pending = { type, path, resolve, reject, timer: undefined };
-      if (this.timeoutMs > 0) {
-        p.timer = setTimeout(() => {
-          this.pending.delete(reqId);
-          reject(
-            new XenstoreError(
-              'ETIMEDOUT',
-              `xenstore request timed out after ${this.timeoutMs} ms`,
-              type,
-              path,
-            ),
-          );
-        }, this.timeoutMs);
-      }
+      const deadline = this.timeoutMs > 0 ? performance.now() + this.timeoutMs : 0;
+      const p: Pending = { type, path, resolve, reject, deadline };
+      if (this.timeoutMs > 0 && this.timer === undefined) this.armTimer(this.timeoutMs);
       this.pending.set(reqId, p);
       this.transport.write(msg);
     });
+  }
+
+  private armTimer(ms: number): void {
+    this.timer = setTimeout(() => this.expire(), ms);
+  }
+
+  /** Fail the requests past their deadline, oldest first; re-arm for the next one. */
+  private expire(): void {
+    this.timer = undefined;
+    const now = performance.now();
+    for (const [reqId, p] of this.pending) {
+      if (p.deadline > now) {
+        this.armTimer(Math.ceil(p.deadline - now));
+        return;
+      }
+      this.pending.delete(reqId);
+      p.reject(
+        new XenstoreError(
+          'ETIMEDOUT',
+          `xenstore request timed out after ${this.timeoutMs} ms`,
+          p.type,
+          p.path,
+        ),
+      );
+    }
   }
 
   private async pathOp(

@@ -45,10 +45,26 @@ describe('xs-restrict bin', () => {
     [['serve'], 'serve: --socket PATH is required'],
     [['serve', '--sockt', '/x'], "Unknown option '--sockt'"],
     [['bogus'], 'unknown command "bogus" (serve or proxy)'],
+    [
+      ['serve', '--socket', '/x', '--poll-us', '1e3'],
+      '--poll-us: expected microseconds 0..1000000, got "1e3"',
+    ],
   ])('%j is a usage error naming the problem (exit 2)', (args, message) => {
     const r = run(...args);
     expect(r.status).toBe(2);
     expect(r.stderr.split('\n')[0]).toContain(message);
+  });
+
+  it('serve --poll-us 200 answers pipelined requests in order, each its own', async () => {
+    const dom0 = path.join(dir, 'xs-poll.sock');
+    await start('serve', '--socket', dom0, '--poll-us', '200');
+    const c = await XenstoreClient.connect({ path: dom0 });
+    const keys = Array.from({ length: 32 }, (_, i) => `/poll/k${i}`);
+    await Promise.all(keys.map((k, i) => c.write(k, `v${i}`)));
+    expect(await Promise.all(keys.map((k) => c.readString(k)))).toEqual(
+      keys.map((_, i) => `v${i}`),
+    );
+    c.close();
   });
 
   it('proxy in front of serve: domain 5 reads and writes its keys; others are refused (EACCES)', async () => {

@@ -137,6 +137,36 @@ describe('XenstoreClient against XenstoreServer', { timeout: 120000 }, () => {
     await new Promise<void>((r) => silent.close(() => r()));
   });
 
+  it('each request times out at its own deadline; none is left holding a timer once answered', async () => {
+    const held: net.Socket[] = [];
+    const silent = net.createServer((s) => {
+      held.push(s);
+    });
+    const p = `${dir}/silent-deadlines`;
+    await new Promise<void>((r) => silent.listen(p, r));
+    const c = await XenstoreClient.connect({ path: p, timeoutMs: 300 });
+    const settled: string[] = [];
+    const first = c.read('/first').catch((e: XenstoreError) => settled.push(`first ${e.code}`));
+    await new Promise((r) => setTimeout(r, 200));
+    const second = c.read('/second').catch((e: XenstoreError) => settled.push(`second ${e.code}`));
+    await first;
+    // The first failed at its deadline; the second, sent 200 ms later, is still waiting.
+    expect(settled).toEqual(['first ETIMEDOUT']);
+    await second;
+    expect(settled).toEqual(['first ETIMEDOUT', 'second ETIMEDOUT']);
+    c.close();
+    for (const s of held) s.destroy();
+    await new Promise<void>((r) => silent.close(() => r()));
+
+    // Answered requests leave no timer behind: the process could exit.
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const live = await XenstoreClient.connect({ path: `${dir}/socket`, timeoutMs: 60_000 });
+    const before = timers();
+    await Promise.all([live.read('/tool').catch(() => undefined), live.directory('/')]);
+    expect(timers()).toBe(before);
+    live.close();
+  });
+
   it('connect retries ECONNREFUSED with backoff, and reports it typed when attempts run out', async () => {
     const p = `${dir}/late`;
     // a bound but not listening unix socket refuses connections, like a daemon not yet listening

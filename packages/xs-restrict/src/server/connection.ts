@@ -111,8 +111,11 @@ export class XenstoreConnection implements Requester {
       this.request = undefined;
       // xenstored writes its queue out between requests, so only events of one request merge.
       this.pendingEvents = [];
+      // The first reply leaves at once: a pipelining client starts on it while the rest are handled.
+      if (m === msgs[0] && msgs.length > 1 && !this.messageSink) this.flush();
     }
-    // One write for all the replies to one read: pipelined clients cost one syscall, not one per reply.
+    // The rest of the replies to one read in one write: pipelined clients cost two syscalls a
+    // read, not one per reply.
     this.flush();
   }
 

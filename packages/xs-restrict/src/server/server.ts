@@ -7,6 +7,7 @@ import { XenstoreConnection } from './connection.js';
 import { ServerCore } from './core.js';
 import { introduce } from './domain.js';
 import { handleRequest } from './handlers.js';
+import { ActivityPoll } from './poll.js';
 
 export { DEFAULT_QUOTAS, type XenstoreQuotas } from '../rules/quotas.js';
 export { XenstoreConnection } from './connection.js';
@@ -17,6 +18,12 @@ export interface XenstoreServerOptions {
   privDomid?: number;
   /** Most bytes queued for a connection that does not read; beyond it the connection is closed. */
   maxOutputBytes?: number;
+  /**
+   * Keep polling the sockets for this many microseconds after one had data, instead of
+   * blocking at once (server/poll.ts). 0 (the default, as xenstored) blocks at once. Lowers the
+   * round trip of a burst of requests on an idle machine, for CPU during the window only.
+   */
+  pollMicros?: number;
 }
 
 /**
@@ -33,12 +40,17 @@ export class XenstoreServer {
   private readonly maxOutputBytes: number;
   private servers: { server: net.Server; path: string }[] = [];
   private sockets = new Set<net.Socket>();
+  private readonly poll: ActivityPoll | undefined;
 
   constructor(options: XenstoreServerOptions = {}) {
     this.quotas = { ...DEFAULT_QUOTAS, ...options.quotas };
     this.privDomid = options.privDomid ?? 0;
     this.maxOutputBytes = options.maxOutputBytes ?? 1 << 20;
     this.core = new ServerCore(this.quotas, this.privDomid);
+    const pollMicros = options.pollMicros ?? 0;
+    if (!(Number.isFinite(pollMicros) && pollMicros >= 0 && pollMicros <= 1_000_000))
+      throw new RangeError(`pollMicros: expected 0..1000000, got ${pollMicros}`);
+    this.poll = pollMicros > 0 ? new ActivityPoll(pollMicros) : undefined;
   }
 
   /** Attach a connection acting as `domid`; returns it. `write` returns false when the peer is gone. */
@@ -87,7 +99,13 @@ export class XenstoreServer {
       },
       () => sock.destroy(),
     );
-    sock.on('data', (d) => conn.receive(d));
+    const poll = this.poll;
+    if (poll)
+      sock.on('data', (d) => {
+        poll.touch();
+        conn.receive(d);
+      });
+    else sock.on('data', (d) => conn.receive(d));
     sock.on('error', () => conn.close());
     sock.on('close', () => {
       this.sockets.delete(sock);
@@ -130,6 +148,7 @@ export class XenstoreServer {
 
   /** Stop listening, close every connection, remove the socket files. */
   async close(): Promise<void> {
+    this.poll?.stop();
     for (const c of [...this.core.connections]) c.close();
     for (const s of this.sockets) s.destroy();
     await Promise.all(
