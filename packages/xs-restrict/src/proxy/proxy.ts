@@ -424,6 +424,7 @@ export class RestrictingProxy {
       }
     }
     if (hard) c.sock.destroy();
-    else c.sock.end();
+    // Closed by the client already: end() would only build an error (with its stack) to discard.
+    else if (!c.sock.destroyed && !c.sock.writableEnded) c.sock.end();
   }
 }
