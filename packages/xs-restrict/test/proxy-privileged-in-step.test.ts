@@ -119,6 +119,48 @@ describe('privileged upstream in process: in-step rewrites', { timeout: 20000 },
     }
   });
 
+  it('a WATCH on a childless node the cache knows is primed from it: one daemon request, the same events', async () => {
+    // As QEMU watches backend/<type>/N: readable by N, under a parent N cannot read.
+    const node = `/local/domain/0/backend/vkbd/${DOMID}`;
+    await ts.write(node, '');
+    await ts.setPerms(node, [
+      { domid: 0, perm: 'n' },
+      { domid: DOMID, perm: 'r' },
+    ]);
+    const watcher = new RestrictingProxy({
+      domid: DOMID,
+      upstream: { privileged: server },
+      allowlist: [{ entryId: 'vkbd', pattern: node, ops: ['watch'] }],
+      log: () => undefined,
+    });
+    await watcher.listen(`${dir}/watcher.sock`);
+    const first = await XenstoreClient.connect({ path: `${dir}/watcher.sock` });
+    const second = await XenstoreClient.connect({ path: `${dir}/watcher.sock` });
+    try {
+      // The first session primes the long way (GET_PERMS, DIRECTORY): the cache learns the node.
+      const w1 = await first.watch(node, 'w1');
+      await w1.next();
+      const before = server.dom0Requests;
+      const w2 = await second.watch(node, 'w2');
+      expect(server.dom0Requests - before).toBe(1);
+      const wd = await direct.watch(node, 'wd');
+      for (const w of [w2, wd]) expect((await w.next()).value?.path).toBe(node);
+      // N loses read: it still hears of the change, by the perms the node had (watch_permitted).
+      await ts.setPerms(node, [{ domid: 0, perm: 'n' }]);
+      const next = (w: typeof w2): Promise<string> =>
+        Promise.race([
+          w.next().then((r) => r.value?.path ?? 'end'),
+          new Promise<string>((r) => setTimeout(() => r('none'), 500)),
+        ]);
+      expect(await next(wd)).toBe(node);
+      expect(await next(w2)).toBe(node);
+    } finally {
+      first.close();
+      second.close();
+      await watcher.close();
+    }
+  });
+
   it('a pipelined run of reads, rewrites and mkdirs: the bytes of a direct connection, events included', async () => {
     // A second server, the same tree: direct on one, through the proxy on the other.
     const other = new XenstoreServer({ quotas: { entrySize: ENTRY_SIZE } });

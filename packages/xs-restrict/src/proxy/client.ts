@@ -28,6 +28,31 @@ export interface InFlight {
 
 let nextClientId = 1;
 
+/** What decide() asks about one client; the counts are only taken for the requests that need them. */
+class ClientContext implements DecideContext {
+  readonly allowlist: DecideContext['allowlist'];
+  readonly homePath: string;
+  readonly maxTransactions: number;
+  readonly maxWatches: number;
+  constructor(private readonly client: ProxyClient) {
+    const proxy = client.proxy;
+    this.allowlist = proxy.allowlist;
+    this.homePath = proxy.homePath;
+    this.maxTransactions = proxy.limits.maxTransactions;
+    this.maxWatches = proxy.limits.maxWatches;
+  }
+
+  get transactions(): number {
+    let n = this.client.transactions.size;
+    for (const f of this.client.inFlight) if (f.type === XS_TRANSACTION_START && !f.refusal) n++;
+    return n;
+  }
+
+  get watches(): number {
+    return this.client.proxy.watchesHeld();
+  }
+}
+
 export class ProxyClient {
   readonly id = nextClientId++;
   readonly parser = new MessageParser(undefined, { view: true });
@@ -53,22 +78,7 @@ export class ProxyClient {
     readonly proxy: RestrictingProxy,
     readonly sock: net.Socket,
   ) {
-    const inFlight = this.inFlight;
-    const transactions = this.transactions;
-    this.context = {
-      allowlist: proxy.allowlist,
-      homePath: proxy.homePath,
-      maxTransactions: proxy.limits.maxTransactions,
-      maxWatches: proxy.limits.maxWatches,
-      get transactions(): number {
-        let n = transactions.size;
-        for (const f of inFlight) if (f.type === XS_TRANSACTION_START && !f.refusal) n++;
-        return n;
-      },
-      get watches(): number {
-        return proxy.watchesHeld();
-      },
-    };
+    this.context = new ClientContext(this);
   }
 
   /** A watch event with the home prefix stripped, for a relative watch; undefined when unchanged. */

@@ -80,8 +80,13 @@ function writeHeader(
  * leave in one write. The caller keeps payloads within XENSTORE_PAYLOAD_MAX
  * (`add` checks) and header fields within 32 bits (its own request's).
  */
+const EMPTY = Buffer.alloc(0);
+/** A writer's first buffer: four largest messages. */
+const WRITER_INITIAL = 4 * (XENSTORE_HEADER_SIZE + XENSTORE_PAYLOAD_MAX);
+
 export class MessageWriter {
-  private buf = Buffer.allocUnsafe(4 * (XENSTORE_HEADER_SIZE + XENSTORE_PAYLOAD_MAX));
+  /** Allocated at the first message: a connection that never writes bytes (one in process) has none. */
+  private buf = EMPTY;
   private used = 0;
 
   /** Bytes written and not yet taken. */
@@ -95,7 +100,7 @@ export class MessageWriter {
     if (len > XENSTORE_PAYLOAD_MAX) return false;
     const need = this.used + XENSTORE_HEADER_SIZE + len;
     if (need > this.buf.length) {
-      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.buf.length));
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.buf.length, WRITER_INITIAL));
       this.buf.copy(grown, 0, 0, this.used);
       this.buf = grown;
     }

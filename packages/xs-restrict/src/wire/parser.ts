@@ -11,6 +11,8 @@ export interface MessageParserOptions {
   view?: boolean;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 const asBuffer = (b: Uint8Array): Buffer =>
   Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
@@ -25,7 +27,8 @@ const asBuffer = (b: Uint8Array): Buffer =>
 export class MessageParser {
   readonly maxPayload: number;
   private readonly view: boolean;
-  private readonly header = Buffer.alloc(XENSTORE_HEADER_SIZE);
+  /** A header cut by the end of a chunk; allocated the first time one is (most parsers never). */
+  private header = EMPTY;
   private body: Buffer | undefined;
   /** Bytes held for the message cut by the end of the last chunk (header, then payload). */
   private held = 0;
@@ -69,6 +72,7 @@ export class MessageParser {
   private fill(buf: Buffer, off: number, out: XsMessage[]): number {
     if (this.held < XENSTORE_HEADER_SIZE) {
       const n = Math.min(XENSTORE_HEADER_SIZE - this.held, buf.length - off);
+      if (this.header.length === 0) this.header = Buffer.alloc(XENSTORE_HEADER_SIZE);
       buf.copy(this.header, this.held, off, off + n);
       this.held += n;
       off += n;

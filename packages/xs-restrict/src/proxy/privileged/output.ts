@@ -322,7 +322,15 @@ export class SessionOutput {
    * stopped being synchronous on the way (then `prime` it the general way).
    */
   primeNow(path: string): boolean {
-    let level = this.primed(path) ? [] : [path];
+    if (this.primed(path)) return true;
+    // The perms cache holds the daemon's state as of now on a synchronous link: a node it knows
+    // to have no children is primed by its perms alone, with nothing to ask.
+    const known = this.chan.synchronous ? this.chan.cache.get(path) : undefined;
+    if (known?.childlen === 0) {
+      this.cache(path, known.perms);
+      return true;
+    }
+    let level = [path];
     while (level.length > 0 && this.perms.size < PERMS_CACHE_MAX) {
       if (!this.chan.synchronous) return false;
       level = this.learnLevel(level, this.chan.callNow(primeReqs(level)), true);
