@@ -13,11 +13,12 @@
 // the ratio proxy/direct are printed.
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
 //   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7] [--warmup 50] [--only TEXT]
-//     [--targets "privileged in-process,..."] [--sequence TRACE.jsonl | --catalogue]
+//     [--targets "privileged in-process,..."] [--sequence TRACE.jsonl | --catalogue] [--steps]
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fromTrace, replay } from './sequence.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
@@ -152,33 +153,7 @@ const SEQUENCE_FILE = process.argv.includes('--catalogue')
   : seqIdx > 0
     ? process.argv[seqIdx + 1]
     : path.join(here, 'qemu-7.2-startup.jsonl');
-const REPLAYED = {
-  READ: 'read',
-  DIRECTORY: 'directory',
-  GET_PERMS: 'getPerms',
-  WRITE: 'write',
-  MKDIR: 'mkdir',
-  WATCH: 'watch',
-  TRANSACTION_START: 'txStart',
-  TRANSACTION_END: 'txEnd',
-};
-function fromTrace(file) {
-  const ops = [];
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const rec = line.trim() && JSON.parse(line);
-    const kept = rec?.event === 'forwarded' || rec?.event === 'refused';
-    const op = kept ? REPLAYED[rec.request.type] : undefined;
-    if (!op) continue;
-    const own = String(rec.domid);
-    const p = rec.request.path
-      ?.split('/')
-      .map((x) => (x === own ? String(DOMID) : x))
-      .join('/');
-    ops.push([op, p, rec.request.txId, rec.client, rec.event === 'refused']);
-  }
-  return ops;
-}
-const STARTUP = SEQUENCE_FILE ? fromTrace(SEQUENCE_FILE) : FROM_CATALOGUE;
+const STARTUP = SEQUENCE_FILE ? fromTrace(SEQUENCE_FILE, DOMID) : FROM_CATALOGUE;
 const STARTUP_SOURCE = SEQUENCE_FILE ? `recorded, ${path.basename(SEQUENCE_FILE)}` : 'catalogue';
 
 /**
@@ -189,41 +164,11 @@ const STARTUP_SOURCE = SEQUENCE_FILE ? `recorded, ${path.basename(SEQUENCE_FILE)
 const STARTUP_ROUNDS = 61;
 const settle = () => new Promise((r) => setTimeout(r, 20));
 
-/** Wall time of the start-up sequence on fresh connections (one per recorded client), in ms. */
-async function startup(sock) {
-  const t0 = performance.now();
-  const conns = new Map();
-  const watches = [];
-  const txs = new Map();
-  let started;
-  const no = () => undefined;
-  for (const [op, p, recTx, client = 0] of STARTUP) {
-    let c = conns.get(client);
-    if (!c) {
-      c = await XenstoreClient.connect({ path: sock });
-      conns.set(client, c);
-    }
-    if (recTx !== 0 && started !== undefined && !txs.has(recTx)) {
-      txs.set(recTx, started);
-      started = undefined;
-    }
-    const opt = recTx !== 0 && txs.has(recTx) ? { tx: txs.get(recTx) } : undefined;
-    if (op === 'read') await c.tryRead(p, opt).catch(no);
-    else if (op === 'write') await c.write(p, 'x', opt).catch(no);
-    else if (op === 'directory') await c.directory(p, opt).catch(no);
-    else if (op === 'getPerms') await c.getPerms(p, opt).catch(no);
-    else if (op === 'mkdir') await c.mkdir(p, opt).catch(no);
-    else if (op === 'txStart') started = await c.transactionStart();
-    else if (op === 'txEnd') {
-      if (txs.has(recTx)) await c.transactionEnd(txs.get(recTx), true).catch(no);
-      txs.delete(recTx);
-    } else watches.push(await c.watch(p, `t${watches.length}`));
-  }
-  const ms = performance.now() - t0;
-  for (const w of watches) await w.close();
-  for (const c of conns.values()) c.close();
-  return ms;
-}
+// --steps: also each request's wall time (and each connect's), median per step and target.
+const STEPS = process.argv.includes('--steps');
+
+/** Wall time of the start-up sequence (sequence.mjs replay), in ms; `steps` as replay's. */
+const startup = (sock, steps) => replay(XenstoreClient, sock, STARTUP, steps);
 
 async function pairs(sock, nClients, pipelined) {
   const clients = await Promise.all(
@@ -351,12 +296,34 @@ Error.stackTraceLimit = 0;
 // Each target first runs the sequence untimed: a proxy serves DM after DM for as long as the host
 // runs, so its code is compiled by the time a QEMU starts; so is the daemon's (direct).
 const ms = new Map(TARGETS.map(([name]) => [name, []]));
+const stepRuns = new Map(TARGETS.map(([name]) => [name, []]));
 for (let r = 0; r < STARTUP_WARMUP; r++) for (const [, sock] of TARGETS) await startup(sock);
 for (let r = 0; r < Math.max(ROUNDS, STARTUP_ROUNDS); r++)
   for (const [name, sock] of rotated(r)) {
     await settle();
-    ms.get(name).push(await startup(sock));
+    const steps = STEPS ? [] : undefined;
+    ms.get(name).push(await startup(sock, steps));
+    if (steps) stepRuns.get(name).push(steps);
   }
+if (STEPS) {
+  // One row per connect or request, in the sequence's order: median µs per target.
+  const labels = [];
+  const seen = new Set();
+  for (const [op, p, , client = 0] of STARTUP) {
+    if (!seen.has(client)) {
+      seen.add(client);
+      labels.push(`connect (client ${client})`);
+    }
+    labels.push(`${op} ${p}`);
+  }
+  console.log(`start-up steps, median µs: ${TARGETS.map(([name]) => name).join(' | ')}`);
+  labels.forEach((label, i) => {
+    const cells = TARGETS.map(([name]) =>
+      (median(stepRuns.get(name).map((st) => st[i])) * 1000).toFixed(0).padStart(6),
+    );
+    console.log(`${cells.join(' ')}  ${label}`);
+  });
+}
 const d0 = median(ms.get('direct'));
 console.log(
   [

@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fromTrace, replay } from './sequence.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.resolve(here, '../../packages/xs-restrict/dist/index.js');
@@ -24,20 +25,7 @@ const PIN = arg('--pin', undefined);
 const TICK_MS = 1000 / 100; // USER_HZ
 Error.stackTraceLimit = 0;
 
-const recs = readFileSync(path.join(here, 'qemu-7.2-startup.jsonl'), 'utf8')
-  .trim()
-  .split('\n')
-  .map((l) => JSON.parse(l));
-const own = String(recs[0].domid);
-const ops = recs.map((r) => ({
-  type: r.request.type,
-  path: r.request.path
-    .split('/')
-    .map((x) => (x === own ? '5' : x))
-    .join('/'),
-  client: r.client,
-  refused: r.event === 'refused',
-}));
+const ops = fromTrace(path.join(here, 'qemu-7.2-startup.jsonl'), 5);
 
 async function measure(target) {
   const dir = mkdtempSync('/tmp/xspc-cpu-');
@@ -57,9 +45,9 @@ async function measure(target) {
     const dom0 = await XenstoreClient.connect({ path: `${dir}/xs.sock` });
     await dom0.mkdir('/local/domain/5');
     await dom0.setPerms('/local/domain/5', [{ domid: 5, perm: 'n' }]);
-    for (const o of ops.filter((x) => !x.refused)) {
-      await dom0.write(o.path, 'v');
-      await dom0.setPerms(o.path, [
+    for (const [, p] of ops.filter(([, , , , refused]) => !refused)) {
+      await dom0.write(p, 'v');
+      await dom0.setPerms(p, [
         { domid: 0, perm: 'n' },
         { domid: 5, perm: 'b' },
       ]);
@@ -76,24 +64,8 @@ async function measure(target) {
     for (let r = 0; r < 2 * RUNS; r++) {
       if (r === RUNS) [u0, s0] = cpu(); // the first half warms up
       if (GAP > 0) await new Promise((res) => setTimeout(res, GAP));
-      const t0 = performance.now();
-      const conns = new Map();
-      const watches = [];
-      for (const o of ops) {
-        let c = conns.get(o.client);
-        if (!c) {
-          c = await XenstoreClient.connect({ path: sock });
-          conns.set(o.client, c);
-        }
-        const no = () => undefined;
-        if (o.type === 'WATCH') watches.push(await c.watch(o.path, `t${watches.length}`));
-        else if (o.type === 'DIRECTORY') await c.directory(o.path).catch(no);
-        else if (o.type === 'MKDIR') await c.mkdir(o.path).catch(no);
-        else await c.tryRead(o.path).catch(no);
-      }
-      if (r >= RUNS) wall += performance.now() - t0;
-      for (const w of watches) await w.close();
-      for (const c of conns.values()) c.close();
+      const ms = await replay(XenstoreClient, sock, ops);
+      if (r >= RUNS) wall += ms;
     }
     const [u1, s1] = cpu();
     return {
