@@ -4,7 +4,8 @@
  * entry quota follow every change below the node, so its answers stay a direct connection's.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
 import { RestrictingProxy } from '../src/proxy/proxy.js';
 import type { XenstoreConnection } from '../src/server/connection.js';
@@ -158,6 +159,48 @@ describe('privileged upstream in process: in-step rewrites', { timeout: 20000 },
       first.close();
       second.close();
       await watcher.close();
+    }
+  });
+
+  it("the first reply to a client's read of several leaves at once, the rest in one write", async () => {
+    for (const [n, v] of [
+      ['a', 'one'],
+      ['b', 'two'],
+    ])
+      await ts.write(`${DIR}/${n}`, v);
+    const raw = await RawConn.open(`${dir}/proxy.sock`);
+    try {
+      // Teach the cache the perms, so the run below is decided in step.
+      raw.send(W.XS_READ, 1, 0, z(`${DIR}/a`));
+      raw.send(W.XS_READ, 2, 0, z(`${DIR}/b`));
+      await raw.until((m) => m.reqId === 2, 'the warm-up');
+      // The proxy's writes to its clients: each a list of the replies it carried.
+      const writes: string[][] = [];
+      const write = net.Socket.prototype.write;
+      const spy = vi.spyOn(net.Socket.prototype, 'write').mockImplementation(function (
+        this: net.Socket,
+        ...args: Parameters<typeof write>
+      ) {
+        const b = args[0];
+        if (Buffer.isBuffer(b) && (b.includes('one') || b.includes('two')))
+          writes.push(new W.MessageParser().push(b).map((m) => `${m.reqId}:${m.payload}`));
+        return write.apply(this, args);
+      });
+      try {
+        raw.sendRaw(
+          Buffer.concat([
+            W.encodeMessage(W.XS_READ, 10, 0, z(`${DIR}/a`)),
+            W.encodeMessage(W.XS_READ, 11, 0, z(`${DIR}/b`)),
+            W.encodeMessage(W.XS_READ, 12, 0, z(`${DIR}/a`)),
+          ]),
+        );
+        await raw.until((m) => m.reqId === 12, 'the last reply');
+      } finally {
+        spy.mockRestore();
+      }
+      expect(writes).toEqual([['10:one'], ['11:two', '12:one']]);
+    } finally {
+      raw.close();
     }
   });
 

@@ -54,6 +54,33 @@ describe('XenstoreServer, where C xenstored gives no usable reference', () => {
   });
 });
 
+describe('XenstoreServer writes', () => {
+  it('the first reply to a read of several requests leaves at once, the rest in one write', () => {
+    const s = new XenstoreServer();
+    const writes: string[][] = [];
+    const conn = s.attach(
+      0,
+      (b) => {
+        writes.push(new MessageParser().push(b).map((m) => `${m.reqId}:${m.payload}`));
+        return true;
+      },
+      () => undefined,
+    );
+    conn.receive(
+      Buffer.concat([
+        encodeMessage(XS_WRITE, 1, 0, '/a\0one'),
+        encodeMessage(XS_READ, 2, 0, '/a\0'),
+        encodeMessage(XS_READ, 3, 0, '/a\0'),
+      ]),
+    );
+    expect(writes).toEqual([['1:OK\0'], ['2:one', '3:one']]);
+    // One request, one write.
+    conn.receive(encodeMessage(XS_READ, 4, 0, '/a\0'));
+    expect(writes[2]).toEqual(['4:one']);
+    expect(writes).toHaveLength(3);
+  });
+});
+
 describe('XenstoreServer quotas are configurable', () => {
   it('nodesPerDomain, watchesPerDomain, transactionsPerConnection, permsPerNode, entrySize', () => {
     const s = new XenstoreServer({

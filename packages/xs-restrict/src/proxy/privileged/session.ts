@@ -68,6 +68,8 @@ export class PrivilegedSession implements SessionContext {
   private readonly parser = new MessageParser(undefined, { view: true });
   private readonly queue: XsMessage[] = [];
   private busy = false;
+  /** The next reply placed in step is the first to a client's read of several requests. */
+  private firstOfRead = false;
   private readonly vtx = new Map<number, VirtualTx>();
   private nextVtx = 1;
   /** Watches as registered upstream (absolute path, token). */
@@ -120,6 +122,7 @@ export class PrivilegedSession implements SessionContext {
   /** The same, parsed. */
   submit(msgs: readonly XsMessage[]): void {
     if (this.closed) return;
+    if (msgs.length > 1 && this.queue.length === 0) this.firstOfRead = true;
     for (const m of msgs) this.queue.push(m);
     if (!this.busy) void this.run();
   }
@@ -156,7 +159,7 @@ export class PrivilegedSession implements SessionContext {
     try {
       for (;;) {
         if (this.chan.synchronous && this.queue.length > 0) {
-          const n = this.inStep(() => runNow(this, this.queue, (b) => this.out.reply(b, true)));
+          const n = this.inStep(() => runNow(this, this.queue, this.placeReply));
           if (n === null) return;
           if (n > 0) {
             this.queue.splice(0, n);
@@ -175,10 +178,11 @@ export class PrivilegedSession implements SessionContext {
           if (reply === null) return;
           if (reply) {
             this.queue.shift();
-            this.out.reply(reply, true);
+            this.placeReply(reply);
             continue;
           }
         }
+        this.firstOfRead = false;
         this.out.flush();
         const batch = this.cachedReads();
         if (batch.length > 1) {
@@ -193,10 +197,22 @@ export class PrivilegedSession implements SessionContext {
         else this.out.reply(reply);
       }
     } finally {
+      this.firstOfRead = false;
       this.out.flush();
       this.busy = false;
     }
   }
+
+  /**
+   * A reply decided in step: held for the one write of the client's read, but the first of a
+   * read of several leaves at once, so a pipelining client starts on it while the rest are
+   * decided (as the embedded server writes its replies).
+   */
+  private readonly placeReply = (b: Buffer): void => {
+    const first = this.firstOfRead;
+    this.firstOfRead = false;
+    this.out.reply(b, !first);
+  };
 
   /** What in-step.ts's `f` gives, or null once the link is gone. */
   private inStep<T>(f: () => T): T | null {
