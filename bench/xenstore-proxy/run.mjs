@@ -14,6 +14,7 @@
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
 //   node bench/xenstore-proxy/run.mjs [--seconds 1] [--rounds 7] [--warmup 50] [--only TEXT]
 //     [--targets "privileged in-process,..."] [--sequence TRACE.jsonl | --catalogue] [--steps]
+//     [--poll-us N]
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -43,6 +44,10 @@ const TARGET_NAMES = targetsIdx > 0 ? process.argv[targetsIdx + 1].split(',') : 
 const warmIdx = process.argv.indexOf('--warmup');
 const STARTUP_WARMUP = warmIdx > 0 ? Number(process.argv[warmIdx + 1]) : 50;
 const DEPTH = 16;
+// --poll-us N: the server and every proxy keep polling N µs after a client's data (pollMicros),
+// direct and proxied alike. Default 0: they block at once, as xenstored does.
+const pollIdx = process.argv.indexOf('--poll-us');
+const POLL_US = pollIdx > 0 ? Number(process.argv[pollIdx + 1]) : 0;
 const DOMID = 5;
 const NODE = `/local/domain/0/device-model/${DOMID}/physmap/f0000000/size`;
 
@@ -72,12 +77,12 @@ function startReady(args) {
 const SERVER = `
 const { XenstoreServer, RestrictingProxy } = await import(process.argv[1]);
 const dir = process.argv[2];
-const s = new XenstoreServer();
+const s = new XenstoreServer({ pollMicros: ${POLL_US} });
 await s.listen(dir + '/xs.sock');
 await s.listenDomain(${DOMID}, dir + '/dom${DOMID}.sock');
-const p = new RestrictingProxy({ domid: ${DOMID}, upstream: s, limits: { maxClients: 64 }, log: () => undefined });
+const p = new RestrictingProxy({ domid: ${DOMID}, upstream: s, limits: { maxClients: 64 }, log: () => undefined, pollMicros: ${POLL_US} });
 await p.listen(dir + '/inproc.sock');
-const pp = new RestrictingProxy({ domid: ${DOMID}, upstream: { privileged: s }, limits: { maxClients: 64 }, log: () => undefined });
+const pp = new RestrictingProxy({ domid: ${DOMID}, upstream: { privileged: s }, limits: { maxClients: 64 }, log: () => undefined, pollMicros: ${POLL_US} });
 await pp.listen(dir + '/inproc-priv.sock');
 process.stdout.write('ready\\n');
 process.on('SIGTERM', () => Promise.all([p.close(), pp.close()]).then(() => s.close()).then(() => process.exit(0)));`;
@@ -85,7 +90,7 @@ process.on('SIGTERM', () => Promise.all([p.close(), pp.close()]).then(() => s.cl
 const PROXY = `
 const { RestrictingProxy } = await import(process.argv[1]);
 const up = process.argv[4] === 'privileged' ? { privileged: process.argv[2] } : process.argv[2];
-const p = new RestrictingProxy({ domid: ${DOMID}, upstream: up, limits: { maxClients: 64 }, log: () => undefined });
+const p = new RestrictingProxy({ domid: ${DOMID}, upstream: up, limits: { maxClients: 64 }, log: () => undefined, pollMicros: ${POLL_US} });
 await p.listen(process.argv[3]);
 process.stdout.write('ready\\n');
 process.on('SIGTERM', () => p.close().then(() => process.exit(0)));`;
@@ -264,7 +269,7 @@ const cases = [
   ['reads, 4 clients, 16 in flight', (s) => reads(s, 4, true)],
 ];
 console.log(
-  `per second (write+read pairs, or reads), ${SECONDS}s per run, median of ${ROUNDS} alternating rounds; load ${load()}`,
+  `per second (write+read pairs, or reads), ${SECONDS}s per run, median of ${ROUNDS} alternating rounds, poll ${POLL_US} µs; load ${load()}`,
 );
 const ratios = [];
 const f = (x) => x.toFixed(0).padStart(7);

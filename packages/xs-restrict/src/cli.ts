@@ -25,6 +25,7 @@ commands:
                                  decides every request as xenstored 4.17 decides it for domain N
                                  (the default is a socket that already acts as domain N)
             --trace              also log every request let through (event "forwarded")
+            --poll-us N          as serve's
 
 options:
   -h, --help       this text (also after a command)
@@ -84,6 +85,12 @@ function domid(text: string, what: string): number {
   return n;
 }
 
+function pollMicros(text = '0'): number {
+  if (!/^\d+$/.test(text) || Number(text) > 1_000_000)
+    fail(`--poll-us: expected microseconds 0..1000000, got ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
 function onStop(close: () => Promise<void>): void {
   const stop = (): void => {
     void close().then(() => process.exit(0));
@@ -112,10 +119,7 @@ async function main(argv: string[]): Promise<void> {
       if (!m) fail(`--domain: expected N=PATH, got ${JSON.stringify(spec)}`);
       return [domid(m[1] as string, '--domain'), m[2] as string] as const;
     });
-    const pollText = o['poll-us'] ?? '0';
-    if (!/^\d+$/.test(pollText) || Number(pollText) > 1_000_000)
-      fail(`--poll-us: expected microseconds 0..1000000, got ${JSON.stringify(pollText)}`);
-    const server = new XenstoreServer({ pollMicros: Number(pollText) });
+    const server = new XenstoreServer({ pollMicros: pollMicros(o['poll-us']) });
     await server.listen(o.socket);
     for (const [d, path] of domains) await server.listenDomain(d, path);
     onStop(() => server.close());
@@ -140,6 +144,7 @@ async function main(argv: string[]): Promise<void> {
         else logger.warn(rec, 'proxy');
       },
       trace: o.trace === true,
+      pollMicros: pollMicros(o['poll-us']),
     });
     await proxy.listen(o.listen);
     onStop(() => proxy.close());

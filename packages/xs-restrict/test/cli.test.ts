@@ -49,6 +49,10 @@ describe('xs-restrict bin', () => {
       ['serve', '--socket', '/x', '--poll-us', '1e3'],
       '--poll-us: expected microseconds 0..1000000, got "1e3"',
     ],
+    [
+      ['proxy', '--domid', '5', '--listen', '/x', '--poll-us', 'x'],
+      '--poll-us: expected microseconds 0..1000000, got "x"',
+    ],
   ])('%j is a usage error naming the problem (exit 2)', (args, message) => {
     const r = run(...args);
     expect(r.status).toBe(2);

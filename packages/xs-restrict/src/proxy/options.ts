@@ -64,6 +64,11 @@ export interface RestrictingProxyOptions {
    * QEMU makes (bench/xenstore-proxy replays one with `--sequence`). Default false.
    */
   trace?: boolean;
+  /**
+   * Keep polling for this many microseconds after a client sent data, instead of blocking at
+   * once (0 to 1000000; default 0, block at once): as `XenstoreServer`'s `pollMicros`.
+   */
+  pollMicros?: number;
 }
 
 /** A refusal, a client-closing event or (with `trace`) a forwarded request, as logged (one JSON object per line). */

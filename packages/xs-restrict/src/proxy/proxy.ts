@@ -6,6 +6,7 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { DEFAULT_QUOTAS } from '../rules/quotas.js';
+import { type ActivityPoll, activityPoll } from '../server/poll.js';
 import { encodeMessage, type XsMessage } from '../wire/codec.js';
 import {
   XS_ERROR,
@@ -94,6 +95,7 @@ export class RestrictingProxy {
   private readonly drainingClients = new Set<ProxyClient>();
   private server: net.Server | undefined;
   private path: string | undefined;
+  private readonly poll: ActivityPoll | undefined;
 
   constructor(options: RestrictingProxyOptions) {
     if (!Number.isInteger(options.domid) || options.domid <= 0 || options.domid >= 0x7ff0) {
@@ -113,6 +115,7 @@ export class RestrictingProxy {
     this.homePath = options.homePath ?? '/local/domain/0';
     this.logSink = options.log ?? ((line) => process.stderr.write(`${line}\n`));
     this.trace = options.trace === true;
+    this.poll = activityPoll(options.pollMicros);
   }
 
   /** Listen on a unix socket (replacing a stale socket file). */
@@ -132,6 +135,7 @@ export class RestrictingProxy {
 
   /** Stop listening, close every client (ending its upstream state), remove the socket file. */
   async close(): Promise<void> {
+    this.poll?.stop();
     for (const c of [...this.clients]) this.closeClient(c, true);
     for (const c of [...this.drainingClients]) this.endDrain(c);
     this.sharedCache?.close();
@@ -190,7 +194,13 @@ export class RestrictingProxy {
     }
     this.clients.add(c);
     c.upstream = this.openUpstream(c);
-    sock.on('data', (d) => this.fromClient(c, d));
+    const poll = this.poll;
+    if (poll)
+      sock.on('data', (d) => {
+        poll.touch();
+        this.fromClient(c, d);
+      });
+    else sock.on('data', (d) => this.fromClient(c, d));
   }
 
   private openUpstream(c: ProxyClient): Upstream {

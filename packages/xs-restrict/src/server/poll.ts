@@ -5,6 +5,14 @@
  * window is read at once, without waking an idle core, which on an idle machine is most of a
  * round trip. The cost is CPU during the window only: an idle server blocks as before.
  */
+/** An ActivityPoll for `pollMicros` (0 to 1000000; 0: none, block at once), or a RangeError. */
+export function activityPoll(pollMicros: number | undefined): ActivityPoll | undefined {
+  const us = pollMicros ?? 0;
+  if (!(Number.isFinite(us) && us >= 0 && us <= 1_000_000))
+    throw new RangeError(`pollMicros: expected 0..1000000, got ${us}`);
+  return us > 0 ? new ActivityPoll(us) : undefined;
+}
+
 export class ActivityPoll {
   private last = 0;
   private running = false;

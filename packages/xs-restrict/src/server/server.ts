@@ -7,7 +7,7 @@ import { XenstoreConnection } from './connection.js';
 import { ServerCore } from './core.js';
 import { introduce } from './domain.js';
 import { handleRequest } from './handlers.js';
-import { ActivityPoll } from './poll.js';
+import { type ActivityPoll, activityPoll } from './poll.js';
 
 export { DEFAULT_QUOTAS, type XenstoreQuotas } from '../rules/quotas.js';
 export { XenstoreConnection } from './connection.js';
@@ -47,10 +47,7 @@ export class XenstoreServer {
     this.privDomid = options.privDomid ?? 0;
     this.maxOutputBytes = options.maxOutputBytes ?? 1 << 20;
     this.core = new ServerCore(this.quotas, this.privDomid);
-    const pollMicros = options.pollMicros ?? 0;
-    if (!(Number.isFinite(pollMicros) && pollMicros >= 0 && pollMicros <= 1_000_000))
-      throw new RangeError(`pollMicros: expected 0..1000000, got ${pollMicros}`);
-    this.poll = pollMicros > 0 ? new ActivityPoll(pollMicros) : undefined;
+    this.poll = activityPoll(options.pollMicros);
   }
 
   /** Attach a connection acting as `domid`; returns it. `write` returns false when the peer is gone. */
