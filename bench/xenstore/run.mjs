@@ -25,7 +25,7 @@ const peerSh = path.resolve(repo, '../shared/tools/xenstored-peer/peer.sh');
 const secIdx = process.argv.indexOf('--seconds');
 const SECONDS = secIdx > 0 ? Number(process.argv[secIdx + 1]) : 2;
 const DEPTH = 16;
-// Our server also runs with --poll-us (server/poll.ts), and so does a Node echo, its ceiling.
+// Our server also runs with --poll-us (src/poll.ts), and so does a Node echo, its ceiling.
 const pollIdx = process.argv.indexOf('--poll-us');
 const POLL_US = pollIdx > 0 ? Number(process.argv[pollIdx + 1]) : 100;
 

@@ -1,10 +1,10 @@
-// server/poll.ts: after activity the event loop keeps turning (setImmediate) for the window, then
+// poll.ts: after activity the event loop keeps turning (setImmediate) for the window, then
 // stops; an idle server schedules nothing. Counted by the turns it schedules, not by time.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
+import { ActivityPoll } from '../src/poll.js';
 import { RestrictingProxy } from '../src/proxy/proxy.js';
-import { ActivityPoll } from '../src/server/poll.js';
 import { XenstoreServer } from '../src/server/server.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

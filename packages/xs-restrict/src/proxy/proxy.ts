@@ -5,8 +5,8 @@
  */
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { type ActivityPoll, activityPoll } from '../poll.js';
 import { DEFAULT_QUOTAS } from '../rules/quotas.js';
-import { type ActivityPoll, activityPoll } from '../server/poll.js';
 import { encodeMessage, type XsMessage } from '../wire/codec.js';
 import {
   XS_ERROR,
@@ -194,13 +194,10 @@ export class RestrictingProxy {
     }
     this.clients.add(c);
     c.upstream = this.openUpstream(c);
-    const poll = this.poll;
-    if (poll)
-      sock.on('data', (d) => {
-        poll.touch();
-        this.fromClient(c, d);
-      });
-    else sock.on('data', (d) => this.fromClient(c, d));
+    sock.on('data', (d) => {
+      this.poll?.touch();
+      this.fromClient(c, d);
+    });
   }
 
   private openUpstream(c: ProxyClient): Upstream {

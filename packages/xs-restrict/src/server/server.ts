@@ -1,13 +1,13 @@
 /** The embedded xenstored: listening sockets and connections around ServerCore. */
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { type ActivityPoll, activityPoll } from '../poll.js';
 import { DEFAULT_QUOTAS, type XenstoreQuotas } from '../rules/quotas.js';
 import type { XsMessage } from '../wire/codec.js';
 import { XenstoreConnection } from './connection.js';
 import { ServerCore } from './core.js';
 import { introduce } from './domain.js';
 import { handleRequest } from './handlers.js';
-import { type ActivityPoll, activityPoll } from './poll.js';
 
 export { DEFAULT_QUOTAS, type XenstoreQuotas } from '../rules/quotas.js';
 export { XenstoreConnection } from './connection.js';
@@ -20,7 +20,7 @@ export interface XenstoreServerOptions {
   maxOutputBytes?: number;
   /**
    * Keep polling the sockets for this many microseconds after one had data, instead of
-   * blocking at once (server/poll.ts). 0 (the default, as xenstored) blocks at once. Lowers the
+   * blocking at once (poll.ts). 0 (the default, as xenstored) blocks at once. Lowers the
    * round trip of a burst of requests on an idle machine, for CPU during the window only.
    */
   pollMicros?: number;
@@ -96,13 +96,10 @@ export class XenstoreServer {
       },
       () => sock.destroy(),
     );
-    const poll = this.poll;
-    if (poll)
-      sock.on('data', (d) => {
-        poll.touch();
-        conn.receive(d);
-      });
-    else sock.on('data', (d) => conn.receive(d));
+    sock.on('data', (d) => {
+      this.poll?.touch();
+      conn.receive(d);
+    });
     sock.on('error', () => conn.close());
     sock.on('close', () => {
       this.sockets.delete(sock);
