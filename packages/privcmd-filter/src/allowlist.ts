@@ -157,6 +157,9 @@ export const deviceModelAllowlist: SeccompAllowlist = {
     'rt_sigprocmask',
     'rt_sigreturn',
     'rt_sigtimedwait',
+    // How the kernel resumes a sleep (nanosleep, a futex or poll with a timeout) after the task
+    // was stopped and continued, frozen or traced: without it, SIGSTOP + SIGCONT kill the DM.
+    'restart_syscall',
     'sigaltstack',
     'tgkill',
     'getpid',

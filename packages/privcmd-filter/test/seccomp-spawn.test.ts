@@ -30,7 +30,11 @@ describe.skipIf(!ready)(
     });
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-    async function run(list: SeccompAllowlist, args: string[]): Promise<Outcome> {
+    async function run(
+      list: SeccompAllowlist,
+      args: string[],
+      during?: (pid: number) => Promise<void>,
+    ): Promise<Outcome> {
       const outPath = join(dir, `out-${args.join('-')}`);
       const out = open(outPath, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC, 0o600);
       const devNull = open('/dev/null', constants.O_RDWR);
@@ -49,6 +53,7 @@ describe.skipIf(!ready)(
           seccomp: compileSeccomp(list),
         });
         pidfd = spawned.pidfd;
+        await during?.(spawned.pid);
         // The child makes one call and exits; poll without blocking the event loop forever.
         for (let i = 0; i < 2000; i++) {
           const st = waitPid(spawned.pid, { noHang: true });
@@ -116,6 +121,45 @@ describe.skipIf(!ready)(
       expect(
         await run(deviceModelAllowlist, ['syscall', String(X86_64_SYSCALLS.ptrace)]),
       ).toMatchObject({ exitCode: null, signal: 31 });
+    });
+
+    /** Resolves once `pred` holds for the child's `/proc/<pid>/<file>`. */
+    async function until(pid: number, file: string, pred: (text: string) => boolean) {
+      for (let i = 0; i < 2000; i++) {
+        if (pred(readFileSync(`/proc/${pid}/${file}`, 'utf8'))) return;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      throw new Error(`/proc/${pid}/${file}: the condition never held`);
+    }
+    /**
+     * Stops the child while it sleeps in clock_nanosleep (syscall 230, what glibc's nanosleep
+     * calls) and continues it: the kernel resumes the sleep with restart_syscall (219), which
+     * the filter sees like any other syscall.
+     */
+    const stopAndContinue = async (pid: number) => {
+      await until(pid, 'syscall', (t) => t.startsWith('230 '));
+      process.kill(pid, 'SIGSTOP');
+      await until(pid, 'stat', (t) => / T /.test(t.slice(t.lastIndexOf(')'))));
+      process.kill(pid, 'SIGCONT');
+    };
+
+    it('the device-model allowlist: a DM stopped and continued in a sleep lives on (restart_syscall)', async () => {
+      expect(await run(deviceModelAllowlist, ['sleep', '300'], stopAndContinue)).toEqual({
+        exitCode: 0,
+        signal: null,
+        out: 'ret=0 errno=0\n',
+      });
+      // The same filter without restart_syscall: SIGSTOP and SIGCONT kill the sleeper.
+      const without = {
+        ...deviceModelAllowlist,
+        syscalls: deviceModelAllowlist.syscalls.filter((s) => s !== 'restart_syscall'),
+      };
+      expect(without.syscalls.length).toBe(deviceModelAllowlist.syscalls.length - 1);
+      expect(await run(without, ['sleep', '300'], stopAndContinue)).toEqual({
+        exitCode: null,
+        signal: constants.SIGSYS ?? 31,
+        out: '',
+      });
     });
   },
 );
