@@ -58,6 +58,7 @@ export {
 } from './qmp.js';
 export { deviceModelSeccomp } from './seccomp.js';
 export {
+  type DmExitStatus,
   type SpawnedDm,
   type Spawner,
   type SpawnFds,

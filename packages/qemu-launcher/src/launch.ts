@@ -17,6 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { constants as osConstants } from 'node:os';
 import { posix } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAvailable } from '@xen-depriv/sys';
@@ -99,6 +100,35 @@ export interface DmHandle {
 }
 
 type MutableHandle = { -readonly [K in keyof DmHandle]: DmHandle[K] };
+
+/** QMP sessions a launch opens at most before it gives up on a DM that is still alive. */
+const QMP_SESSIONS = 3;
+
+/**
+ * The error of a QMP session whose DM died: the same code and step, the DM's end in the
+ * message (its exit code or signal, once its spawner reaped it, 200 ms at most).
+ */
+async function dmGone(e: unknown, dm: SpawnedDm): Promise<unknown> {
+  if (!(e instanceof LauncherError)) return e;
+  await Promise.race([dm.exited, sleep(200)]);
+  const st = dm.exitStatus?.() ?? null;
+  const end =
+    st === null
+      ? 'the DM is gone'
+      : st.signal !== null
+        ? `the DM was killed by signal ${st.signal}${signalName(st.signal)}`
+        : `the DM exited with code ${st.exitCode}`;
+  return new LauncherError(e.code, `${e.message} (${end})`, {
+    step: e.step,
+    errno: e.errno,
+    cause: e,
+  });
+}
+
+function signalName(n: number): string {
+  const name = Object.entries(osConstants.signals).find(([, v]) => v === n)?.[0];
+  return name === undefined ? '' : ` (${name})`;
+}
 
 function alive(pid: number, startTime: number | null): boolean {
   const t = processStartTime(pid);
@@ -298,10 +328,12 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     enter('qmp-connect');
     const readyMs = deps.readyTimeoutMs ?? 10_000;
     // QEMU 7.2 sometimes mishandles a client that connected while it was starting (a second
-    // greeting, or a session that never answers): 0.3% of early connections in bench/deprivd.
-    // A fresh session fixes it, so a protocol error or a silent session is retried once.
+    // greeting, a session that never answers, or one it closes): 0.3% of early connections in
+    // bench/deprivd. A fresh session fixes it, so while the DM lives, a protocol error, or a
+    // silent or closed session after the greeting, is retried, up to QMP_SESSIONS sessions.
     let greeted = false;
     const session = async (): Promise<QmpClient> => {
+      greeted = false;
       const qmp = await QmpClient.connect(p.paths.qmpSocket, {
         greetingTimeoutMs: readyMs,
         ...deps.qmpLimits,
@@ -322,19 +354,21 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
       handle.status = status.status;
       return qmp;
     };
-    let qmp: QmpClient;
-    try {
-      qmp = await session();
-    } catch (e) {
-      const code = e instanceof LauncherError ? e.code : null;
-      const retry =
-        code === 'EQMP_PROTOCOL' ||
-        ((code === 'EQMP_TIMEOUT' || code === 'EQMP_CLOSED') && greeted);
-      if (!retry || !alive(dm.pid, handle.startTime)) throw e;
-      handle.qmp?.close();
-      handle.qmp = null;
-      enter('qmp-connect');
-      qmp = await session();
+    let qmp: QmpClient | null = null;
+    for (let attempt = 1; qmp === null; attempt++) {
+      try {
+        qmp = await session();
+      } catch (e) {
+        const code = e instanceof LauncherError ? e.code : null;
+        const retry =
+          code === 'EQMP_PROTOCOL' ||
+          ((code === 'EQMP_TIMEOUT' || code === 'EQMP_CLOSED') && greeted);
+        if (!alive(dm.pid, handle.startTime)) throw await dmGone(e, dm);
+        if (!retry || attempt >= QMP_SESSIONS) throw e;
+        handle.qmp?.close();
+        handle.qmp = null;
+        enter('qmp-connect');
+      }
     }
     enter('seal-jail');
     if (p.mode === 'jail') sealJail(p, dm.pid);

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { LauncherError } from './errors.js';
 import type { JailMount, LaunchPlan, RlimitName } from './plan.js';
 
@@ -31,6 +32,14 @@ export interface SpawnedDm {
   signal(signal: 'SIGTERM' | 'SIGKILL'): void;
   /** Settles when the process is gone (reaped if it is the launcher's child). */
   readonly exited: Promise<void>;
+  /** How it ended, once `exited` settled, where the backend reaped it; null before. */
+  exitStatus?(): DmExitStatus | null;
+}
+
+/** A reaped DM's wait status: its exit code, or the signal that ended it. */
+export interface DmExitStatus {
+  readonly exitCode: number | null;
+  readonly signal: number | null;
 }
 
 /** Executes a plan's process part: namespaces, root, rlimits, ids, no-new-privs, seccomp, exec. */
@@ -179,6 +188,13 @@ export const utilLinuxSpawner: Spawner = {
             if (child.exitCode === null && child.signalCode === null) child.kill(signal);
           },
           exited,
+          exitStatus: () =>
+            child.exitCode === null && child.signalCode === null
+              ? null
+              : {
+                  exitCode: child.exitCode,
+                  signal: child.signalCode === null ? null : osConstants.signals[child.signalCode],
+                },
         });
       });
     });

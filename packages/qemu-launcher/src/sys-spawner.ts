@@ -12,7 +12,13 @@ import {
 } from '@xen-depriv/sys';
 import { LauncherError } from './errors.js';
 import type { LaunchPlan, RlimitName } from './plan.js';
-import { type SpawnedDm, type Spawner, type SpawnFds, sourceFd } from './spawner.js';
+import {
+  type DmExitStatus,
+  type SpawnedDm,
+  type Spawner,
+  type SpawnFds,
+  sourceFd,
+} from './spawner.js';
 
 /** Linux's RLIMIT_* numbers (asm-generic/resource.h, shared by x86_64 and arm64). */
 const RLIMIT: Readonly<Record<RlimitName, number>> = {
@@ -129,6 +135,12 @@ export function createSysSpawner(options: SysSpawnerOptions = {}): Spawner {
         });
       }
       let done = false;
+      let status: DmExitStatus | null = null;
+      const reap = () => {
+        const st = waitPid(child.pid, { noHang: true });
+        if (st) status = { exitCode: st.exitCode, signal: st.signal };
+        return st;
+      };
       // The pidfd turns readable when the DM exits (libuv polls it with the rest of the loop: no
       // timer per DM); then the zombie is reaped. A poll error falls back to waitPid polling.
       const exited = new Promise<void>((resolve) => {
@@ -139,7 +151,7 @@ export function createSysSpawner(options: SysSpawnerOptions = {}): Spawner {
             return;
           }
           void (async () => {
-            while (waitPid(child.pid, { noHang: true }) === null) await sleep(pollMs);
+            while (reap() === null) await sleep(pollMs);
             resolve();
           })().catch(() => resolve());
         });
@@ -148,7 +160,7 @@ export function createSysSpawner(options: SysSpawnerOptions = {}): Spawner {
       })
         .then(() => {
           try {
-            waitPid(child.pid, { noHang: true });
+            reap();
           } catch {
             // Reaped already (ECHILD).
           }
@@ -171,6 +183,7 @@ export function createSysSpawner(options: SysSpawnerOptions = {}): Spawner {
           }
         },
         exited,
+        exitStatus: () => status,
       } satisfies SpawnedDm;
     },
   };

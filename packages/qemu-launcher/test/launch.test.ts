@@ -19,6 +19,7 @@ import {
   type DmHandle,
   destroy,
   deviceModelSeccomp,
+  LauncherError,
   type LaunchPlan,
   type LaunchProgress,
   launch,
@@ -267,6 +268,34 @@ describe.skipIf(!runnable)(
       expect(existsSync(p.paths.state)).toBe(false);
       expect(existsSync(join(stateDir, 'dm-14'))).toBe(false);
     });
+
+    it.skipIf(!sysAvailable())(
+      'a real DM killed after its QMP greeting: the launch fails naming the signal, nothing is left',
+      async () => {
+        const uid = 3_011_012;
+        const p = plan({ domid: 23, binary: X86, stateDir }, caps, { uid, gid: uid });
+        let killed = 0;
+        const e = await launch(p, {
+          spawner: sysSpawner,
+          beforeStep: (s) => {
+            if (s !== 'qmp-ready') return;
+            for (const pid of pidsOfUid(uid)) {
+              process.kill(pid, 'SIGKILL');
+              killed++;
+            }
+          },
+        }).catch((x: unknown) => x);
+        expect(killed).toBe(1);
+        expect(e).toBeInstanceOf(LauncherError);
+        // No second session for a dead DM; its end, as its spawner reaped it, in the message.
+        expect((e as LauncherError).code).toBe('EQMP_CLOSED');
+        expect((e as LauncherError).message).toMatch(
+          /^launch of domid 23 failed at qmp-ready: .* \(the DM was killed by signal 9 \(SIGKILL\)\)$/,
+        );
+        expect(pidsOfUid(uid)).toEqual([]);
+        expect(existsSync(p.paths.state)).toBe(false);
+      },
+    );
 
     it('a real DM that stops answering (SIGSTOP) times out, is condemned and killed', async () => {
       const uid = 3_011_005;
