@@ -111,11 +111,14 @@ export class XenstoreConnection implements Requester {
       this.request = undefined;
       // xenstored writes its queue out between requests, so only events of one request merge.
       this.pendingEvents = [];
-      // The first reply leaves at once: a pipelining client starts on it while the rest are handled.
-      if (m === msgs[0] && msgs.length > 1 && !this.messageSink) this.flush();
+      // The first reply leaves at once: a pipelining client starts on it while the rest are
+      // handled. A polling server with one busy client writes every reply at once, as
+      // xenstored's loop does: the client's next requests then overlap the replies (poll.ts).
+      if (msgs.length > 1 && !this.messageSink && (m === msgs[0] || this.server.soloPolling(this)))
+        this.flush();
     }
-    // The rest of the replies to one read in one write: pipelined clients cost two syscalls a
-    // read, not one per reply.
+    // Otherwise the rest of the replies to one read in one write: pipelined clients cost two
+    // syscalls a read, not one per reply.
     this.flush();
   }
 

@@ -85,6 +85,11 @@ export class XenstoreServer {
     handleRequest(this.core, conn, m);
   }
 
+  /** @internal Polling, with `conn` the one busy connection (ActivityPoll.solo). */
+  soloPolling(conn: XenstoreConnection): boolean {
+    return this.poll?.solo(conn) === true;
+  }
+
   private attachSocket(sock: net.Socket, domid: number): void {
     this.sockets.add(sock);
     const conn = this.attach(
@@ -97,7 +102,7 @@ export class XenstoreServer {
       () => sock.destroy(),
     );
     sock.on('data', (d) => {
-      this.poll?.touch();
+      this.poll?.touch(conn);
       conn.receive(d);
     });
     sock.on('error', () => conn.close());
