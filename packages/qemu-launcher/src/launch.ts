@@ -329,19 +329,19 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
     const readyMs = deps.readyTimeoutMs ?? 10_000;
     // QEMU 7.2 sometimes mishandles a client that connected while it was starting (a second
     // greeting, a session that never answers, or one it closes): 0.3% of early connections in
-    // bench/deprivd. A fresh session fixes it, so while the DM lives, a protocol error, or a
-    // silent or closed session after the greeting, is retried, up to QMP_SESSIONS sessions.
-    let greeted = false;
+    // bench/deprivd. A fresh session fixes it, so while the DM lives, a session that failed
+    // other than by a missing greeting is retried, up to QMP_SESSIONS sessions, all within twice
+    // the ready timeout (a silent session takes a whole one).
+    const readyBy = Date.now() + 2 * readyMs;
+    const left = () => Math.min(readyMs, readyBy - Date.now());
     const session = async (): Promise<QmpClient> => {
-      greeted = false;
       const qmp = await QmpClient.connect(p.paths.qmpSocket, {
-        greetingTimeoutMs: readyMs,
+        greetingTimeoutMs: left(),
         ...deps.qmpLimits,
       });
       handle.qmp = qmp;
-      greeted = true;
       enter('qmp-ready');
-      const status = (await qmp.execute('query-status', undefined, { timeoutMs: readyMs })) as {
+      const status = (await qmp.execute('query-status', undefined, { timeoutMs: left() })) as {
         status?: unknown;
       };
       if (typeof status?.status !== 'string') {
@@ -361,10 +361,10 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
       } catch (e) {
         const code = e instanceof LauncherError ? e.code : null;
         const retry =
-          code === 'EQMP_PROTOCOL' ||
-          ((code === 'EQMP_TIMEOUT' || code === 'EQMP_CLOSED') && greeted);
+          (code === 'EQMP_PROTOCOL' || code === 'EQMP_TIMEOUT' || code === 'EQMP_CLOSED') &&
+          (e as LauncherError).step !== 'qmp-greeting';
         if (!alive(dm.pid, handle.startTime)) throw await dmGone(e, dm);
-        if (!retry || attempt >= QMP_SESSIONS) throw e;
+        if (!retry || attempt >= QMP_SESSIONS || left() <= 0) throw e;
         handle.qmp?.close();
         handle.qmp = null;
         enter('qmp-connect');

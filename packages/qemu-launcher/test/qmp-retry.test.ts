@@ -2,7 +2,7 @@
 // greeting, a session that never answers). launch() opens fresh QMP sessions, 3 in all. A fake DM
 // (a node process accepting on the QMP listener the plan passes as fd 3) misbehaves on demand.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,13 +16,20 @@ const GREETING = JSON.stringify({
   QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'fake' }, capabilities: [] },
 });
 
-/** A DM whose first `bad` QMP sessions greet twice; later sessions behave. */
+/**
+ * A DM whose first `bad` QMP sessions greet twice (or, `silent`, never answer
+ * qmp_capabilities); later sessions behave. Each session appends a line to `log`.
+ */
 const FAKE_DM = `
 const net = require('node:net');
+const fs = require('node:fs');
 let n = 0;
 const bad = Number(process.argv[1]);
+const silent = process.argv[2] === 'silent';
+const log = process.argv[3];
 net.createServer((s) => {
   const mine = n++ < bad;
+  fs.appendFileSync(log, 'session\\n');
   // The launcher drops a session it gave up on: an EPIPE here must not end the fake DM.
   s.on('error', () => {});
   s.write('${GREETING}\\r\\n');
@@ -33,6 +40,7 @@ net.createServer((s) => {
       const m = JSON.parse(buf.slice(0, i));
       buf = buf.slice(i + 1);
       if (m.execute === 'qmp_capabilities') {
+        if (mine && silent) continue;
         s.write(JSON.stringify({ return: {}, id: m.id }) + '\\r\\n');
         if (mine) s.write('${GREETING}\\r\\n');
       } else if (m.execute === 'query-status') {
@@ -46,12 +54,16 @@ net.createServer((s) => {
 }).listen({ fd: 3 });
 `;
 
-function fakeSpawner(bad: number): Spawner {
+function fakeSpawner(
+  bad: number,
+  mode: 'greet-twice' | 'silent' = 'greet-twice',
+  log = join(dir, 'sessions'),
+): Spawner {
   return {
     name: 'fake',
     limitations: () => [],
     async spawn(_p, fds) {
-      const child = spawn(process.execPath, ['-e', FAKE_DM, String(bad)], {
+      const child = spawn(process.execPath, ['-e', FAKE_DM, String(bad), mode, log], {
         stdio: ['ignore', 'ignore', 'ignore', fds['qmp-listener']],
       });
       const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -95,6 +107,38 @@ describe('launch: a QMP session QEMU mishandles at start-up is opened again, 3 s
     } finally {
       h.signal?.('SIGKILL');
     }
+  });
+
+  it('a silent first session (no reply to qmp_capabilities): the second succeeds', async () => {
+    const log = join(dir, 'sessions-silent-once');
+    const h = await launch(planFor(5), {
+      spawner: fakeSpawner(1, 'silent', log),
+      uids,
+      readyTimeoutMs: 300,
+      qmpLimits: { commandTimeoutMs: 300 },
+    });
+    try {
+      expect(await h.qmp?.execute('query-status')).toEqual({ status: 'running', running: true });
+      expect(readFileSync(log, 'utf8')).toBe('session\nsession\n');
+    } finally {
+      h.signal?.('SIGKILL');
+    }
+  });
+
+  it('silent sessions: all of them within twice the ready timeout, so the third is never opened', async () => {
+    const log = join(dir, 'sessions-silent');
+    const e = await launch(planFor(4), {
+      spawner: fakeSpawner(3, 'silent', log),
+      uids,
+      readyTimeoutMs: 300,
+      qmpLimits: { commandTimeoutMs: 300 },
+    }).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'EQMP_TIMEOUT', step: 'qmp-connect' });
+    expect((e as LauncherError).message).toContain(
+      'QMP qmp_capabilities: expected a reply within 300 ms',
+    );
+    // Two sessions of 300 ms spend the 600 ms budget.
+    expect(readFileSync(log, 'utf8')).toBe('session\nsession\n');
   });
 
   it('three bad sessions in a row: the launch fails with the protocol error, naming what was seen', async () => {
