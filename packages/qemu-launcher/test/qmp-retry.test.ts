@@ -91,38 +91,38 @@ const planFor = (domid: number) =>
   );
 
 describe('launch: a QMP session QEMU mishandles at start-up is opened again, 3 sessions in all', () => {
-  it('a second greeting on the first session: the second session succeeds', async () => {
-    const h = await launch(planFor(1), { spawner: fakeSpawner(1), uids, readyTimeoutMs: 5000 });
-    try {
-      expect(await h.qmp?.execute('query-status')).toEqual({ status: 'running', running: true });
-    } finally {
-      h.signal?.('SIGKILL');
-    }
-  });
-
-  it('two bad sessions in a row: the third session succeeds', async () => {
-    const h = await launch(planFor(3), { spawner: fakeSpawner(2), uids, readyTimeoutMs: 5000 });
-    try {
-      expect(await h.qmp?.execute('query-status')).toEqual({ status: 'running', running: true });
-    } finally {
-      h.signal?.('SIGKILL');
-    }
-  });
-
-  it('a silent first session (no reply to qmp_capabilities): the second succeeds', async () => {
-    const log = join(dir, 'sessions-silent-once');
-    const h = await launch(planFor(5), {
-      spawner: fakeSpawner(1, 'silent', log),
+  /** Launches with a fake DM, which is ready after exactly `sessions` QMP sessions. */
+  async function readyAfter(
+    domid: number,
+    bad: number,
+    mode: 'greet-twice' | 'silent',
+    sessions: number,
+  ): Promise<void> {
+    const log = join(dir, `sessions-${domid}`);
+    const h = await launch(planFor(domid), {
+      spawner: fakeSpawner(bad, mode, log),
       uids,
-      readyTimeoutMs: 300,
+      readyTimeoutMs: mode === 'silent' ? 300 : 5000,
       qmpLimits: { commandTimeoutMs: 300 },
     });
     try {
       expect(await h.qmp?.execute('query-status')).toEqual({ status: 'running', running: true });
-      expect(readFileSync(log, 'utf8')).toBe('session\nsession\n');
+      expect(readFileSync(log, 'utf8')).toBe('session\n'.repeat(sessions));
     } finally {
       h.signal?.('SIGKILL');
     }
+  }
+
+  it('a second greeting on the first session: the second session succeeds', async () => {
+    await readyAfter(1, 1, 'greet-twice', 2);
+  });
+
+  it('two bad sessions in a row: the third session succeeds', async () => {
+    await readyAfter(3, 2, 'greet-twice', 3);
+  });
+
+  it('a silent first session (no reply to qmp_capabilities): the second succeeds', async () => {
+    await readyAfter(5, 1, 'silent', 2);
   });
 
   it('silent sessions: all of them within twice the ready timeout, so the third is never opened', async () => {
