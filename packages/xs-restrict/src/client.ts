@@ -128,6 +128,7 @@ export class XenstoreClient {
   private pending = new Map<number, Pending>();
   private watches = new Map<string, XenstoreWatch>();
   private nextReqId = 1;
+  private tickNow: number | undefined;
   private nextToken = 1;
   private closed = false;
   /**
@@ -159,20 +160,22 @@ export class XenstoreClient {
           s.once('error', reject);
         });
         sock.setNoDelay?.(true);
-        let corked = false;
+        let batch: Buffer[] | undefined;
+        const flush = (): void => {
+          const bs = batch as Buffer[];
+          batch = undefined;
+          if (!sock.destroyed) sock.write(bs.length === 1 ? (bs[0] as Buffer) : Buffer.concat(bs));
+        };
         const client = new XenstoreClient(
           {
-            // Requests issued in the same tick leave in one write (pipelining without a syscall each).
+            // Requests issued in the same tick leave in one write (pipelining without a syscall
+            // each), joined here: one stream write costs less than one per request.
             write: (b) => {
-              if (!corked) {
-                corked = true;
-                sock.cork();
-                process.nextTick(() => {
-                  corked = false;
-                  sock.uncork();
-                });
+              if (batch) batch.push(b);
+              else {
+                batch = [b];
+                process.nextTick(flush);
               }
-              sock.write(b);
             },
             close: () => sock.destroy(),
           },
@@ -273,13 +276,26 @@ export class XenstoreClient {
     this.nextReqId = (this.nextReqId + 1) >>> 0 || 1;
     const msg = encodeMessage(type, reqId, txId, payload);
     return new Promise((resolve, reject) => {
-      const deadline = this.timeoutMs > 0 ? performance.now() + this.timeoutMs : 0;
+      const deadline = this.timeoutMs > 0 ? this.now() + this.timeoutMs : 0;
       const p: Pending = { type, path, resolve, reject, deadline };
       if (this.timeoutMs > 0 && this.timer === undefined) this.armTimer(this.timeoutMs);
       this.pending.set(reqId, p);
       this.transport.write(msg);
     });
   }
+
+  /** performance.now(), read once for the requests issued in one tick. */
+  private now(): number {
+    if (this.tickNow === undefined) {
+      this.tickNow = performance.now();
+      process.nextTick(this.clearNow);
+    }
+    return this.tickNow;
+  }
+
+  private readonly clearNow = (): void => {
+    this.tickNow = undefined;
+  };
 
   private armTimer(ms: number): void {
     this.timer = setTimeout(() => this.expire(), ms);
@@ -310,11 +326,16 @@ export class XenstoreClient {
     type: number,
     path: string,
     opt: TxOption | undefined,
-    extra?: Uint8Array,
+    extra?: Uint8Array | string,
   ): Promise<Buffer> {
     checkClientPath(path);
-    const head = Buffer.from(`${path}\0`);
-    const payload = extra ? Buffer.concat([head, extra]) : head;
+    // A string payload is encoded once, straight into the message.
+    const payload =
+      extra === undefined
+        ? `${path}\0`
+        : typeof extra === 'string'
+          ? `${path}\0${extra}`
+          : Buffer.concat([Buffer.from(`${path}\0`), extra]);
     const m = await this.request(type, payload, opt?.tx ?? 0, path);
     return m.payload;
   }
@@ -338,7 +359,7 @@ export class XenstoreClient {
   }
 
   async write(path: string, value: Uint8Array | string, opt?: TxOption): Promise<void> {
-    await this.pathOp(XS_WRITE, path, opt, typeof value === 'string' ? Buffer.from(value) : value);
+    await this.pathOp(XS_WRITE, path, opt, value);
   }
 
   async mkdir(path: string, opt?: TxOption): Promise<void> {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XenstoreClient } from '../src/client.js';
 import { XenstoreError } from '../src/errors.js';
 import { XenstoreServer } from '../src/server/server.js';
-import { XenstoreWireError } from '../src/wire/index.js';
+import { encodeMessage, XenstoreWireError, XS_READ, XS_WRITE } from '../src/wire/index.js';
 import { type Peer, peerMissing, startPeer } from './helpers/peer.js';
 
 async function exercise(
@@ -165,6 +165,59 @@ describe('XenstoreClient against XenstoreServer', { timeout: 120000 }, () => {
     await Promise.all([live.read('/tool').catch(() => undefined), live.directory('/')]);
     expect(timers()).toBe(before);
     live.close();
+  });
+
+  it('requests issued in one tick leave in one write, with the exact bytes of each', async () => {
+    const chunks: Buffer[] = [];
+    const held: net.Socket[] = [];
+    const raw = net.createServer((s) => {
+      held.push(s);
+      s.on('data', (d) => chunks.push(d));
+    });
+    const p = `${dir}/raw-batch`;
+    await new Promise<void>((r) => raw.listen(p, r));
+    const c = await XenstoreClient.connect({ path: p, timeoutMs: 60_000 });
+    // The stream writes the client's socket makes (each one syscall, write or writev).
+    const proto = net.Socket.prototype as unknown as { _writeGeneric: (...a: unknown[]) => void };
+    const real = proto._writeGeneric;
+    let streamWrites = 0;
+    proto._writeGeneric = function (this: net.Socket, ...a: unknown[]) {
+      if (!held.includes(this)) streamWrites++;
+      return real.apply(this, a);
+    };
+    const until = async (n: number) => {
+      while (Buffer.concat(chunks).length < n) await new Promise((r) => setTimeout(r, 5));
+    };
+    // One tick: a read, a string write (multi-byte UTF-8) and a binary write.
+    const sent: Promise<unknown>[] = [
+      c.read('/a').catch(() => undefined),
+      c.write('/b', 'é€😀').catch(() => undefined),
+      c.write('/c', Buffer.from([0, 255])).catch(() => undefined),
+    ];
+    const expected = Buffer.concat([
+      encodeMessage(XS_READ, 1, 0, '/a\0'),
+      encodeMessage(XS_WRITE, 2, 0, Buffer.from('/b\0é€😀', 'utf8')),
+      encodeMessage(XS_WRITE, 3, 0, Buffer.from([0x2f, 0x63, 0, 0, 255])),
+    ]);
+    try {
+      await until(expected.length);
+      expect(streamWrites).toBe(1);
+      expect(Buffer.concat(chunks)).toEqual(expected);
+      // A later tick: a write of its own.
+      const later = c.read('/d').catch(() => undefined);
+      sent.push(later);
+      await until(expected.length + 19);
+      expect(streamWrites).toBe(2);
+      expect(Buffer.concat(chunks).subarray(expected.length)).toEqual(
+        encodeMessage(XS_READ, 4, 0, '/d\0'),
+      );
+    } finally {
+      proto._writeGeneric = real;
+    }
+    c.close();
+    await Promise.all(sent);
+    for (const s of held) s.destroy();
+    await new Promise<void>((r) => raw.close(() => r()));
   });
 
   it('connect retries ECONNREFUSED with backoff, and reports it typed when attempts run out', async () => {

@@ -46,6 +46,28 @@ describe('wire: header and constants', () => {
     expect(XSD_ERRORS[15]).toBe('EPERM');
   });
 
+  it('a string payload encodes to the bytes of its UTF-8 Buffer (property, any Unicode)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.string({ unit: 'binary', maxLength: 200 }),
+        (reqId, text) => {
+          const bytes = Buffer.from(text, 'utf8');
+          if (bytes.length > XENSTORE_PAYLOAD_MAX) return;
+          expect(encodeMessage(XS_WRITE, reqId, 3, text)).toEqual(
+            encodeMessage(XS_WRITE, reqId, 3, bytes),
+          );
+        },
+      ),
+      { numRuns: 2000 },
+    );
+    // Counted in bytes, not characters: 2048 two-byte characters are 4096 bytes, one more is over.
+    expect(encodeMessage(XS_WRITE, 1, 0, 'é'.repeat(2048))).toHaveLength(16 + 4096);
+    expect(() => encodeMessage(XS_WRITE, 1, 0, `${'é'.repeat(2048)}x`)).toThrow(
+      /payload of 4097 bytes exceeds XENSTORE_PAYLOAD_MAX \(4096\)/,
+    );
+  });
+
   it('refuses a payload over XENSTORE_PAYLOAD_MAX with a typed error naming both sizes', () => {
     expect(() => encodeMessage(XS_WRITE, 1, 0, Buffer.alloc(XENSTORE_PAYLOAD_MAX))).not.toThrow();
     expect(() => encodeMessage(XS_WRITE, 1, 0, Buffer.alloc(XENSTORE_PAYLOAD_MAX + 1))).toThrow(

@@ -51,11 +51,19 @@ export function encodeMessage(
   checkU32('type', type);
   checkU32('reqId', reqId);
   checkU32('txId', txId);
-  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  checkPayloadLength(body.length);
-  const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + body.length);
-  writeHeader(out, 0, type, reqId, txId, body.length);
-  out.set(body, XENSTORE_HEADER_SIZE);
+  if (typeof payload === 'string') {
+    // Encoded straight after the header: no intermediate buffer.
+    const len = Buffer.byteLength(payload, 'utf8');
+    checkPayloadLength(len);
+    const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + len);
+    writeHeader(out, 0, type, reqId, txId, len);
+    out.write(payload, XENSTORE_HEADER_SIZE, 'utf8');
+    return out;
+  }
+  checkPayloadLength(payload.length);
+  const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + payload.length);
+  writeHeader(out, 0, type, reqId, txId, payload.length);
+  out.set(payload, XENSTORE_HEADER_SIZE);
   return out;
 }
 
