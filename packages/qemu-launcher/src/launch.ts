@@ -103,6 +103,8 @@ type MutableHandle = { -readonly [K in keyof DmHandle]: DmHandle[K] };
 
 /** QMP sessions a launch opens at most before it gives up on a DM that is still alive. */
 const QMP_SESSIONS = 3;
+/** How a session QEMU mishandled fails: a stray line, silence, or the connection closed. */
+const QMP_RETRIED: ReadonlySet<string> = new Set(['EQMP_PROTOCOL', 'EQMP_TIMEOUT', 'EQMP_CLOSED']);
 
 /**
  * The error of a QMP session whose DM died: the same code and step, the DM's end in the
@@ -359,12 +361,14 @@ export async function launch(p: LaunchPlan, deps: LauncherDeps = {}): Promise<Dm
       try {
         qmp = await session();
       } catch (e) {
-        const code = e instanceof LauncherError ? e.code : null;
-        const retry =
-          (code === 'EQMP_PROTOCOL' || code === 'EQMP_TIMEOUT' || code === 'EQMP_CLOSED') &&
-          (e as LauncherError).step !== 'qmp-greeting';
         if (!alive(dm.pid, handle.startTime)) throw await dmGone(e, dm);
-        if (!retry || attempt >= QMP_SESSIONS || left() <= 0) throw e;
+        const retry =
+          e instanceof LauncherError &&
+          QMP_RETRIED.has(e.code) &&
+          e.step !== 'qmp-greeting' &&
+          attempt < QMP_SESSIONS &&
+          left() > 0;
+        if (!retry) throw e;
         handle.qmp?.close();
         handle.qmp = null;
         enter('qmp-connect');

@@ -195,7 +195,7 @@ export class RestrictingProxy {
     this.clients.add(c);
     c.upstream = this.openUpstream(c);
     sock.on('data', (d) => {
-      this.poll?.touch();
+      this.poll?.touch(c);
       this.fromClient(c, d);
     });
   }
