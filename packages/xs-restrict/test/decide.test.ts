@@ -69,6 +69,9 @@ function expectVerdict(d: Decision, op: CatalogueOp, abs: string, payload: Buffe
   if (d.verdict !== 'forward') throw new Error(`${op} ${abs}: refused by ${d.rule}`);
   expect(ids).toContain(d.allowedBy);
   expect(d.payload.toString('latin1')).toBe(payload.toString('latin1'));
+  // The absolute path, decoded once here for the session and an embedded server.
+  expect(d.path).toBe(abs);
+  expect(d.path).toBe(W.firstString(d.payload));
 }
 
 describe('decide(): the catalogue', () => {

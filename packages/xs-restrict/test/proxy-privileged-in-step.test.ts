@@ -83,6 +83,24 @@ describe('privileged upstream in process: in-step rewrites', { timeout: 20000 },
     expect((await qemu.read(`${DIR}/a`)).toString()).toBe('v2');
   });
 
+  it('a read the cache decides decodes its path once, in decide(): the session and the server take that string', async () => {
+    const path = `${DIR}/a`;
+    await qemu.read(path);
+    await qemu.read(path);
+    const utf8Slice = vi.spyOn(Buffer.prototype, 'utf8Slice');
+    try {
+      const before = server.dom0Requests;
+      const got = await Promise.all([qemu.read(path), qemu.read(path), qemu.read(path)]);
+      expect(got.map(String)).toEqual(['v0', 'v0', 'v0']);
+      // The cache decided all three: one daemon request each, as a direct read.
+      expect(server.dom0Requests - before).toBe(3);
+      // Before, the perms cache and the server decoded it again: 9.
+      expect(utf8Slice.mock.results.filter((r) => r.value === path)).toHaveLength(3);
+    } finally {
+      utf8Slice.mockRestore();
+    }
+  });
+
   it('children the toolstack adds or removes below a node count in its entry quota at once', async () => {
     const data = 'x'.repeat(30);
     const child = 'c'.repeat(50);

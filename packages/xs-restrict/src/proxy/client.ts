@@ -59,7 +59,8 @@ export class ProxyClient {
   readonly upParser = new MessageParser(undefined, { view: true });
   readonly inFlight: InFlight[] = [];
   /** Requests of the current read to forward; encoded only when the read cannot pass through raw. */
-  toUpstream: [XsMessage, Buffer][] = [];
+  /** Allowed requests of the current read: the request, its payload upstream, its path decoded. */
+  toUpstream: [XsMessage, Buffer, string | undefined][] = [];
   /** Set when a request of the current read was refused or rewritten (no raw pass-through). */
   altered = false;
   /** Watches set with a relative path: only then do events need rewriting. */

@@ -72,6 +72,8 @@ export type Decision =
       payload: Buffer;
       /** The catalogue entry whose rule allowed a path request. */
       allowedBy?: string;
+      /** A path request's absolute path: the first string of `payload`, decoded. */
+      path?: string;
       /** XS_WATCH: the watch, recorded when the daemon accepts it. */
       watch?: ClientWatch;
       /** XS_UNWATCH: the key of the watch it removes. */
@@ -144,7 +146,8 @@ export function decide(m: XsMessage, ctx: DecideContext): Decision {
   const rest = m.payload.subarray(z + 1);
   const payload = abs === given ? m.payload : Buffer.concat([Buffer.from(`${abs}\0`), rest]);
   if (payload.length > XENSTORE_PAYLOAD_MAX) return refuse('E2BIG', 'payload-after-rewrite', abs);
-  if (m.type !== XS_WATCH) return { verdict: 'forward', payload, allowedBy: rule.entryId };
+  if (m.type !== XS_WATCH)
+    return { verdict: 'forward', payload, allowedBy: rule.entryId, path: abs };
   const token = splitStrings(rest)[0];
   if (token === undefined) return refuse('EINVAL', 'malformed', abs);
   if (ctx.watches >= ctx.maxWatches) return refuse('E2BIG', 'quota:watches', abs);
@@ -153,6 +156,7 @@ export function decide(m: XsMessage, ctx: DecideContext): Decision {
     verdict: 'forward',
     payload,
     allowedBy: rule.entryId,
+    path: abs,
     watch: { path: abs, token, strip },
   };
 }

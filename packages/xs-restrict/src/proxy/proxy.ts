@@ -271,7 +271,17 @@ export class RestrictingProxy {
     if (out.length > 0) {
       c.toUpstream = [];
       const up = c.upstream;
-      if (up?.submit) up.submit(out.map(([m, p]) => (p === m.payload ? m : { ...m, payload: p })));
+      // Each with its path as decide() decoded it: the session and an embedded server use that.
+      if (up?.submit)
+        up.submit(
+          out.map(([m, payload, path]) => ({
+            type: m.type,
+            reqId: m.reqId,
+            txId: m.txId,
+            payload,
+            path,
+          })),
+        );
       // Whole messages, all forwarded unchanged: the bytes as read are the bytes to send.
       else if (aligned && !c.altered && c.parser.buffered === 0) up?.write(chunk);
       else {
@@ -285,10 +295,16 @@ export class RestrictingProxy {
     }
   }
 
-  private forward(c: ProxyClient, m: XsMessage, payload: Buffer, f: Partial<InFlight> = {}): void {
+  private forward(
+    c: ProxyClient,
+    m: XsMessage,
+    payload: Buffer,
+    f: Partial<InFlight> = {},
+    path?: string,
+  ): void {
     c.inFlight.push({ type: m.type, reqId: m.reqId, txId: m.txId, ...f });
     if (payload !== m.payload) c.altered = true;
-    c.toUpstream.push([m, payload]);
+    c.toUpstream.push([m, payload, path]);
   }
 
   private check(c: ProxyClient, m: XsMessage): void {
@@ -310,7 +326,7 @@ export class RestrictingProxy {
     const f: Partial<InFlight> = {};
     if (d.watch) f.watch = d.watch;
     if (d.watchKey !== undefined) f.watchKey = d.watchKey;
-    this.forward(c, m, d.payload, f);
+    this.forward(c, m, d.payload, f, d.path);
   }
 
   private fromUpstream(c: ProxyClient, chunk: Buffer): void {

@@ -80,6 +80,11 @@ export class XenstoreConnection implements Requester {
     return canonicalPath(this.home, name);
   }
 
+  /** The request being handled's first string, if its in-process sender decoded it (XsMessage.path). */
+  get requestPath(): string | undefined {
+    return this.request?.path;
+  }
+
   /** Feed bytes from the peer. A protocol violation closes only this connection. */
   receive(chunk: Uint8Array): void {
     if (this.closed) return;

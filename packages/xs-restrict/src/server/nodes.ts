@@ -24,7 +24,7 @@ const EMPTY = Buffer.alloc(0);
 
 /** The one-argument path of READ, DIRECTORY, GET_PERMS, MKDIR and RM, canonical; undefined when malformed. */
 function onePath(conn: XenstoreConnection, p: Buffer): string | undefined {
-  const arg = oneArg(p);
+  const arg = oneArg(p, conn.requestPath);
   return arg === undefined ? undefined : conn.canonical(arg);
 }
 

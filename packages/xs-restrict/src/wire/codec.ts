@@ -13,6 +13,13 @@ export interface XsMessage {
   reqId: number;
   txId: number;
   payload: Buffer;
+  /**
+   * @internal A request's first string, already decoded by an in-process peer (the proxy's
+   * decide()), so that the privileged session's perms cache and an embedded server do not
+   * decode it again: exactly the UTF-8 decoding of the payload's bytes before its first nul.
+   * Never set by the parser.
+   */
+  path?: string | undefined;
 }
 
 /** A malformed frame or argument; `code` says which rule was broken. */

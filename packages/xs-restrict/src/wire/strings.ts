@@ -40,10 +40,13 @@ export function countNul(p: Uint8Array): number {
   return n;
 }
 
-/** onearg: the argument when the payload is exactly one string and its nul; else undefined. */
-export function oneArg(p: Buffer): string | undefined {
+/**
+ * onearg: the argument when the payload is exactly one string and its nul; else undefined.
+ * `decoded`: that string, if the caller has it already (XsMessage.path).
+ */
+export function oneArg(p: Buffer, decoded?: string): string | undefined {
   return p.length > 0 && p.indexOf(0) === p.length - 1
-    ? p.toString('utf8', 0, p.length - 1)
+    ? (decoded ?? p.toString('utf8', 0, p.length - 1))
     : undefined;
 }
 

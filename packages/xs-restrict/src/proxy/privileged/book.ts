@@ -81,8 +81,8 @@ export class Fail {
   constructor(readonly errno: XsErrno) {}
 }
 
-/** One request on the dom0 link: type, transaction id, payload. */
-export type Req = [type: number, tx: number, payload: Buffer | string];
+/** One request on the dom0 link: type, transaction id, payload (and its first string, decoded). */
+export type Req = [type: number, tx: number, payload: Buffer | string, path?: string | undefined];
 
 /** A client's transaction (or one of ours) as the session keeps it. */
 export interface VirtualTx {

@@ -86,11 +86,12 @@ export class Dom0Channel {
   private transmit(reqs: readonly Req[]): void {
     if (this.link.send) {
       this.link.send(
-        reqs.map(([type, tx, payload]) => ({
+        reqs.map(([type, tx, payload, path]) => ({
           type,
           reqId: this.nextReq++ >>> 0,
           txId: tx,
           payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+          path,
         })),
       );
       return;

@@ -73,7 +73,7 @@ export function runNow(
     if (!p) break;
     plan.push(p);
     if (p.rewrite) rewriting.set(p.rewrite.path, p.rewrite.perms);
-    if (!p.local) reqs.push([m.type, 0, m.payload]);
+    if (!p.local) reqs.push([m.type, 0, m.payload, m.path]);
   }
   let k = 0;
   const locals = (): void => {
@@ -105,7 +105,8 @@ function fromCache(s: SessionContext, m: XsMessage): Planned | undefined {
   const nul = m.payload.indexOf(0);
   if (nul < 1) return undefined;
   if (m.type !== XS_WRITE && nul !== m.payload.length - 1) return undefined;
-  const path = m.payload.toString('utf8', 0, nul);
+  // decide() decoded it: the same string, its hash computed once for the cache and the server.
+  const path = m.path ?? m.payload.toString('utf8', 0, nul);
   const e = s.cache.get(path);
   if (!e) return undefined;
   switch (m.type) {
