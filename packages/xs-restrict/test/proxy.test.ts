@@ -6,7 +6,8 @@
  * proxy, with one JSON log line each.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CATALOGUE } from '../src/catalogue.js';
 import { XenstoreClient } from '../src/client.js';
 import { type ProxyLogRecord, type ProxyUpstream, RestrictingProxy } from '../src/proxy/proxy.js';
@@ -197,6 +198,37 @@ for (const m of MODES)
       c.send(W.XS_WATCH, 41, 0, z('@introduceDomain', 't'));
       const got2 = await c.until((m) => m.reqId === 41, 'WATCH @introduceDomain');
       expect(show(got2[0] as W.XsMessage)).toBe('ERROR req=41 tx=0 "EACCES\\u0000"');
+    });
+
+    it('writes a refusal to the DM before it formats the log line', async () => {
+      const b = await server('b');
+      const order: string[] = [];
+      const p = new RestrictingProxy({
+        domid: DOMID,
+        upstream: upstreamOf(b.s),
+        log: (line) => order.push(`log ${(JSON.parse(line) as ProxyLogRecord).event}`),
+      });
+      proxies.push(p);
+      await p.listen(`${dir}/order-proxy.sock`);
+      const c = await raw(`${dir}/order-proxy.sock`);
+      const original = net.Socket.prototype.write;
+      const write = vi.spyOn(net.Socket.prototype, 'write').mockImplementation(function (
+        this: net.Socket,
+        ...args: Parameters<net.Socket['write']>
+      ) {
+        const b0 = args[0];
+        if (Buffer.isBuffer(b0) && b0.length >= 16 && b0.readUInt32LE(0) === W.XS_ERROR)
+          order.push(`reply ${b0.readUInt32LE(4)}`);
+        return original.apply(this, args);
+      });
+      try {
+        c.send(W.XS_READ, 7, 0, z('/tool/x'));
+        const got = await c.until((m) => m.reqId === 7, 'READ /tool/x');
+        expect(show(got[0] as W.XsMessage)).toBe('ERROR req=7 tx=0 "EACCES\\u0000"');
+      } finally {
+        write.mockRestore();
+      }
+      expect(order).toEqual(['reply 7', 'log refused']);
     });
 
     it("binds {domid} to its own domain: another guest's nodes are refused", async () => {

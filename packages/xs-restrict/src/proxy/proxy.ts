@@ -242,11 +242,12 @@ export class RestrictingProxy {
 
   private refuse(c: ProxyClient, m: XsMessage, errno: XsErrno, rule: string, path?: string): void {
     c.altered = true;
-    this.log(c, { event: 'refused', request: logged(m, path), rule, errno });
     // xenstored's error reply copies the request's header: same req_id and tx_id.
     const reply = encodeMessage(XS_ERROR, m.reqId, m.txId, `${errno}\0`);
     if (c.inFlight.length === 0 && !c.upstream?.owes?.()) this.send(c, reply);
     else c.inFlight.push({ refusal: reply, type: m.type, reqId: m.reqId, txId: m.txId });
+    // The DM's answer is on its way before the log line is formatted.
+    this.log(c, { event: 'refused', request: logged(m, path), rule, errno });
   }
 
   private fromClient(c: ProxyClient, chunk: Buffer): void {
