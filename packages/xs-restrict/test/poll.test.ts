@@ -85,7 +85,9 @@ describe('ActivityPoll.solo (one busy socket)', () => {
 describe('XenstoreServer pollMicros', () => {
   it('polling, with one busy client every reply to a read leaves at once; with two, the rest share a write', async () => {
     const dir = mkdtempSync('/tmp/xs-poll-');
-    const server = new XenstoreServer({ pollMicros: 2_000 });
+    // A window long enough that a loaded machine's scheduling cannot stretch the second client's
+    // request and the first one's next read apart by more than it (the test would then see solo).
+    const server = new XenstoreServer({ pollMicros: 100_000 });
     const clients: Socket[] = [];
     const writes = new Map<unknown, string[][]>();
     const real = Socket.prototype.write;
@@ -122,7 +124,7 @@ describe('XenstoreServer pollMicros', () => {
       const a = await open();
       await a(encodeMessage(XS_WRITE, 1, 0, '/a\0one'));
       // A whole window with only this client.
-      await pause(10);
+      await pause(150);
       await a(read(2), read(3), read(4));
       const [aSide] = [...writes.keys()];
       expect(writes.get(aSide)).toEqual([['1:OK\0'], ['2:one'], ['3:one'], ['4:one']]);
