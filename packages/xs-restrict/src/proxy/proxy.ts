@@ -21,6 +21,7 @@ import { Allowlist, allowlistFromCatalogue } from './allowlist.js';
 import { type InFlight, ProxyClient } from './client.js';
 import { decide } from './decide.js';
 import { openLink, type Upstream } from './link.js';
+import { isoTime, type LogFields, logLine } from './log-line.js';
 import {
   DEFAULT_PROXY_LIMITS,
   type ProxyClientStats,
@@ -173,14 +174,8 @@ export class RestrictingProxy {
     }));
   }
 
-  private log(c: ProxyClient, rec: Omit<ProxyLogRecord, 'time' | 'domid' | 'client'>): void {
-    const full: ProxyLogRecord = {
-      time: new Date().toISOString(),
-      domid: this.domid,
-      client: c.id,
-      ...rec,
-    };
-    this.logSink(JSON.stringify(full));
+  private log(c: ProxyClient, rec: LogFields): void {
+    this.logSink(logLine(isoTime(Date.now()), this.domid, c.id, rec));
   }
 
   private accept(sock: net.Socket): void {
@@ -317,7 +312,7 @@ export class RestrictingProxy {
     if (this.trace) {
       const named = d.allowedBy !== undefined || d.watchKey !== undefined;
       const path = named ? firstString(d.payload) : undefined;
-      const rec: Omit<ProxyLogRecord, 'time' | 'domid' | 'client'> = {
+      const rec: LogFields = {
         event: 'forwarded',
         request: logged(m, path),
       };
