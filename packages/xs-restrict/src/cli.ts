@@ -130,8 +130,10 @@ async function main(argv: string[]): Promise<void> {
     if (o.domid === undefined) fail('proxy: --domid N is required');
     if (!o.listen) fail('proxy: --listen PATH is required');
     const upstream = o.upstream ?? '/run/xenstored/socket';
+    // No pino timestamp: each record has its own "time" (ISO 8601), and a line with the key
+    // twice is JSON whose reading depends on the parser.
     const logger = pino(
-      { name: 'xs-restrict-proxy', base: { pid: process.pid } },
+      { name: 'xs-restrict-proxy', base: { pid: process.pid }, timestamp: false },
       pino.destination(2),
     );
     const proxy = new RestrictingProxy({

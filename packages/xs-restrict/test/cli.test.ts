@@ -100,6 +100,15 @@ describe('xs-restrict bin', () => {
       domid: 5,
       request: { type: 'READ', path: '/local/domain/0/name' },
     });
+    // One "time" key, the record's ISO 8601 time (pino's own would make it two).
+    const line = refusals.trim().split('\n')[0] as string;
+    expect(line.match(/"time":/g)).toHaveLength(1);
+    expect(JSON.parse(line)).toMatchObject({
+      level: 40,
+      name: 'xs-restrict-proxy',
+      time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+      msg: 'proxy',
+    });
     dm.close();
     admin.close();
   });
