@@ -58,8 +58,10 @@ export class ProxyClient {
   readonly parser = new MessageParser(undefined, { view: true });
   readonly upParser = new MessageParser(undefined, { view: true });
   readonly inFlight: InFlight[] = [];
-  /** Requests of the current read to forward; encoded only when the read cannot pass through raw. */
-  /** Allowed requests of the current read: the request, its payload upstream, its path decoded. */
+  /**
+   * Allowed requests of the current read: the request, its payload upstream, its path decoded.
+   * Encoded only when the read cannot pass through raw.
+   */
   toUpstream: [XsMessage, Buffer, string | undefined][] = [];
   /** Set when a request of the current read was refused or rewritten (no raw pass-through). */
   altered = false;

@@ -311,7 +311,8 @@ export class RestrictingProxy {
     }
     if (this.trace) {
       const named = d.allowedBy !== undefined || d.watchKey !== undefined;
-      const path = named ? firstString(d.payload) : undefined;
+      // decide() decoded a path request's path already; an UNWATCH's is its payload's first string.
+      const path = d.path ?? (named ? firstString(d.payload) : undefined);
       const rec: LogFields = {
         event: 'forwarded',
         request: logged(m, path),

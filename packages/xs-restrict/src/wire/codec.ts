@@ -58,19 +58,14 @@ export function encodeMessage(
   checkU32('type', type);
   checkU32('reqId', reqId);
   checkU32('txId', txId);
-  if (typeof payload === 'string') {
-    // Encoded straight after the header: no intermediate buffer.
-    const len = Buffer.byteLength(payload, 'utf8');
-    checkPayloadLength(len);
-    const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + len);
-    writeHeader(out, 0, type, reqId, txId, len);
-    out.write(payload, XENSTORE_HEADER_SIZE, 'utf8');
-    return out;
-  }
-  checkPayloadLength(payload.length);
-  const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + payload.length);
-  writeHeader(out, 0, type, reqId, txId, payload.length);
-  out.set(payload, XENSTORE_HEADER_SIZE);
+  const text = typeof payload === 'string';
+  const len = text ? Buffer.byteLength(payload, 'utf8') : payload.length;
+  checkPayloadLength(len);
+  const out = Buffer.allocUnsafe(XENSTORE_HEADER_SIZE + len);
+  writeHeader(out, 0, type, reqId, txId, len);
+  // A string is encoded straight after the header: no intermediate buffer.
+  if (text) out.write(payload, XENSTORE_HEADER_SIZE, 'utf8');
+  else out.set(payload, XENSTORE_HEADER_SIZE);
   return out;
 }
 
