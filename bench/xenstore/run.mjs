@@ -1,13 +1,17 @@
 #!/usr/bin/env node
-// xenstore benchmark: the same XenstoreClient code against
+// xenstore benchmark: the same clients (XenstoreClient, and load.c, a client in C that costs a
+// fraction of any daemon's CPU per request) against
 //   - the real C xenstored of Xen 4.17 and oxenstored (../shared/tools/xenstored-peer, dom0 socket),
 //   - XenstoreServer in a separate process (`xs-restrict serve`),
 //   - raw unix-socket echo servers in Node and in C (echo.c, built with cc if there is one): the
 //     round-trip baseline, and the most any server can reach with the same client (`ceiling`
 //     lines: where an echo server is not 1.5x a daemon, no server can be).
 // Run from the repository root after `cd packages/xs-restrict && npx tsup`:
-//   node bench/xenstore/run.mjs [--seconds 2] [--poll-us 100]
-// (--poll-us 0: no polling server or echo; our server runs both ways otherwise)
+//   node bench/xenstore/run.mjs [--seconds 2] [--poll-us 100] [--client both|c|node]
+// (--poll-us 0: no polling server or echo; our server runs both ways otherwise). The targets are
+// read on the C client's figures: pipelined, the Node client is the bound (a whole core against C
+// xenstored at 1 client), so its figures measure the client as much as the daemon; they are
+// printed too (`node client …` lines), without a target.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -28,6 +32,12 @@ const DEPTH = 16;
 // Our server also runs with --poll-us (src/poll.ts), and so does a Node echo, its ceiling.
 const pollIdx = process.argv.indexOf('--poll-us');
 const POLL_US = pollIdx > 0 ? Number(process.argv[pollIdx + 1]) : 100;
+const clientIdx = process.argv.indexOf('--client');
+const CLIENT = clientIdx > 0 ? process.argv[clientIdx + 1] : 'both';
+if (!['both', 'c', 'node'].includes(CLIENT)) {
+  console.error(`--client: expected both, c or node, got ${CLIENT}`);
+  process.exit(2);
+}
 
 const dir = mkdtempSync('/tmp/xsb-');
 const children = [];
@@ -99,6 +109,27 @@ async function pairs(sock, nClients, pipelined) {
   return count / secs;
 }
 
+/** The same load from load.c (its pairs per second); undefined without a C compiler. */
+let loadC;
+function cPairs(sock, nClients, pipelined) {
+  return new Promise((resolve, reject) => {
+    const c = spawn(loadC, [
+      sock,
+      String(nClients),
+      String(pipelined ? DEPTH : 1),
+      String(SECONDS),
+    ]);
+    children.push(c);
+    let out = '';
+    c.stdout.on('data', (d) => {
+      out += d;
+    });
+    c.once('exit', (code) =>
+      code === 0 ? resolve(Number(out)) : reject(new Error(`load.c on ${sock} exited ${code}`)),
+    );
+  });
+}
+
 async function rtt(sock) {
   const c = await XenstoreClient.connect({ path: sock });
   // warm-up, then one outstanding request at a time; the echo server returns the request itself
@@ -161,6 +192,17 @@ try {
 } catch (e) {
   console.error(`no C echo server (${e.message.split('\n')[0]}); the Node one only`);
 }
+const clients = [];
+if (CLIENT !== 'node') {
+  try {
+    execFileSync('cc', ['-O2', '-o', `${dir}/load-c`, path.join(repo, 'bench/xenstore/load.c')]);
+    loadC = `${dir}/load-c`;
+    clients.push(['C', cPairs]);
+  } catch (e) {
+    console.error(`no C client (${e.message.split('\n')[0]}); the Node one only`);
+  }
+}
+if (CLIENT !== 'c' || !loadC) clients.push(['Node', pairs]);
 
 // Alternate the servers round by round and keep the median, so a burst of load from
 // elsewhere on the machine does not land on one server only.
@@ -173,63 +215,70 @@ const add = (name, key, v) => {
   r[key].push(v);
 };
 for (let round = 0; round < ROUNDS; round++) {
-  for (const n of [1, 4]) {
-    for (const pipelined of [false, true]) {
-      for (const [name, sock] of targets)
-        add(name, `${n} ${pipelined ? 'pipe' : 'seq'}`, await pairs(sock, n, pipelined));
-      // The same client code against a server that does no work: the most any server can reach
-      // over this transport (a WRITE or READ comes back as its own reply, which the client takes).
-      for (const [name, sock] of echoes)
-        add(name, `${n} ${pipelined ? 'pipe' : 'seq'}`, await pairs(sock, n, pipelined));
+  for (const [client, run] of clients)
+    for (const n of [1, 4]) {
+      for (const pipelined of [false, true]) {
+        const key = `${client} ${n} ${pipelined ? 'pipe' : 'seq'}`;
+        for (const [name, sock] of targets) add(name, key, await run(sock, n, pipelined));
+        // The same client against a server that does no work: the most any server can reach over
+        // this transport (a WRITE or READ comes back as its own reply, which the client takes).
+        for (const [name, sock] of echoes) add(name, key, await run(sock, n, pipelined));
+      }
     }
-  }
   for (const [name, sock] of targets) add(name, 'rtt', await rtt(sock));
   for (const [name, sock] of echoes) add(name, 'rtt', await rtt(sock));
 }
-const rows = targets.map(([name]) => {
-  const r = { name };
-  for (const [k, v] of Object.entries(samples.get(name))) r[k] = median(v);
-  return r;
-});
 const medians = (name) =>
   Object.fromEntries(Object.entries(samples.get(name)).map(([k, v]) => [k, median(v)]));
+const rows = targets.map(([name]) => ({ name, ...medians(name) }));
 const echoRtt = medians('unix echo').rtt;
 
 const cols = ['1 seq', '1 pipe', '4 seq', '4 pipe'];
 const fmt = (v) => Math.round(v).toString().padStart(10);
 console.log(
-  `write+read pairs per second (median of ${ROUNDS} rounds of ${SECONDS} s; pipe = ${DEPTH} pairs in flight per client), and 1-client RTT`,
+  `write+read pairs per second (median of ${ROUNDS} rounds of ${SECONDS} s; pipe = ${DEPTH} pairs in flight per client), and 1-client RTT (Node client)`,
 );
-console.log(`${'server'.padEnd(30)}${cols.map((c) => c.padStart(10)).join('')}   RTT (us)`);
-for (const r of rows)
-  console.log(`${r.name.padEnd(30)}${cols.map((c) => fmt(r[c])).join('')}   ${r.rtt.toFixed(1)}`);
-for (const [name] of echoes) {
-  const e = medians(name);
-  console.log(`${name.padEnd(30)}${cols.map((c) => fmt(e[c])).join('')}   ${e.rtt.toFixed(1)}`);
+for (const [client] of clients) {
+  console.log(
+    `${`${client} client: server`.padEnd(30)}${cols.map((c) => c.padStart(10)).join('')}   RTT (us)`,
+  );
+  for (const r of [...rows, ...echoes.map(([name]) => ({ name, ...medians(name) }))])
+    console.log(
+      `${r.name.padEnd(30)}${cols.map((c) => fmt(r[`${client} ${c}`])).join('')}   ${r.rtt.toFixed(1)}`,
+    );
 }
 // What no server can beat: a target of 1.5x over X is out of reach where an echo server (no work
 // per request, the same client and socket) is itself less than 1.5x X. The C one bounds any
 // server; the Node one, a server in Node.
-for (const [name] of echoes) {
-  const e = medians(name);
-  for (const other of rows.filter((r) => !r.name.startsWith('XenstoreServer'))) {
-    const short = other.name.replace(/ 4\.17$/, '');
-    for (const col of [...cols, 'rtt'])
-      console.log(
-        col === 'rtt'
-          ? `ceiling ${short} RTT / ${name} RTT: ${(other.rtt / e.rtt).toFixed(2)}x`
-          : `ceiling ${name} / ${short}, ${col}: ${(e[col] / other[col]).toFixed(2)}x`,
-      );
-  }
-}
 const daemons = rows.filter((r) => !r.name.startsWith('XenstoreServer'));
-for (const ours of rows.filter((r) => r.name.startsWith('XenstoreServer'))) {
-  for (const other of daemons) {
-    for (const col of cols)
-      console.log(
-        `ratio ${ours.name} / ${other.name.replace(/ 4\.17$/, '')}, ${col}: ${(ours[col] / other[col]).toFixed(2)}x (target >= 1.5x)`,
-      );
+const short = (name) => name.replace(/ 4\.17$/, '');
+for (const [client] of clients)
+  for (const [name] of echoes) {
+    const e = medians(name);
+    for (const other of daemons)
+      for (const col of cols)
+        console.log(
+          `ceiling ${client} client, ${name} / ${short(other.name)}, ${col}: ${(e[`${client} ${col}`] / other[`${client} ${col}`]).toFixed(2)}x`,
+        );
   }
+for (const [name] of echoes)
+  for (const other of daemons)
+    console.log(
+      `ceiling ${short(other.name)} RTT / ${name} RTT: ${(other.rtt / medians(name).rtt).toFixed(2)}x`,
+    );
+// The targets on the C client's figures (the daemon's, not the client's); the Node client's too.
+for (const [client] of clients) {
+  const measured = client === clients[0][0];
+  for (const ours of rows.filter((r) => r.name.startsWith('XenstoreServer')))
+    for (const other of daemons)
+      for (const col of cols) {
+        const x = (ours[`${client} ${col}`] / other[`${client} ${col}`]).toFixed(2);
+        console.log(
+          measured
+            ? `ratio ${ours.name} / ${short(other.name)}, ${col}: ${x}x (target >= 1.5x)`
+            : `${client} client ${ours.name} / ${short(other.name)}, ${col}: ${x}x`,
+        );
+      }
 }
 // The round trip against the echo that works as the server does: blocking, or polling.
 const ours = rows.find((r) => r.name === 'XenstoreServer');
