@@ -2,8 +2,9 @@
 // CPU per request of each xenstore daemon under the same load, and where ours spends it:
 //   - C xenstored 4.17 and (with XS_IMPL=ocaml support in the shared peer) oxenstored,
 //   - `xs-restrict serve` in its own process, optionally under `node --cpu-prof`.
-// The load is write+read pairs from XenstoreClient, 1 client with 16 pairs in flight, then
-// 4 such clients. CPU time is the daemon's utime+stime from /proc/<pid>/stat over the run.
+// The load is write+read pairs, 1 client with 16 pairs in flight, then 4 such clients, from
+// load.c (a client in C, built with cc -O2 when there is a compiler), then from XenstoreClient.
+// CPU time is the daemon's utime+stime from /proc/<pid>/stat over the run.
 // Run from the repository root after `npx turbo run build --filter=@xen-depriv/xs-restrict`:
 //   node bench/xenstore/profile.mjs [--seconds 3] [--cpu-prof DIR]
 // With --cpu-prof, DIR receives ours' .cpuprofile (open it in Chrome DevTools or speedscope for
@@ -71,17 +72,41 @@ async function load(sock, nClients) {
   return pairs;
 }
 
-async function measure(name, sock, pid) {
-  for (const n of [1, 4]) {
-    const before = cpuUs(pid);
-    const t0 = performance.now();
-    const pairs = await load(sock, n);
-    const secs = (performance.now() - t0) / 1000;
-    const us = (cpuUs(pid) - before) / (2 * pairs);
-    console.log(
-      `${name.padEnd(18)} ${n} client(s) x ${DEPTH} in flight: ${Math.round(pairs / secs)} pairs/s, ${us.toFixed(1)} us CPU per request`,
+let loadC;
+try {
+  execFileSync('cc', ['-O2', '-o', `${dir}/load-c`, path.join(repo, 'bench/xenstore/load.c')]);
+  loadC = `${dir}/load-c`;
+} catch (e) {
+  console.log(`no C client (${e.message.split('\n')[0]}): the Node one only`);
+}
+
+/** load.c's run: the pairs it made (its rate times the seconds it ran). */
+function cLoad(sock, nClients) {
+  return new Promise((resolve, reject) => {
+    const c = spawn(loadC, [sock, String(nClients), String(DEPTH), String(SECONDS)]);
+    children.push(c);
+    let out = '';
+    c.stdout.on('data', (d) => {
+      out += d;
+    });
+    c.once('exit', (code) =>
+      code === 0 ? resolve(Number(out) * SECONDS) : reject(new Error(`load.c exited ${code}`)),
     );
-  }
+  });
+}
+
+async function measure(name, sock, pid) {
+  for (const [client, run] of [...(loadC ? [['C', cLoad]] : []), ['Node', load]])
+    for (const n of [1, 4]) {
+      const before = cpuUs(pid);
+      const t0 = performance.now();
+      const pairs = await run(sock, n);
+      const secs = (performance.now() - t0) / 1000;
+      const us = (cpuUs(pid) - before) / (2 * pairs);
+      console.log(
+        `${name.padEnd(18)} ${n} client(s) x ${DEPTH} in flight, ${client} client: ${Math.round(pairs / secs)} pairs/s, ${us.toFixed(1)} us CPU per request`,
+      );
+    }
 }
 
 const load1 = () =>
