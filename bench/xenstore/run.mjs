@@ -11,7 +11,8 @@
 // (--poll-us 0: no polling server or echo; our server runs both ways otherwise). The targets are
 // read on the C client's figures: pipelined, the Node client is the bound (a whole core against C
 // xenstored at 1 client), so its figures measure the client as much as the daemon; they are
-// printed too (`node client …` lines), without a target.
+// printed too (`Node client …` lines), without a target; with --client node (or no C compiler),
+// the targets are read on the Node client's.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
