@@ -310,19 +310,20 @@ Error.stackTraceLimit = 0;
 // The compiles run on a thread of their own, beside client and server on the machine's cores.
 // So the target's figure is taken after 1000 start-ups a target (--warmup), and the one after 50
 // (--early) printed before it: what a service that has started few DMs yet sees.
+const TIMED_STARTUPS = Math.max(ROUNDS, STARTUP_ROUNDS);
 let warmed = 0;
 async function timeStartups(warmup) {
   for (; warmed < warmup; warmed++) for (const [, sock] of TARGETS) await startup(sock);
   const ms = new Map(TARGETS.map(([name]) => [name, []]));
   const stepRuns = new Map(TARGETS.map(([name]) => [name, []]));
-  for (let r = 0; r < Math.max(ROUNDS, STARTUP_ROUNDS); r++)
+  for (let r = 0; r < TIMED_STARTUPS; r++)
     for (const [name, sock] of rotated(r)) {
       await settle();
       const steps = STEPS ? [] : undefined;
       ms.get(name).push(await startup(sock, steps));
       if (steps) stepRuns.get(name).push(steps);
     }
-  warmed += Math.max(ROUNDS, STARTUP_ROUNDS);
+  warmed += TIMED_STARTUPS;
   return { ms, stepRuns };
 }
 function printStartups(title, ms) {

@@ -13,6 +13,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildLoadC, runLoadC } from './load-c.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const dist = process.env.XSR_DIST ?? path.join(repo, 'packages/xs-restrict/dist');
@@ -74,26 +75,14 @@ async function load(sock, nClients) {
 
 let loadC;
 try {
-  execFileSync('cc', ['-O2', '-o', `${dir}/load-c`, path.join(repo, 'bench/xenstore/load.c')]);
-  loadC = `${dir}/load-c`;
+  loadC = buildLoadC(dir);
 } catch (e) {
   console.log(`no C client (${e.message.split('\n')[0]}): the Node one only`);
 }
 
 /** load.c's run: the pairs it made (its rate times the seconds it ran). */
-function cLoad(sock, nClients) {
-  return new Promise((resolve, reject) => {
-    const c = spawn(loadC, [sock, String(nClients), String(DEPTH), String(SECONDS)]);
-    children.push(c);
-    let out = '';
-    c.stdout.on('data', (d) => {
-      out += d;
-    });
-    c.once('exit', (code) =>
-      code === 0 ? resolve(Number(out) * SECONDS) : reject(new Error(`load.c exited ${code}`)),
-    );
-  });
-}
+const cLoad = async (sock, nClients) =>
+  (await runLoadC(loadC, sock, nClients, DEPTH, SECONDS, children)) * SECONDS;
 
 async function measure(name, sock, pid) {
   for (const [client, run] of [...(loadC ? [['C', cLoad]] : []), ['Node', load]])

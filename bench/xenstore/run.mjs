@@ -17,6 +17,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildLoadC, runLoadC } from './load-c.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // XSR_DIST: another build to measure (a copy of an older dist, for a before/after in one session).
@@ -110,26 +111,10 @@ async function pairs(sock, nClients, pipelined) {
   return count / secs;
 }
 
-/** The same load from load.c (its pairs per second); undefined without a C compiler. */
+/** The same load from load.c (its pairs per second); loadC is unset without a C compiler. */
 let loadC;
-function cPairs(sock, nClients, pipelined) {
-  return new Promise((resolve, reject) => {
-    const c = spawn(loadC, [
-      sock,
-      String(nClients),
-      String(pipelined ? DEPTH : 1),
-      String(SECONDS),
-    ]);
-    children.push(c);
-    let out = '';
-    c.stdout.on('data', (d) => {
-      out += d;
-    });
-    c.once('exit', (code) =>
-      code === 0 ? resolve(Number(out)) : reject(new Error(`load.c on ${sock} exited ${code}`)),
-    );
-  });
-}
+const cPairs = (sock, nClients, pipelined) =>
+  runLoadC(loadC, sock, nClients, pipelined ? DEPTH : 1, SECONDS, children);
 
 async function rtt(sock) {
   const c = await XenstoreClient.connect({ path: sock });
@@ -196,8 +181,7 @@ try {
 const clients = [];
 if (CLIENT !== 'node') {
   try {
-    execFileSync('cc', ['-O2', '-o', `${dir}/load-c`, path.join(repo, 'bench/xenstore/load.c')]);
-    loadC = `${dir}/load-c`;
+    loadC = buildLoadC(dir);
     clients.push(['C', cPairs]);
   } catch (e) {
     console.error(`no C client (${e.message.split('\n')[0]}); the Node one only`);
